@@ -1,0 +1,141 @@
+#include "afloc/loss/alignment.h"
+
+#include "afloc/model/image_encoder.h"
+#include "afloc/model/text_encoder.h"
+
+namespace afloc::loss {
+namespace F = torch::nn::functional;
+
+namespace {
+
+constexpr double kCosEps = 1e-8;  // the authors' cosine_similarity clamps |x||y| at 1e-8
+
+torch::Tensor labels_for(int64_t n, const torch::Device& device) {
+  return torch::arange(n, torch::TensorOptions().dtype(torch::kLong).device(device));
+}
+
+}  // namespace
+
+LocalLossResult local_loss(const torch::Tensor& regions, const torch::Tensor& units,
+                           const torch::Tensor& lens_in, const LocalLossOptions& opt) {
+  TORCH_CHECK(regions.dim() == 4, "regions must be (B, D, h, w), got ", regions.sizes());
+  TORCH_CHECK(units.dim() == 3, "units must be (B, D, T), got ", units.sizes());
+  TORCH_CHECK(regions.size(0) == units.size(0), "image batch ", regions.size(0),
+              " != caption batch ", units.size(0));
+  TORCH_CHECK(regions.size(1) == units.size(1), "region dim ", regions.size(1), " != unit dim ",
+              units.size(1));
+  const int64_t b = regions.size(0), d = regions.size(1), h = regions.size(2), w = regions.size(3);
+  const int64_t r = h * w;
+  const torch::Tensor lens = lens_in.to(torch::kCPU, torch::kLong);
+  TORCH_CHECK(lens.numel() == b, "lens must have ", b, " entries, got ", lens.numel());
+  const int64_t t = lens.max().item<int64_t>();
+  TORCH_CHECK(lens.min().item<int64_t>() >= 1, "every caption needs at least one unit");
+  TORCH_CHECK(t <= units.size(2), "lens up to ", t, " but only ", units.size(2), " units");
+  const auto device = regions.device();
+
+  // valid[k, i]: unit i belongs to caption k. Unused units are zeroed so that whatever they hold
+  // (pads, NaN) never reaches the result or its gradient, as the authors' slicing guarantees.
+  const torch::Tensor valid =
+      (torch::arange(t).unsqueeze(0) < lens.unsqueeze(1)).to(device);  // (B, T)
+  const torch::Tensor q = torch::where(valid.unsqueeze(1), units.narrow(2, 0, t),
+                                       torch::zeros({}, units.options()));  // (B, D, T)
+  const torch::Tensor ctx = regions.reshape({b, d, r});                        // (B, D, R)
+  const torch::Tensor ctx_t = ctx.transpose(1, 2);                             // (B, R, D)
+
+  const int64_t per_caption = b * std::max(r, d) * t;
+  int64_t chunk = b;
+  if (opt.max_block_elements > 0) {
+    chunk = std::max<int64_t>(1, std::min<int64_t>(b, opt.max_block_elements / std::max<int64_t>(per_caption, 1)));
+  }
+
+  std::vector<torch::Tensor> sims;
+  LocalLossResult res;
+  for (int64_t k0 = 0; k0 < b; k0 += chunk) {
+    const int64_t c = std::min(chunk, b - k0);
+    const torch::Tensor qc = q.narrow(0, k0, c);             // (C, D, T)
+    const torch::Tensor vc = valid.narrow(0, k0, c);         // (C, T)
+    // scores[b, c, r, i] = <region r of image b, unit i of caption c>
+    torch::Tensor attn = torch::matmul(ctx_t, qc.permute({1, 0, 2}).reshape({d, c * t}))
+                             .view({b, r, c, t})
+                             .permute({0, 2, 1, 3});          // (B, C, R, T)
+    attn = attn.masked_fill(vc.logical_not().view({1, c, 1, t}), -std::numeric_limits<float>::infinity());
+    attn = torch::softmax(attn, -1) * opt.temp1;              // over units
+    attn = torch::softmax(attn, 2);                           // over regions
+    const torch::Tensor wctx = torch::matmul(ctx.unsqueeze(1), attn);  // (B, C, D, T)
+    const torch::Tensor qb = qc.unsqueeze(0);                          // (1, C, D, T)
+    const torch::Tensor dot = (qb * wctx).sum(2);                      // (B, C, T)
+    const torch::Tensor norms = (qb.norm(2, 2) * wctx.norm(2, 2)).clamp_min(kCosEps);
+    const torch::Tensor cosine = dot / norms;
+    torch::Tensor e = torch::exp(cosine * opt.temp2);
+    e = torch::where(vc.unsqueeze(0), e, torch::zeros({}, e.options()));
+    sims.push_back(torch::log(e.sum(-1)));  // (B, C)
+    if (opt.return_attention) {
+      for (int64_t j = 0; j < c; ++j) {
+        const int64_t k = k0 + j;
+        const int64_t len = lens[k].item<int64_t>();
+        // attention of caption k over its own image: (R, T) -> (1, len, h, w)
+        res.attention.push_back(
+            attn.select(0, k).select(0, j).narrow(1, 0, len).transpose(0, 1).reshape({1, len, h, w}));
+      }
+    }
+  }
+  res.similarities = torch::cat(sims, 1) * opt.temp3;  // (B_img, B_cap)
+  const torch::Tensor labels = labels_for(b, device);
+  res.loss0 = F::cross_entropy(res.similarities, labels);
+  res.loss1 = F::cross_entropy(res.similarities.t(), labels);
+  return res;
+}
+
+GlobalLossResult global_loss(const torch::Tensor& image, const torch::Tensor& report, double temp3) {
+  TORCH_CHECK(image.dim() == 2 && report.dim() == 2 && image.sizes() == report.sizes(),
+              "global loss needs (B, D) image and report vectors, got ", image.sizes(), " and ",
+              report.sizes());
+  GlobalLossResult res;
+  const torch::Tensor norms = torch::outer(image.norm(2, 1), report.norm(2, 1)).clamp_min(kCosEps);
+  res.scores = torch::matmul(image, report.t()) / norms * temp3;
+  const torch::Tensor labels = labels_for(image.size(0), image.device());
+  res.loss0 = F::cross_entropy(res.scores, labels);
+  res.loss1 = F::cross_entropy(res.scores.t(), labels);
+  return res;
+}
+
+AlignmentLoss alignment_loss(const torch::Tensor& shallow, const torch::Tensor& deep,
+                             const torch::Tensor& global, const torch::Tensor& words,
+                             const torch::Tensor& word_lens, const torch::Tensor& sentences,
+                             const torch::Tensor& sent_lens, const torch::Tensor& report,
+                             const model::LossConfig& c, int64_t max_block_elements) {
+  LocalLossOptions lo;
+  lo.temp1 = c.temp1;
+  lo.temp2 = c.temp2;
+  lo.temp3 = c.temp3;
+  lo.max_block_elements = max_block_elements;
+  AlignmentLoss out;
+  std::vector<torch::Tensor> terms;
+  if (c.use_report) {
+    const auto g = global_loss(global, report, c.temp3);
+    out.report = (g.loss0 + g.loss1) * c.report_weight;
+    terms.push_back(out.report);
+  }
+  if (c.use_sentence) {
+    const auto l = local_loss(deep, sentences, sent_lens, lo);
+    out.sentence = (l.loss0 + l.loss1) * c.sentence_weight;
+    terms.push_back(out.sentence);
+  }
+  if (c.use_word) {
+    const auto l = local_loss(shallow, words, word_lens, lo);
+    out.word = (l.loss0 + l.loss1) * c.word_weight;
+    terms.push_back(out.word);
+  }
+  TORCH_CHECK(!terms.empty(), "alignment loss: every term is switched off");
+  out.total = terms[0];
+  for (size_t i = 1; i < terms.size(); ++i) out.total = out.total + terms[i];
+  return out;
+}
+
+AlignmentLoss alignment_loss(const model::ImageEmbeddings& image, const model::TextEmbeddings& text,
+                             const model::LossConfig& c, int64_t max_block_elements) {
+  return alignment_loss(image.shallow, image.deep, image.global, text.words, text.word_lens,
+                        text.sentences, text.sent_lens, text.report, c, max_block_elements);
+}
+
+}  // namespace afloc::loss

@@ -1,0 +1,89 @@
+#pragma once
+/// Model configurations: plain structs with defaults, JSON-serialisable, with named presets.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace afloc::model {
+
+/// torchvision-layout ResNet. depth 18/34 use basic blocks, 50 bottlenecks; width is the channel
+/// count of the stem and layer1 (torchvision: 64; smaller widths give cheap configurations).
+struct ResNetConfig {
+  int depth = 50;
+  int width = 64;
+};
+
+/// Hugging Face BertModel hyper-parameters (Bio_ClinicalBERT by default).
+struct BertConfig {
+  int64_t vocab_size = 28996;
+  int64_t hidden_size = 768;
+  int64_t num_layers = 12;
+  int64_t num_heads = 12;
+  int64_t intermediate_size = 3072;
+  int64_t max_position_embeddings = 512;
+  int64_t type_vocab_size = 2;
+  double layer_norm_eps = 1e-12;
+  double hidden_dropout = 0.1;
+  double attention_dropout = 0.1;
+  int64_t pad_token_id = 0;
+};
+
+/// Which alignment terms train the model (ablations switch them off) and their weights.
+struct LossConfig {
+  bool use_word = true;      ///< L_SW: shallow regions (layer2) with words
+  bool use_sentence = true;  ///< L_DS: deep regions (layer3) with sentences
+  bool use_report = true;    ///< L_GR: global image vector with the report vector
+  double word_weight = 1.0;
+  double sentence_weight = 1.0;
+  double report_weight = 1.0;
+  double temp1 = 4.0;   ///< attention sharpening
+  double temp2 = 5.0;   ///< unit/region match
+  double temp3 = 10.0;  ///< contrastive logit scale
+};
+
+/// Tokenizer settings stored with a model.
+struct TextConfig {
+  int64_t max_tokens = 97;     ///< [CLS] + pieces + [SEP], padded
+  int64_t last_n_layers = 4;   ///< hidden states summed (hidden_states[-n:], embeddings included)
+  bool lowercase = false;      ///< BertNormalizer lowercase
+  bool strip_accents = false;  ///< BertNormalizer strip_accents
+};
+
+/// The whole AFLoc model. The embedding size is bert.hidden_size (the text side has no projection).
+struct AflocConfig {
+  std::string name = "paper";
+  ResNetConfig resnet;
+  int64_t image_size = 224;     ///< input side (square), pixels in [-1, 1]
+  int64_t upsample_size = 299;  ///< bilinear (align_corners) resize inside the model; 0 = none
+  BertConfig bert;
+  TextConfig text;
+  LossConfig loss;
+
+  int64_t embed_dim() const { return bert.hidden_size; }
+  /// Error naming the field for inconsistent values (depth not 18/34/50, heads not dividing
+  /// hidden, last_n_layers > layers + 1, ...).
+  void validate() const;
+  /// Spatial side of the deep (layer3) and shallow (layer2) feature maps for this input size.
+  int64_t deep_side() const;
+  int64_t shallow_side() const;
+};
+
+/// Named presets: "paper" (ResNet-50 + BERT-base, 768-d, 97 tokens, 224 input) and "tiny"
+/// (ResNet-18 of width 32 at 128 px upsampled to 160, 4-layer BERT of width 128; a few minutes
+/// of pretraining on 2 CPU cores). Error for an unknown name.
+AflocConfig preset(const std::string& name);
+std::vector<std::string> preset_names();
+
+void to_json(nlohmann::json& j, const AflocConfig& c);
+/// Strict: unknown keys and wrong types raise Error naming the key path.
+void from_json(const nlohmann::json& j, AflocConfig& c);
+
+/// Loads a config JSON file: either a full config, or {"preset": "tiny", ...overrides}.
+AflocConfig load_config(const std::string& path);
+/// Parses a config from JSON text; origin names it in errors.
+AflocConfig parse_config(const std::string& text, const std::string& origin);
+std::string config_to_string(const AflocConfig& c);
+
+}  // namespace afloc::model

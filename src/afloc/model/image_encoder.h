@@ -1,0 +1,36 @@
+#pragma once
+/// AFLoc image encoder (SPEC §1): ResNet trunk on the input bilinearly upsampled (align_corners) to
+/// upsample_size, layer2 -> 1x1 conv (no bias) = shallow local features, layer3 -> 1x1 conv (no bias)
+/// = deep local features, pooled layer4 -> Linear (bias) = global feature. No L2 normalisation.
+/// Module names as in the authors' checkpoints: model.*, global_embedder, local_embedder,
+/// local2_embedder.
+#include <torch/torch.h>
+
+#include "afloc/model/config.h"
+#include "afloc/model/resnet.h"
+
+namespace afloc::model {
+
+/// paper config at 224 input: shallow (B,768,38,38), deep (B,768,19,19), global (B,768).
+struct ImageEmbeddings {
+  torch::Tensor shallow;      ///< v_s (B, D, hs, ws): layer2 projection, aligned with words
+  torch::Tensor deep;         ///< v_d (B, D, hd, wd): layer3 projection, sentences and heatmaps
+  torch::Tensor global;       ///< v_g (B, D)
+  torch::Tensor global_feat;  ///< pooled layer4 before the projection (B, C4)
+};
+
+class ImageEncoderImpl : public torch::nn::Module {
+ public:
+  explicit ImageEncoderImpl(const AflocConfig& config);
+  /// images: (B, 3, S, S) in [-1, 1].
+  ImageEmbeddings forward(const torch::Tensor& images);
+
+  ResNet model{nullptr};
+  torch::nn::Linear global_embedder{nullptr};
+  torch::nn::Conv2d local_embedder{nullptr};   ///< layer3 -> D
+  torch::nn::Conv2d local2_embedder{nullptr};  ///< layer2 -> D
+  int64_t upsample_size;
+};
+TORCH_MODULE(ImageEncoder);
+
+}  // namespace afloc::model

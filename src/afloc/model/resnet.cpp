@@ -1,0 +1,100 @@
+#include "afloc/model/resnet.h"
+
+#include "afloc/common/error.h"
+
+namespace afloc::model {
+namespace nn = torch::nn;
+
+namespace {
+
+nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad) {
+  return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).bias(false));
+}
+
+}  // namespace
+
+ResBlockImpl::ResBlockImpl(bool bottleneck, int64_t in_ch, int64_t planes, int64_t stride)
+    : bottleneck_(bottleneck) {
+  const int64_t out_ch = planes * expansion(bottleneck);
+  if (bottleneck) {
+    conv1 = register_module("conv1", conv(in_ch, planes, 1, 1, 0));
+    bn1 = register_module("bn1", nn::BatchNorm2d(planes));
+    conv2 = register_module("conv2", conv(planes, planes, 3, stride, 1));
+    bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+    conv3 = register_module("conv3", conv(planes, out_ch, 1, 1, 0));
+    bn3 = register_module("bn3", nn::BatchNorm2d(out_ch));
+  } else {
+    conv1 = register_module("conv1", conv(in_ch, planes, 3, stride, 1));
+    bn1 = register_module("bn1", nn::BatchNorm2d(planes));
+    conv2 = register_module("conv2", conv(planes, planes, 3, 1, 1));
+    bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+  }
+  if (stride != 1 || in_ch != out_ch) {
+    downsample = register_module(
+        "downsample", nn::Sequential(conv(in_ch, out_ch, 1, stride, 0), nn::BatchNorm2d(out_ch)));
+  }
+}
+
+torch::Tensor ResBlockImpl::forward(const torch::Tensor& x) {
+  torch::Tensor out = torch::relu(bn1(conv1(x)));
+  if (bottleneck_) {
+    out = torch::relu(bn2(conv2(out)));
+    out = bn3(conv3(out));
+  } else {
+    out = bn2(conv2(out));
+  }
+  const torch::Tensor identity = downsample ? downsample->forward(x) : x;
+  return torch::relu(out + identity);
+}
+
+ResNetImpl::ResNetImpl(const ResNetConfig& config) : bottleneck_(config.depth == 50) {
+  std::vector<int64_t> blocks;
+  switch (config.depth) {
+    case 18: blocks = {2, 2, 2, 2}; break;
+    case 34: blocks = {3, 4, 6, 3}; break;
+    case 50: blocks = {3, 4, 6, 3}; break;
+    default:
+      throw Error("resnet.depth = " + std::to_string(config.depth) + ": expected 18, 34 or 50");
+  }
+  const int64_t w = config.width;
+  in_ch_ = w;
+  conv1 = register_module("conv1", conv(3, w, 7, 2, 3));
+  bn1 = register_module("bn1", nn::BatchNorm2d(w));
+  layer1 = register_module("layer1", make_layer(w, blocks[0], 1));
+  layer2 = register_module("layer2", make_layer(w * 2, blocks[1], 2));
+  layer2_channels_ = in_ch_;
+  layer3 = register_module("layer3", make_layer(w * 4, blocks[2], 2));
+  layer3_channels_ = in_ch_;
+  layer4 = register_module("layer4", make_layer(w * 8, blocks[3], 2));
+  layer4_channels_ = in_ch_;
+  // torchvision's init: kaiming-normal (fan_out, relu) convolutions, BN weight 1 / bias 0.
+  for (auto& m : modules(/*include_self=*/false)) {
+    if (auto* c = m->as<nn::Conv2d>()) {
+      nn::init::kaiming_normal_(c->weight, 0.0, torch::kFanOut, torch::kReLU);
+    }
+  }
+}
+
+nn::Sequential ResNetImpl::make_layer(int64_t planes, int64_t n, int64_t stride) {
+  nn::Sequential seq;
+  for (int64_t i = 0; i < n; ++i) {
+    seq->push_back(ResBlock(bottleneck_, in_ch_, planes, i == 0 ? stride : 1));
+    in_ch_ = planes * ResBlockImpl::expansion(bottleneck_);
+  }
+  return seq;
+}
+
+ResNetFeatures ResNetImpl::forward(const torch::Tensor& x) {
+  // x: (B, 3, H, W)
+  torch::Tensor h = torch::relu(bn1(conv1(x)));
+  h = torch::max_pool2d(h, /*kernel_size=*/3, /*stride=*/2, /*padding=*/1);
+  h = layer1->forward(h);
+  ResNetFeatures f;
+  f.layer2 = layer2->forward(h);
+  f.layer3 = layer3->forward(f.layer2);
+  f.layer4 = layer4->forward(f.layer3);
+  f.pooled = torch::adaptive_avg_pool2d(f.layer4, {1, 1}).flatten(1);
+  return f;
+}
+
+}  // namespace afloc::model

@@ -1,0 +1,55 @@
+#pragma once
+/// torchvision-layout ResNet-18/34/50 without the classifier. Submodules carry torchvision's
+/// attribute names (conv1, bn1, layer1.0.conv1, layer1.0.downsample.0, ...) so state-dict keys map
+/// one to one to torchvision checkpoints.
+#include <torch/torch.h>
+
+#include "afloc/model/config.h"
+
+namespace afloc::model {
+
+/// Bottleneck (ResNet-50; torchvision v1.5: stride on conv2) or BasicBlock (ResNet-18/34).
+class ResBlockImpl : public torch::nn::Module {
+ public:
+  ResBlockImpl(bool bottleneck, int64_t in_ch, int64_t planes, int64_t stride);
+  /// x: (B, in_ch, H, W) -> (B, planes * expansion, H/stride, W/stride)
+  torch::Tensor forward(const torch::Tensor& x);
+  static int64_t expansion(bool bottleneck) { return bottleneck ? 4 : 1; }
+
+ private:
+  bool bottleneck_;
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  torch::nn::Sequential downsample{nullptr};
+};
+TORCH_MODULE(ResBlock);
+
+/// Stage outputs of the ResNet trunk.
+struct ResNetFeatures {
+  torch::Tensor layer2;  ///< (B, 2*w*e, H/8,  W/8)
+  torch::Tensor layer3;  ///< (B, 4*w*e, H/16, W/16)
+  torch::Tensor layer4;  ///< (B, 8*w*e, H/32, W/32)
+  torch::Tensor pooled;  ///< (B, 8*w*e): adaptive average pool of layer4
+};
+
+class ResNetImpl : public torch::nn::Module {
+ public:
+  explicit ResNetImpl(const ResNetConfig& config);
+  /// x: (B, 3, H, W) -> stage features.
+  ResNetFeatures forward(const torch::Tensor& x);
+  int64_t layer2_channels() const { return layer2_channels_; }
+  int64_t layer3_channels() const { return layer3_channels_; }
+  int64_t layer4_channels() const { return layer4_channels_; }
+
+ private:
+  torch::nn::Sequential make_layer(int64_t planes, int64_t blocks, int64_t stride);
+  bool bottleneck_;
+  int64_t in_ch_;
+  int64_t layer2_channels_ = 0, layer3_channels_ = 0, layer4_channels_ = 0;
+  torch::nn::Conv2d conv1{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr};
+  torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
+};
+TORCH_MODULE(ResNet);
+
+}  // namespace afloc::model
