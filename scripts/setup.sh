@@ -8,6 +8,8 @@ PKGS=(
   build-essential cmake ninja-build ccache pkg-config git
   # LibTorch (CPU) + the fast BLAS it needs for BERT's matmuls + Gloo for c10d
   libtorch-dev libopenblas0-pthread libopenblas-pthread-dev libgloo-dev
+  # Unicode (character classes, case mapping, NFD) for the BERT tokenizer and text cleaning
+  libicu-dev
   # images: OpenCV (INTER_AREA resize bit-exact with the authors' cv2 pipeline, PNG/JPEG codecs),
   # GDCM for DICOM
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libgdcm-dev libgdcm-tools

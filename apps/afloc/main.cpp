@@ -7,6 +7,7 @@
 #include "afloc/common/error.h"
 #include "afloc/common/log.h"
 #include "afloc/common/threads.h"
+#include "afloc/common/version.h"
 #include "commands.h"
 
 namespace afloc::cli {
@@ -22,7 +23,7 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& g) {
       "afloc: annotation-free pathology localization (AFLoc) in C++.\n"
       "Pretrain on image-report pairs, localize and diagnose findings for any prompt.",
       "afloc");
-  app->set_version_flag("-V,--version", std::string("afloc ") + AFLOC_VERSION + " (" + AFLOC_GIT_REV + ")");
+  app->set_version_flag("-V,--version", std::string("afloc ") + version() + " (" + git_revision() + ")");
   app->require_subcommand(1);
   app->fallthrough();
   app->option_defaults()->always_capture_default();

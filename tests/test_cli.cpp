@@ -1,0 +1,87 @@
+// The `afloc` program as a user runs it: exit codes, error messages naming files and values, help
+// text showing the code's defaults.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+
+#include "afloc/model/config.h"
+#include "afloc/text/vocab_builder.h"
+
+namespace {
+
+struct CliRun {
+  int code;
+  std::string out;  // stdout + stderr
+};
+
+CliRun run(const std::string& args) {
+  const std::string cmd = std::string(AFLOC_BIN) + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+TEST(Cli, VersionAndHelp) {
+  const CliRun v = run("--version");
+  EXPECT_EQ(v.code, 0);
+  EXPECT_NE(v.out.find("afloc 0."), std::string::npos) << v.out;
+  const CliRun h = run("--help");
+  EXPECT_EQ(h.code, 0);
+  for (const char* sub : {"tokenize", "vocab", "config", "demo", "clean"}) {
+    EXPECT_NE(h.out.find(sub), std::string::npos) << sub;
+  }
+}
+
+TEST(Cli, HelpShowsTheCodesDefaults) {
+  const afloc::text::VocabBuildOptions d;
+  const CliRun h = run("vocab build --help");
+  EXPECT_EQ(h.code, 0);
+  EXPECT_NE(h.out.find("=" + std::to_string(d.size)), std::string::npos) << h.out;
+  EXPECT_NE(h.out.find("=" + std::to_string(d.min_frequency)), std::string::npos) << h.out;
+  const CliRun t = run("tokenize --help");
+  EXPECT_NE(t.out.find("=97"), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("=prompt"), std::string::npos) << t.out;
+}
+
+TEST(Cli, UsageErrorsExit2AndErrorsExit1NamingTheFile) {
+  EXPECT_EQ(run("").code, 2);
+  EXPECT_EQ(run("tokenize --no-such-flag x").code, 2);
+  const CliRun r = run("tokenize --vocab /nonexistent/vocab.txt hello");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("/nonexistent/vocab.txt"), std::string::npos) << r.out;
+  const CliRun c = run("config show --preset huge");
+  EXPECT_EQ(c.code, 1);
+  EXPECT_NE(c.out.find("huge"), std::string::npos) << c.out;
+}
+
+TEST(Cli, ConfigShowPrintsLoadableJson) {
+  const CliRun r = run("config show --preset tiny");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto c = afloc::model::parse_config(r.out, "stdout");
+  EXPECT_EQ(c.name, "tiny");
+}
+
+TEST(Cli, VocabBuildThenTokenize) {
+  const std::string dir = ::testing::TempDir();
+  const std::string corpus = dir + "/afloc_cli_corpus.txt";
+  std::ofstream(corpus) << "FINDINGS: Small left pleural effusion. No pneumothorax.\n"
+                           "Moderate right pleural effusion. Heart size is normal.\n";
+  const std::string vocab = dir + "/afloc_cli_vocab.txt";
+  const CliRun b = run("--log-level quiet vocab build --lines --min-frequency 1 --size 120 -c " + corpus + " -o " + vocab);
+  ASSERT_EQ(b.code, 0) << b.out;
+  const CliRun t = run("tokenize -v " + vocab + " --mode prompt 'Small pleural effusion.'");
+  ASSERT_EQ(t.code, 0) << t.out;
+  const auto j = nlohmann::json::parse(t.out);
+  EXPECT_EQ(j["text"], "small pleural effusion");
+  for (const auto& tok : j["tokens"]) EXPECT_NE(tok.get<std::string>(), "[UNK]");
+}
+
+}  // namespace

@@ -1,0 +1,249 @@
+// Unit tests of the model and losses: shapes and names, the aggregation on hand cases, the batched
+// local loss against a per-caption reference twin, backward and one optimizer step, tensor IO.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <fstream>
+
+#include "afloc/common/error.h"
+#include "afloc/io/state_dict.h"
+#include "afloc/io/tensor_file.h"
+#include "afloc/loss/alignment.h"
+#include "afloc/model/afloc_model.h"
+#include "afloc/text/clean.h"
+#include "afloc/text/vocab_builder.h"
+
+namespace afloc {
+namespace {
+
+text::Vocab hand_vocab() {
+  return text::Vocab({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "small", "eff", "##usion", ".",
+                      "no", "p", "##ne", "##um", "heart", "ok"});
+}
+
+TEST(Aggregation, WordsSentencesAndLengthsOnAHandCase) {
+  const text::Vocab v = hand_vocab();
+  const model::TokenTable table(v);
+  // [CLS] small eff ##usion . no p ##ne ##um . [SEP] [PAD]
+  // words: [CLS] small effusion . no pneum . [SEP]  -> the "." before [SEP] joins sentence 2
+  const torch::Tensor ids = torch::tensor({{2, 5, 6, 7, 8, 9, 10, 11, 12, 8, 3, 0}}, torch::kLong);
+  const model::Aggregation agg = model::build_aggregation(ids, table);
+  EXPECT_EQ(agg.n_words[0], 8);
+  EXPECT_EQ(agg.word_lens[0].item<int64_t>(), 7);  // small effusion . no pneum . + 1
+  EXPECT_EQ(agg.n_sentences[0], 2);
+  EXPECT_EQ(agg.sent_lens[0].item<int64_t>(), 3);
+
+  const torch::Tensor hidden = torch::arange(12, torch::kFloat).view({1, 12, 1}) + 1;  // token t -> t+1
+  const model::TextEmbeddings e = model::aggregate(hidden, agg);
+  const auto w = e.words.squeeze();  // (T)
+  EXPECT_FLOAT_EQ(w[0].item<float>(), 1);       // [CLS]
+  EXPECT_FLOAT_EQ(w[2].item<float>(), 3 + 4);   // eff + ##usion
+  EXPECT_FLOAT_EQ(w[5].item<float>(), 7 + 8 + 9);  // p ##ne ##um
+  EXPECT_FLOAT_EQ(w[7].item<float>(), 11);      // [SEP]
+  EXPECT_FLOAT_EQ(w[8].item<float>(), 0);       // padding
+  const auto s = e.sentences.squeeze();
+  EXPECT_FLOAT_EQ(s[0].item<float>(), 1);
+  EXPECT_FLOAT_EQ(s[1].item<float>(), (2 + 7) / 2.0f);         // small effusion
+  EXPECT_FLOAT_EQ(s[2].item<float>(), (6 + 24 + 10) / 3.0f);   // no pneum "." (renamed "*")
+  EXPECT_FLOAT_EQ(s[3].item<float>(), 11);                      // [SEP]
+  EXPECT_FLOAT_EQ(e.report.item<float>(), (1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11) / 12.0f);
+}
+
+TEST(Aggregation, EmptyTextGivesANaNSentenceButFiniteGradients) {
+  const model::TokenTable table(hand_vocab());
+  const torch::Tensor ids = torch::tensor({{2, 3, 0, 0}, {2, 13, 14, 3}}, torch::kLong);
+  const model::Aggregation agg = model::build_aggregation(ids, table);
+  const torch::Tensor hidden = torch::randn({2, 4, 3}, torch::requires_grad());
+  const model::TextEmbeddings e = model::aggregate(hidden, agg);
+  EXPECT_TRUE(e.sentences[0].select(1, 1).isnan().all().item<bool>());
+  EXPECT_FALSE(e.sentences[1].isnan().any().item<bool>());
+  e.sentences[1].sum().backward();
+  EXPECT_TRUE(hidden.grad().isfinite().all().item<bool>());
+}
+
+TEST(Aggregation, RejectsIdsWithoutSepOrOutOfRange) {
+  const model::TokenTable table(hand_vocab());
+  EXPECT_THROW(model::build_aggregation(torch::tensor({{2, 5, 6}}, torch::kLong), table), Error);
+  EXPECT_THROW(model::build_aggregation(torch::tensor({{2, 99, 3}}, torch::kLong), table), Error);
+}
+
+// Reference twin: the authors' per-caption loop, written plainly.
+std::pair<torch::Tensor, torch::Tensor> local_loss_loop(const torch::Tensor& img, const torch::Tensor& units,
+                                                        const std::vector<int64_t>& lens) {
+  const int64_t b = img.size(0), d = img.size(1);
+  const torch::Tensor ctx = img.reshape({b, d, -1});
+  std::vector<torch::Tensor> cols;
+  for (int64_t i = 0; i < b; ++i) {
+    const torch::Tensor word = units[i].narrow(1, 0, lens[static_cast<size_t>(i)]).unsqueeze(0).repeat({b, 1, 1});
+    torch::Tensor attn = torch::bmm(ctx.transpose(1, 2), word);  // (B, R, T)
+    attn = torch::softmax(attn, -1) * 4.0;
+    attn = torch::softmax(attn, -2);
+    const torch::Tensor wc = torch::bmm(ctx, attn);  // (B, D, T)
+    const torch::Tensor cos = (word * wc).sum(1) / (word.norm(2, 1) * wc.norm(2, 1)).clamp_min(1e-8);
+    cols.push_back(torch::log(torch::exp(cos * 5.0).sum(1, true)));
+  }
+  const torch::Tensor sim = torch::cat(cols, 1) * 10.0;
+  const torch::Tensor labels = torch::arange(b);
+  return {torch::nn::functional::cross_entropy(sim, labels), torch::nn::functional::cross_entropy(sim.t(), labels)};
+}
+
+TEST(Loss, BatchedLocalLossEqualsThePerCaptionLoop) {
+  torch::manual_seed(3);
+  const int64_t b = 5;
+  const torch::Tensor img = torch::randn({b, 16, 3, 4});
+  torch::Tensor units = torch::randn({b, 16, 9});
+  const std::vector<int64_t> lens = {9, 2, 5, 1, 7};
+  units[1].narrow(1, 3, 6).fill_(std::nan(""));  // garbage past a caption's length is never read
+  const auto [l0, l1] = local_loss_loop(img, units, lens);
+  for (int64_t block : {int64_t{0}, int64_t{1}, int64_t{700}}) {
+    loss::LocalLossOptions o;
+    o.max_block_elements = block;
+    const auto r = loss::local_loss(img, units, torch::tensor(lens), o);
+    EXPECT_NEAR(r.loss0.item<double>(), l0.item<double>(), 1e-5) << "block " << block;
+    EXPECT_NEAR(r.loss1.item<double>(), l1.item<double>(), 1e-5) << "block " << block;
+  }
+}
+
+TEST(Loss, TermsSwitchOffForAblations) {
+  torch::manual_seed(4);
+  const torch::Tensor s = torch::randn({3, 8, 4, 4}), d = torch::randn({3, 8, 2, 2}), g = torch::randn({3, 8});
+  const torch::Tensor w = torch::randn({3, 8, 6}), se = torch::randn({3, 8, 4}), r = torch::randn({3, 8});
+  const torch::Tensor wl = torch::tensor({6, 3, 2}), sl = torch::tensor({4, 2, 2});
+  model::LossConfig all;
+  const auto full = loss::alignment_loss(s, d, g, w, wl, se, sl, r, all);
+  EXPECT_NEAR(full.total.item<double>(),
+              (full.word + full.sentence + full.report).item<double>(), 1e-5);
+  model::LossConfig only_sent;
+  only_sent.use_word = false;
+  only_sent.use_report = false;
+  const auto part = loss::alignment_loss(s, d, g, w, wl, se, sl, r, only_sent);
+  EXPECT_FALSE(part.word.defined());
+  EXPECT_FALSE(part.report.defined());
+  EXPECT_NEAR(part.total.item<double>(), full.sentence.item<double>(), 1e-6);
+}
+
+struct TinySetup {
+  text::Vocab vocab;
+  model::AflocConfig cfg;
+};
+
+TinySetup tiny_setup() {
+  const std::vector<std::string> reports = {
+      "small left pleural effusion. heart size is normal", "no pneumothorax. lungs are clear",
+      "moderate right pneumothorax. no effusion", "mild pulmonary edema. enlarged heart"};
+  text::VocabBuildOptions vo;
+  vo.size = 200;
+  vo.min_frequency = 1;
+  TinySetup t{text::build_wordpiece_vocab(reports, vo), model::preset("tiny")};
+  t.cfg.bert.vocab_size = t.vocab.size();
+  t.cfg.bert.hidden_dropout = 0.0;
+  t.cfg.bert.attention_dropout = 0.0;
+  t.cfg.image_size = 64;
+  t.cfg.upsample_size = 96;
+  return t;
+}
+
+TEST(Model, ShapesFollowTheConfig) {
+  const TinySetup t = tiny_setup();
+  model::AflocModel net(t.cfg, t.vocab);
+  net->eval();
+  torch::NoGradGuard g;
+  const auto ie = net->encode_images(torch::rand({2, 3, 64, 64}) * 2 - 1);
+  const int64_t d = t.cfg.embed_dim();
+  EXPECT_EQ(ie.deep.sizes(), (std::vector<int64_t>{2, d, t.cfg.deep_side(), t.cfg.deep_side()}));
+  EXPECT_EQ(ie.shallow.sizes(), (std::vector<int64_t>{2, d, t.cfg.shallow_side(), t.cfg.shallow_side()}));
+  EXPECT_EQ(ie.global.sizes(), (std::vector<int64_t>{2, d}));
+  const auto tb = net->tokenize({"Small left pleural effusion.", "No pneumothorax."});
+  EXPECT_EQ(tb.texts[0], "small left pleural effusion");
+  const auto te = net->encode_text(tb);
+  EXPECT_EQ(te.words.sizes(), (std::vector<int64_t>{2, d, 97}));
+  EXPECT_EQ(te.report.sizes(), (std::vector<int64_t>{2, d}));
+  EXPECT_EQ(te.word_lens[0].item<int64_t>(), 5);  // 4 words + [CLS]
+}
+
+TEST(Model, ResNetStateDictUsesTorchvisionNames) {
+  model::ResNetConfig c;
+  c.depth = 50;
+  model::ResNet r(c);
+  const auto sd = io::state_dict(*r);
+  EXPECT_EQ(sd.size(), 318u + 2u - 2u);  // torchvision resnet50 has 320 entries, fc.weight/bias removed
+  EXPECT_TRUE(sd.count("layer1.0.downsample.0.weight"));
+  EXPECT_TRUE(sd.count("layer4.2.bn3.num_batches_tracked"));
+  EXPECT_EQ(sd.at("layer3.5.conv2.weight").sizes(), (std::vector<int64_t>{256, 256, 3, 3}));
+  c.depth = 18;
+  model::ResNet r18(c);
+  const auto sd18 = io::state_dict(*r18);
+  EXPECT_TRUE(sd18.count("layer2.0.downsample.1.running_var"));
+  EXPECT_FALSE(sd18.count("layer1.0.downsample.0.weight"));
+  EXPECT_FALSE(sd18.count("layer1.0.conv3.weight"));
+}
+
+TEST(Model, BackwardIsFiniteAndOneStepLowersTheLoss) {
+  torch::manual_seed(0);
+  const TinySetup t = tiny_setup();
+  model::AflocModel net(t.cfg, t.vocab);
+  net->train();
+  const torch::Tensor images = torch::rand({4, 3, 64, 64}) * 2 - 1;
+  const auto tokens = net->tokenize({"small left pleural effusion. heart size is normal", "no pneumothorax. lungs are clear",
+                                     "moderate right pneumothorax. no effusion", "mild pulmonary edema. enlarged heart"},
+                                    model::TextMode::kCaption);
+  torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(1e-4).betas({0.5, 0.999}).weight_decay(1e-6));
+  auto compute = [&] { return net->loss(net->encode_images(images), net->encode_text(tokens)).total; };
+  const torch::Tensor l0 = compute();
+  ASSERT_TRUE(std::isfinite(l0.item<double>()));
+  opt.zero_grad();
+  l0.backward();
+  int64_t with_grad = 0;
+  for (const auto& p : net->named_parameters()) {
+    if (!p.value().grad().defined()) continue;
+    ++with_grad;
+    ASSERT_TRUE(p.value().grad().isfinite().all().item<bool>()) << p.key();
+  }
+  // Every parameter but the unused pooler and the type embeddings' second row gets a gradient.
+  EXPECT_GT(with_grad, static_cast<int64_t>(net->parameters().size()) - 3);
+  opt.step();
+  const torch::Tensor l1 = compute();
+  EXPECT_LT(l1.item<double>(), l0.item<double>()) << "before " << l0.item<double>() << " after " << l1.item<double>();
+}
+
+TEST(Model, RejectsAVocabOfTheWrongSize) {
+  TinySetup t = tiny_setup();
+  t.cfg.bert.vocab_size += 1;
+  EXPECT_THROW(model::AflocModel(t.cfg, t.vocab), Error);
+}
+
+TEST(TensorIO, SaveLoadRoundTripAndStateDictReport) {
+  const TinySetup t = tiny_setup();
+  model::AflocModel a(t.cfg, t.vocab), b(t.cfg, t.vocab);
+  const std::string path = ::testing::TempDir() + "/afloc_sd.pt";
+  io::save_tensor_file(path, io::state_dict(*a));
+  const io::TensorMap loaded = io::load_tensor_file(path);
+  const io::LoadReport rep = io::load_state_dict(*b, loaded, path);
+  EXPECT_TRUE(rep.complete()) << rep.summary();
+  for (const auto& [k, v] : io::state_dict(*b)) EXPECT_TRUE(torch::equal(v, io::state_dict(*a).at(k))) << k;
+
+  io::TensorMap broken = loaded;
+  broken.erase("img_encoder.global_embedder.bias");
+  broken["img_encoder.local_embedder.weight"] = torch::zeros({3, 3});
+  broken["extra.tensor"] = torch::zeros({1});
+  const io::LoadReport r2 = io::load_state_dict(*b, broken, "x.pt", "", /*strict=*/false);
+  EXPECT_EQ(r2.missing, std::vector<std::string>{"img_encoder.global_embedder.bias"});
+  EXPECT_EQ(r2.unexpected, std::vector<std::string>{"extra.tensor"});
+  ASSERT_EQ(r2.mismatched.size(), 1u);
+  EXPECT_NE(r2.mismatched[0].find("img_encoder.local_embedder.weight"), std::string::npos);
+  EXPECT_THROW(io::load_state_dict(*b, broken, "x.pt"), Error);
+  EXPECT_THROW(io::load_tensor_file("/nonexistent.pt"), Error);
+  const std::string junk = ::testing::TempDir() + "/afloc_junk.pt";
+  std::ofstream(junk) << "not a zip";
+  EXPECT_THROW(io::load_tensor_file(junk), Error);
+}
+
+TEST(Model, BadImageShapeIsATensorError) {
+  const TinySetup t = tiny_setup();
+  model::AflocModel net(t.cfg, t.vocab);
+  EXPECT_THROW(net->encode_images(torch::rand({2, 1, 64, 64})), c10::Error);
+}
+
+}  // namespace
+}  // namespace afloc

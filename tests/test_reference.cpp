@@ -1,0 +1,94 @@
+// Parity with references computed on this machine by scripts/gen_reference.py (Debian's
+// python3-torch / torchvision): ResNet-18/50 vs torchvision, BERT vs an independent torch.nn
+// implementation built on nn.MultiheadAttention with Hugging Face parameter names.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "afloc/common/error.h"
+#include "afloc/io/state_dict.h"
+#include "afloc/io/tensor_file.h"
+#include "afloc/model/bert.h"
+#include "afloc/model/resnet.h"
+#include "golden.h"
+#include "tensor_compare.h"
+
+namespace afloc::test {
+namespace {
+
+std::vector<std::string> reference_files(const std::string& prefix) {
+  std::vector<std::string> out;
+  for (const char* suffix : {"18", "50", "_base2", "_small"}) {
+    const std::string p = reference_dir() + "/" + prefix + suffix + ".pt";
+    if (std::ifstream(p).good()) out.push_back(p);
+  }
+  return out;
+}
+
+TEST(Reference, ResNetMatchesTorchvision) {
+  const auto files = reference_files("resnet");
+  ASSERT_FALSE(files.empty()) << "no reference files in " << reference_dir()
+                              << " (run: /usr/bin/python3 scripts/gen_reference.py --out DIR)";
+  torch::NoGradGuard g;
+  for (const auto& f : files) {
+    SCOPED_TRACE(f);
+    const io::TensorMap m = io::load_tensor_file(f);
+    model::ResNetConfig cfg;
+    cfg.depth = static_cast<int>(io::require(m, "meta.depth", f).item<int64_t>());
+    model::ResNet net(cfg);
+    io::TensorMap weights;
+    for (const auto& [k, t] : m) {
+      if (k.rfind("state_dict.", 0) == 0) weights[k.substr(11)] = t;
+    }
+    const io::LoadReport rep = io::load_state_dict(*net, weights, f);
+    EXPECT_TRUE(rep.complete()) << rep.summary();
+    net->eval();
+    const model::ResNetFeatures out = net(io::require(m, "input", f));
+    const std::string tag = "resnet" + std::to_string(cfg.depth) + " ";
+    expect_close(tag + "layer2", out.layer2, io::require(m, "out.layer2", f), 1e-4);
+    expect_close(tag + "layer3", out.layer3, io::require(m, "out.layer3", f), 1e-4);
+    expect_close(tag + "layer4", out.layer4, io::require(m, "out.layer4", f), 1e-4);
+    expect_close(tag + "pooled", out.pooled, io::require(m, "out.pooled", f), 1e-4);
+  }
+}
+
+TEST(Reference, BertMatchesTorchNnReference) {
+  const auto files = reference_files("bert");
+  ASSERT_FALSE(files.empty()) << "no reference files in " << reference_dir();
+  torch::NoGradGuard g;
+  for (const auto& f : files) {
+    SCOPED_TRACE(f);
+    const io::TensorMap m = io::load_tensor_file(f);
+    model::BertConfig cfg;
+    cfg.vocab_size = io::require(m, "meta.vocab_size", f).item<int64_t>();
+    cfg.hidden_size = io::require(m, "meta.hidden_size", f).item<int64_t>();
+    cfg.num_layers = io::require(m, "meta.num_layers", f).item<int64_t>();
+    cfg.num_heads = io::require(m, "meta.num_heads", f).item<int64_t>();
+    cfg.intermediate_size = io::require(m, "meta.intermediate_size", f).item<int64_t>();
+    cfg.max_position_embeddings = io::require(m, "meta.max_position_embeddings", f).item<int64_t>();
+    model::BertModel net(cfg);
+    io::TensorMap weights;
+    for (const auto& [k, t] : m) {
+      if (k.rfind("state_dict.", 0) == 0) weights[k.substr(11)] = t;
+    }
+    const io::LoadReport rep = io::load_state_dict(*net, weights, f);
+    EXPECT_TRUE(rep.complete()) << rep.summary();
+    net->eval();
+    const auto states = net(io::require(m, "input_ids", f), io::require(m, "attention_mask", f),
+                            io::require(m, "token_type_ids", f));
+    ASSERT_EQ(static_cast<int64_t>(states.size()), cfg.num_layers + 1);
+    const torch::Tensor mask = io::require(m, "attention_mask", f).to(torch::kBool).unsqueeze(-1);
+    for (size_t i = 0; i < states.size(); ++i) {
+      const std::string key = "hidden." + std::to_string(i);
+      // Padded positions are compared too: both sides compute them the same way.
+      expect_close("bert L" + std::to_string(cfg.num_layers) + "/H" + std::to_string(cfg.hidden_size) + " " + key,
+                   states[i], io::require(m, key, f), 2e-4);
+    }
+    expect_close("bert pooler", net->pooler(states.back()), io::require(m, "pooled", f), 2e-4);
+  }
+}
+
+}  // namespace
+}  // namespace afloc::test
