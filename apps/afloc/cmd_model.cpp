@@ -31,20 +31,21 @@ struct DemoOptions {
   double lr = 1e-4;
 };
 
-// A few MIMIC-style reports; the demo builds its vocabulary from them.
+// A few MIMIC-style reports (FINDINGS and IMPRESSION text, headers removed); the demo builds its
+// vocabulary from them.
 const char* const kDemoReports[] = {
-    "FINDINGS: The heart size is normal. The lungs are clear. No pleural effusion or "
-    "pneumothorax. IMPRESSION: No acute cardiopulmonary process.",
-    "FINDINGS: Small right pleural effusion with blunting of the costophrenic angle. Heart size is "
-    "normal. IMPRESSION: Small right pleural effusion.",
-    "FINDINGS: There is a moderate left apical pneumothorax. No focal consolidation. IMPRESSION: "
+    "The heart size is normal. The lungs are clear. No pleural effusion or "
+    "pneumothorax. No acute cardiopulmonary process.",
+    "Small right pleural effusion with blunting of the costophrenic angle. Heart size is "
+    "normal. Small right pleural effusion.",
+    "There is a moderate left apical pneumothorax. No focal consolidation. "
     "Moderate left apical pneumothorax.",
-    "FINDINGS: Patchy airspace opacity in the right lower lobe, likely pneumonia. The cardiac "
-    "silhouette is enlarged. IMPRESSION: Right lower lobe consolidation. Mild cardiomegaly.",
-    "FINDINGS: A rounded nodule projects over the left mid lung. Bibasilar atelectasis. "
-    "IMPRESSION: Left mid lung nodule.",
-    "FINDINGS: Bilateral perihilar hazy opacities consistent with mild pulmonary edema. "
-    "IMPRESSION: Mild pulmonary edema. No pneumothorax.",
+    "Patchy airspace opacity in the right lower lobe, likely pneumonia. The cardiac "
+    "silhouette is enlarged. Right lower lobe consolidation. Mild cardiomegaly.",
+    "A rounded nodule projects over the left mid lung. Bibasilar atelectasis. "
+    "Left mid lung nodule.",
+    "Bilateral perihilar hazy opacities consistent with mild pulmonary edema. "
+    "Mild pulmonary edema. No pneumothorax.",
 };
 
 torch::Device parse_device(const std::string& s) {

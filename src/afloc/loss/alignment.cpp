@@ -54,17 +54,17 @@ LocalLossResult local_loss(const torch::Tensor& regions, const torch::Tensor& un
     const int64_t c = std::min(chunk, b - k0);
     const torch::Tensor qc = q.narrow(0, k0, c);             // (C, D, T)
     const torch::Tensor vc = valid.narrow(0, k0, c);         // (C, T)
-    // scores[b, c, r, i] = <region r of image b, unit i of caption c>
+    // Layout (B, R, C, T) throughout, so both contractions are one large matmul per image:
+    // scores[b, r, c, i] = <region r of image b, unit i of caption c>.
     torch::Tensor attn = torch::matmul(ctx_t, qc.permute({1, 0, 2}).reshape({d, c * t}))
-                             .view({b, r, c, t})
-                             .permute({0, 2, 1, 3});          // (B, C, R, T)
-    attn = attn.masked_fill(vc.logical_not().view({1, c, 1, t}), -std::numeric_limits<float>::infinity());
-    attn = torch::softmax(attn, -1) * opt.temp1;              // over units
-    attn = torch::softmax(attn, 2);                           // over regions
-    const torch::Tensor wctx = torch::matmul(ctx.unsqueeze(1), attn);  // (B, C, D, T)
-    const torch::Tensor qb = qc.unsqueeze(0);                          // (1, C, D, T)
-    const torch::Tensor dot = (qb * wctx).sum(2);                      // (B, C, T)
-    const torch::Tensor norms = (qb.norm(2, 2) * wctx.norm(2, 2)).clamp_min(kCosEps);
+                             .view({b, r, c, t});
+    attn = attn.masked_fill(vc.logical_not().view({1, 1, c, t}), -std::numeric_limits<float>::infinity());
+    attn = torch::softmax(attn, -1) * opt.temp1;  // over units
+    attn = torch::softmax(attn, 1);               // over regions
+    const torch::Tensor wctx = torch::bmm(ctx, attn.view({b, r, c * t})).view({b, d, c, t});
+    const torch::Tensor qb = qc.permute({1, 0, 2}).unsqueeze(0);  // (1, D, C, T)
+    const torch::Tensor dot = (qb * wctx).sum(1);                 // (B, C, T)
+    const torch::Tensor norms = (qb.norm(2, 1) * wctx.norm(2, 1)).clamp_min(kCosEps);
     const torch::Tensor cosine = dot / norms;
     torch::Tensor e = torch::exp(cosine * opt.temp2);
     e = torch::where(vc.unsqueeze(0), e, torch::zeros({}, e.options()));
@@ -75,7 +75,7 @@ LocalLossResult local_loss(const torch::Tensor& regions, const torch::Tensor& un
         const int64_t len = lens[k].item<int64_t>();
         // attention of caption k over its own image: (R, T) -> (1, len, h, w)
         res.attention.push_back(
-            attn.select(0, k).select(0, j).narrow(1, 0, len).transpose(0, 1).reshape({1, len, h, w}));
+            attn.select(0, k).select(1, j).narrow(1, 0, len).transpose(0, 1).reshape({1, len, h, w}));
       }
     }
   }
