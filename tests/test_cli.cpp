@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -82,6 +83,26 @@ TEST(Cli, VocabBuildThenTokenize) {
   const auto j = nlohmann::json::parse(t.out);
   EXPECT_EQ(j["text"], "small pleural effusion");
   for (const auto& tok : j["tokens"]) EXPECT_NE(tok.get<std::string>(), "[UNK]");
+}
+
+}  // namespace
+
+namespace {
+
+TEST(Cli, DemoEncodesAndTrainsTheTinyModel) {
+  const CliRun r = run("--log-level quiet demo --json --steps 2 --batch 3 --seed 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["preset"], "tiny");
+  EXPECT_EQ(j["shapes"]["v_d (deep regions)"], "(3, 128, 10, 10)");
+  EXPECT_EQ(j["shapes"]["t_w (words)"], "(3, 128, 97)");
+  ASSERT_EQ(j["steps"].size(), 3u);
+  for (const auto& s : j["steps"]) {
+    const double total = s["loss"];
+    EXPECT_TRUE(std::isfinite(total));
+    EXPECT_NEAR(total, s["word"].get<double>() + s["sentence"].get<double>() + s["report"].get<double>(), 1e-3);
+  }
+  EXPECT_EQ(run("demo --batch 1").code, 1);  // a contrastive batch needs two pairs
 }
 
 }  // namespace

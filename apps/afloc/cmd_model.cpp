@@ -29,6 +29,7 @@ struct DemoOptions {
   int steps = 3;
   uint64_t seed = 0;
   double lr = 1e-4;
+  bool json = false;
 };
 
 // A few MIMIC-style reports (FINDINGS and IMPRESSION text, headers removed); the demo builds its
@@ -108,16 +109,19 @@ void run_demo(const DemoOptions& o, const GlobalOptions& g) {
 
   torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(o.lr).betas({0.5, 0.999}));
   net->train();
-  nlohmann::json steps = nlohmann::json::array();
-  nlohmann::json shapes;
+  nlohmann::ordered_json steps = nlohmann::ordered_json::array();
+  nlohmann::ordered_json shapes;
   for (int s = 0; s <= o.steps; ++s) {
     const model::ImageEmbeddings ie = net->encode_images(images);
     const model::TextEmbeddings te = net->encode_text(tokens);
     const loss::AlignmentLoss l = net->loss(ie, te);
     if (s == 0) {
-      shapes = {{"v_s (shallow regions)", shape(ie.shallow)}, {"v_d (deep regions)", shape(ie.deep)},
-                {"v_g (global)", shape(ie.global)},         {"t_w (words)", shape(te.words)},
-                {"t_s (sentences)", shape(te.sentences)},   {"t_r (report)", shape(te.report)}};
+      shapes["v_s (shallow regions)"] = shape(ie.shallow);
+      shapes["v_d (deep regions)"] = shape(ie.deep);
+      shapes["v_g (global)"] = shape(ie.global);
+      shapes["t_w (words)"] = shape(te.words);
+      shapes["t_s (sentences)"] = shape(te.sentences);
+      shapes["t_r (report)"] = shape(te.report);
     }
     steps.push_back({{"step", s},
                      {"loss", l.total.item<double>()},
@@ -132,6 +136,12 @@ void run_demo(const DemoOptions& o, const GlobalOptions& g) {
     opt.step();
   }
 
+  if (o.json) {
+    nlohmann::ordered_json out{{"preset", cfg.name}, {"parameters", n_params}, {"vocab_size", vocab.size()},
+                               {"shapes", shapes}, {"steps", steps}};
+    std::printf("%s\n", out.dump().c_str());
+    return;
+  }
   std::printf("afloc demo: preset '%s', %lld parameters, vocab %lld tokens, device %s\n",
               cfg.name.c_str(), static_cast<long long>(n_params), static_cast<long long>(vocab.size()),
               device.str().c_str());
@@ -146,9 +156,6 @@ void run_demo(const DemoOptions& o, const GlobalOptions& g) {
     std::printf("  %-6d %10.4f %10.4f %10.4f %10.4f\n", s["step"].get<int>(), s["loss"].get<double>(),
                 s["word"].get<double>(), s["sentence"].get<double>(), s["report"].get<double>());
   }
-  nlohmann::json out{{"preset", cfg.name}, {"parameters", n_params}, {"vocab_size", vocab.size()},
-                     {"shapes", shapes}, {"steps", steps}};
-  std::printf("%s\n", out.dump().c_str());
 }
 
 }  // namespace
@@ -175,6 +182,7 @@ void register_model_commands(CLI::App& app, GlobalOptions& g) {
   demo->add_option("-n,--steps", d->steps, "Optimizer steps on the fixed batch");
   demo->add_option("-s,--seed", d->seed, "Random seed");
   demo->add_option("--lr", d->lr, "Adam learning rate");
+  demo->add_flag("--json", d->json, "Print one JSON object instead of the table");
   demo->callback([d, &g] {
     apply_global(g);
     run_demo(*d, g);
