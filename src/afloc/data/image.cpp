@@ -1,0 +1,110 @@
+#include "afloc/data/image.h"
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <cmath>
+
+#include "afloc/common/error.h"
+
+namespace afloc::data {
+namespace {
+
+Gray8 from_mat(const cv::Mat& m) {
+  Gray8 g;
+  g.height = m.rows;
+  g.width = m.cols;
+  g.pixels.resize(static_cast<size_t>(m.rows) * static_cast<size_t>(m.cols));
+  for (int r = 0; r < m.rows; ++r) {
+    std::memcpy(g.pixels.data() + static_cast<size_t>(r) * static_cast<size_t>(m.cols), m.ptr<uint8_t>(r),
+                static_cast<size_t>(m.cols));
+  }
+  return g;
+}
+
+cv::Mat to_mat(const Gray8& g) {
+  // OpenCV only reads through this header; the const_cast never leads to a write.
+  return cv::Mat(static_cast<int>(g.height), static_cast<int>(g.width), CV_8UC1,
+                 const_cast<uint8_t*>(g.pixels.data()));
+}
+
+}  // namespace
+
+Gray8 read_gray8(const std::string& path, const ImageReadOptions& options) {
+  const std::string bytes = read_file(path);
+  const std::vector<uint8_t> buf(bytes.begin(), bytes.end());
+  // OpenCV refuses to decode more than CV_IO_MAX_IMAGE_PIXELS (2^30) itself; the stricter limit
+  // here is checked right after decoding.
+  cv::Mat m;
+  try {
+    m = cv::imdecode(buf, cv::IMREAD_ANYDEPTH | cv::IMREAD_GRAYSCALE);
+  } catch (const cv::Exception& e) {
+    throw Error(path + ": cannot decode image (" + e.msg + ")");
+  }
+  if (m.empty()) throw Error(path + ": not a PNG/JPEG image OpenCV can decode (truncated or another format?)");
+  if (static_cast<int64_t>(m.rows) * m.cols > options.max_pixels) {
+    throw Error(path + ": image " + std::to_string(m.cols) + "x" + std::to_string(m.rows) +
+                " exceeds the decode limit of " + std::to_string(options.max_pixels) + " pixels");
+  }
+  // 8-bit files: the same decoder and colour conversion as cv2.imread(path, 0).
+  if (m.depth() == CV_8U) return from_mat(m);
+  // 16-bit (or other depths): min-max to 8 bits.
+  cv::Mat f;
+  m.convertTo(f, CV_64F);
+  double lo = 0, hi = 0;
+  cv::minMaxLoc(f, &lo, &hi);
+  cv::Mat out;
+  const double scale = hi > lo ? 255.0 / (hi - lo) : 0.0;
+  f.convertTo(out, CV_8U, scale, -lo * scale);
+  return from_mat(out);
+}
+
+Gray8 resize_pad(const Gray8& image, int64_t size) {
+  if (image.height <= 0 || image.width <= 0) throw Error("resize_pad: empty image");
+  if (size <= 0) throw Error("resize_pad: size " + std::to_string(size) + " must be positive");
+  const bool tall = image.height >= image.width;  // numpy argmax: height wins ties
+  int64_t new_h = 0, new_w = 0;
+  if (tall) {
+    new_h = size;
+    new_w = static_cast<int64_t>(static_cast<double>(image.width) * (static_cast<double>(size) / static_cast<double>(image.height)));
+  } else {
+    new_w = size;
+    new_h = static_cast<int64_t>(static_cast<double>(image.height) * (static_cast<double>(size) / static_cast<double>(image.width)));
+  }
+  new_h = std::max<int64_t>(new_h, 1);
+  new_w = std::max<int64_t>(new_w, 1);
+  cv::Mat resized;
+  cv::resize(to_mat(image), resized, cv::Size(static_cast<int>(new_w), static_cast<int>(new_h)), 0, 0, cv::INTER_AREA);
+  const int64_t pad = size - (tall ? new_w : new_h);
+  const int64_t before = pad / 2, after = pad - pad / 2;
+  cv::Mat padded;
+  cv::copyMakeBorder(resized, padded, tall ? 0 : static_cast<int>(before), tall ? 0 : static_cast<int>(after),
+                     tall ? static_cast<int>(before) : 0, tall ? static_cast<int>(after) : 0, cv::BORDER_CONSTANT,
+                     cv::Scalar(0));
+  return from_mat(padded);
+}
+
+torch::Tensor to_tensor(const Gray8& image) {
+  return torch::from_blob(const_cast<uint8_t*>(image.pixels.data()), {image.height, image.width}, torch::kUInt8).clone();
+}
+
+Gray8 from_tensor(const torch::Tensor& t) {
+  TORCH_CHECK(t.dim() == 2 && t.scalar_type() == torch::kUInt8, "expected an (H, W) uint8 tensor, got ", t.sizes(),
+              " ", t.scalar_type());
+  const torch::Tensor c = t.to(torch::kCPU).contiguous();
+  Gray8 g;
+  g.height = c.size(0);
+  g.width = c.size(1);
+  g.pixels.assign(c.data_ptr<uint8_t>(), c.data_ptr<uint8_t>() + c.numel());
+  return g;
+}
+
+torch::Tensor preprocess(const Gray8& image, int64_t size) {
+  const torch::Tensor u8 = to_tensor(resize_pad(image, size));
+  // (x / 255 - 0.5) / 0.5 in float32, the same operations as torchvision's ToTensor + Normalize.
+  const torch::Tensor x = (u8.to(torch::kFloat).div(255.0f) - 0.5f) / 0.5f;
+  return x.unsqueeze(0).expand({3, size, size}).contiguous();
+}
+
+}  // namespace afloc::data
