@@ -38,11 +38,7 @@ TEST(Reference, ResNetMatchesTorchvision) {
     model::ResNetConfig cfg;
     cfg.depth = static_cast<int>(io::require(m, "meta.depth", f).item<int64_t>());
     model::ResNet net(cfg);
-    io::TensorMap weights;
-    for (const auto& [k, t] : m) {
-      if (k.rfind("state_dict.", 0) == 0) weights[k.substr(11)] = t;
-    }
-    const io::LoadReport rep = io::load_state_dict(*net, weights, f);
+    const io::LoadReport rep = io::load_state_dict(*net, io::select_prefix(m, "state_dict."), f);
     EXPECT_TRUE(rep.complete()) << rep.summary();
     net->eval();
     const model::ResNetFeatures out = net(io::require(m, "input", f));
@@ -69,11 +65,7 @@ TEST(Reference, BertMatchesTorchNnReference) {
     cfg.intermediate_size = io::require(m, "meta.intermediate_size", f).item<int64_t>();
     cfg.max_position_embeddings = io::require(m, "meta.max_position_embeddings", f).item<int64_t>();
     model::BertModel net(cfg);
-    io::TensorMap weights;
-    for (const auto& [k, t] : m) {
-      if (k.rfind("state_dict.", 0) == 0) weights[k.substr(11)] = t;
-    }
-    const io::LoadReport rep = io::load_state_dict(*net, weights, f);
+    const io::LoadReport rep = io::load_state_dict(*net, io::select_prefix(m, "state_dict."), f);
     EXPECT_TRUE(rep.complete()) << rep.summary();
     net->eval();
     const auto states = net(io::require(m, "input_ids", f), io::require(m, "attention_mask", f),

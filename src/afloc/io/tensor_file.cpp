@@ -61,6 +61,14 @@ void save_tensor_file(const std::string& path, const TensorMap& tensors) {
   write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
 }
 
+TensorMap select_prefix(const TensorMap& map, const std::string& prefix) {
+  TensorMap out;
+  for (auto it = map.lower_bound(prefix); it != map.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
+    out.emplace(it->first.substr(prefix.size()), it->second);
+  }
+  return out;
+}
+
 const torch::Tensor& require(const TensorMap& map, const std::string& key, const std::string& origin) {
   auto it = map.find(key);
   if (it == map.end()) throw Error(origin + ": missing tensor '" + key + "'");

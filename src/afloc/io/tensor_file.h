@@ -19,6 +19,10 @@ TensorMap load_tensor_file(const std::string& path);
 /// Saves as a plain dict readable by Python `torch.load` (values moved to CPU).
 void save_tensor_file(const std::string& path, const TensorMap& tensors);
 
+/// The entries whose name starts with prefix, with the prefix removed ("state_dict.conv1.weight"
+/// -> "conv1.weight").
+TensorMap select_prefix(const TensorMap& map, const std::string& prefix);
+
 /// The tensor named key; Error naming file and key when absent.
 const torch::Tensor& require(const TensorMap& map, const std::string& key, const std::string& origin);
 
