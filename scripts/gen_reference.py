@@ -2,7 +2,7 @@
 """Reference tensors for afloc's parity tests, computed here with Debian's python3-torch and
 python3-torchvision (oracles only; the product is C++).
 
-* resnet18.pt / resnet50.pt: torchvision ResNets (random init, BatchNorm statistics perturbed so a
+* resnet18.pt / resnet34.pt / resnet50.pt: torchvision ResNets (random init, BatchNorm statistics perturbed so a
   port that skipped BN would fail), classifier removed; the layer2/3/4 maps and the pooled vector.
 * bert_base2.pt / bert_small.pt: an independent BERT written with torch.nn.functional's
   multi_head_attention_forward, holding Hugging Face parameter names; every hidden state.
@@ -33,7 +33,8 @@ def perturb_bn(model, gen):
 
 def resnet_case(depth, size, seed):
     torch.manual_seed(seed)
-    model = {18: torchvision.models.resnet18, 50: torchvision.models.resnet50}[depth](weights=None)
+    model = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34,
+             50: torchvision.models.resnet50}[depth](weights=None)
     model.fc = nn.Identity()
     perturb_bn(model, torch.Generator().manual_seed(seed + 1))
     model.eval()
@@ -151,6 +152,7 @@ def main():
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     cases = {
         "resnet18": lambda: resnet_case(18, 160, 11),
+        "resnet34": lambda: resnet_case(34, 128, 15),
         "resnet50": lambda: resnet_case(50, 224, 12),
         "bert_base2": lambda: bert_case(28996, 768, 2, 12, 3072, 512, 13),
         "bert_small": lambda: bert_case(300, 128, 4, 4, 512, 128, 14),
