@@ -68,26 +68,6 @@ TEST(Aggregation, RejectsIdsWithoutSepOrOutOfRange) {
   EXPECT_THROW(model::build_aggregation(torch::tensor({{2, 99, 3}}, torch::kLong), table), Error);
 }
 
-// Reference twin: the authors' per-caption loop, written plainly.
-std::pair<torch::Tensor, torch::Tensor> local_loss_loop(const torch::Tensor& img, const torch::Tensor& units,
-                                                        const std::vector<int64_t>& lens) {
-  const int64_t b = img.size(0), d = img.size(1);
-  const torch::Tensor ctx = img.reshape({b, d, -1});
-  std::vector<torch::Tensor> cols;
-  for (int64_t i = 0; i < b; ++i) {
-    const torch::Tensor word = units[i].narrow(1, 0, lens[static_cast<size_t>(i)]).unsqueeze(0).repeat({b, 1, 1});
-    torch::Tensor attn = torch::bmm(ctx.transpose(1, 2), word);  // (B, R, T)
-    attn = torch::softmax(attn, -1) * 4.0;
-    attn = torch::softmax(attn, -2);
-    const torch::Tensor wc = torch::bmm(ctx, attn);  // (B, D, T)
-    const torch::Tensor cos = (word * wc).sum(1) / (word.norm(2, 1) * wc.norm(2, 1)).clamp_min(1e-8);
-    cols.push_back(torch::log(torch::exp(cos * 5.0).sum(1, true)));
-  }
-  const torch::Tensor sim = torch::cat(cols, 1) * 10.0;
-  const torch::Tensor labels = torch::arange(b);
-  return {torch::nn::functional::cross_entropy(sim, labels), torch::nn::functional::cross_entropy(sim.t(), labels)};
-}
-
 TEST(Loss, BatchedLocalLossEqualsThePerCaptionLoop) {
   torch::manual_seed(3);
   const int64_t b = 5;
@@ -95,7 +75,7 @@ TEST(Loss, BatchedLocalLossEqualsThePerCaptionLoop) {
   torch::Tensor units = torch::randn({b, 16, 9});
   const std::vector<int64_t> lens = {9, 2, 5, 1, 7};
   units[1].narrow(1, 3, 6).fill_(std::nan(""));  // garbage past a caption's length is never read
-  const auto [l0, l1] = local_loss_loop(img, units, lens);
+  const auto [l0, l1] = loss::local_loss_reference(img, units, lens);
   for (int64_t block : {int64_t{0}, int64_t{1}, int64_t{700}}) {
     loss::LocalLossOptions o;
     o.max_block_elements = block;

@@ -4,7 +4,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include <cmath>
+#include <cstring>
 
 #include "afloc/common/error.h"
 
@@ -33,7 +33,8 @@ cv::Mat to_mat(const Gray8& g) {
 
 Gray8 read_gray8(const std::string& path, const ImageReadOptions& options) {
   const std::string bytes = read_file(path);
-  const std::vector<uint8_t> buf(bytes.begin(), bytes.end());
+  // A header over the file bytes, not a copy; imdecode only reads it.
+  const cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
   // OpenCV refuses to decode more than CV_IO_MAX_IMAGE_PIXELS (2^30) itself; the stricter limit
   // here is checked right after decoding.
   cv::Mat m;

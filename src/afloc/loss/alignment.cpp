@@ -52,17 +52,17 @@ LocalLossResult local_loss(const torch::Tensor& regions, const torch::Tensor& un
   LocalLossResult res;
   for (int64_t k0 = 0; k0 < b; k0 += chunk) {
     const int64_t c = std::min(chunk, b - k0);
-    const torch::Tensor qc = q.narrow(0, k0, c);             // (C, D, T)
+    const torch::Tensor qd = q.narrow(0, k0, c).permute({1, 0, 2});  // (D, C, T)
     const torch::Tensor vc = valid.narrow(0, k0, c);         // (C, T)
     // Layout (B, R, C, T) throughout, so both contractions are one large matmul per image:
     // scores[b, r, c, i] = <region r of image b, unit i of caption c>.
-    torch::Tensor attn = torch::matmul(ctx_t, qc.permute({1, 0, 2}).reshape({d, c * t}))
+    torch::Tensor attn = torch::matmul(ctx_t, qd.reshape({d, c * t}))
                              .view({b, r, c, t});
     attn = attn.masked_fill(vc.logical_not().view({1, 1, c, t}), -std::numeric_limits<float>::infinity());
     attn = torch::softmax(attn, -1) * opt.temp1;  // over units
     attn = torch::softmax(attn, 1);               // over regions
     const torch::Tensor wctx = torch::bmm(ctx, attn.view({b, r, c * t})).view({b, d, c, t});
-    const torch::Tensor qb = qc.permute({1, 0, 2}).unsqueeze(0);  // (1, D, C, T)
+    const torch::Tensor qb = qd.unsqueeze(0);                     // (1, D, C, T)
     const torch::Tensor dot = (qb * wctx).sum(1);                 // (B, C, T)
     const torch::Tensor norms = (qb.norm(2, 1) * wctx.norm(2, 1)).clamp_min(kCosEps);
     const torch::Tensor cosine = dot / norms;
@@ -84,6 +84,28 @@ LocalLossResult local_loss(const torch::Tensor& regions, const torch::Tensor& un
   res.loss0 = F::cross_entropy(res.similarities, labels);
   res.loss1 = F::cross_entropy(res.similarities.t(), labels);
   return res;
+}
+
+std::pair<torch::Tensor, torch::Tensor> local_loss_reference(const torch::Tensor& regions,
+                                                             const torch::Tensor& units,
+                                                             const std::vector<int64_t>& lens,
+                                                             const LocalLossOptions& opt) {
+  const int64_t b = regions.size(0), d = regions.size(1);
+  const torch::Tensor ctx = regions.reshape({b, d, -1});
+  std::vector<torch::Tensor> cols;
+  for (int64_t i = 0; i < b; ++i) {
+    const torch::Tensor word =
+        units[i].narrow(1, 0, lens[static_cast<size_t>(i)]).unsqueeze(0).repeat({b, 1, 1});  // (B, D, T)
+    torch::Tensor attn = torch::bmm(ctx.transpose(1, 2), word);                             // (B, R, T)
+    attn = torch::softmax(attn, -1) * opt.temp1;
+    attn = torch::softmax(attn, -2);
+    const torch::Tensor wc = torch::bmm(ctx, attn);  // (B, D, T)
+    const torch::Tensor cos = (word * wc).sum(1) / (word.norm(2, 1) * wc.norm(2, 1)).clamp_min(kCosEps);
+    cols.push_back(torch::log(torch::exp(cos * opt.temp2).sum(1, true)));
+  }
+  const torch::Tensor sim = torch::cat(cols, 1) * opt.temp3;
+  const torch::Tensor labels = labels_for(b, regions.device());
+  return {F::cross_entropy(sim, labels), F::cross_entropy(sim.t(), labels)};
 }
 
 GlobalLossResult global_loss(const torch::Tensor& image, const torch::Tensor& report, double temp3) {

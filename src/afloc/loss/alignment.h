@@ -35,6 +35,13 @@ struct LocalLossResult {
 LocalLossResult local_loss(const torch::Tensor& regions, const torch::Tensor& units,
                            const torch::Tensor& lens, const LocalLossOptions& options = {});
 
+/// Reference twin of local_loss: the authors' loop, one caption at a time against the whole image
+/// batch, written plainly. For tests and benchmarks; returns loss0 and loss1 only.
+std::pair<torch::Tensor, torch::Tensor> local_loss_reference(const torch::Tensor& regions,
+                                                             const torch::Tensor& units,
+                                                             const std::vector<int64_t>& lens,
+                                                             const LocalLossOptions& options = {});
+
 struct GlobalLossResult {
   torch::Tensor loss0, loss1;
   torch::Tensor scores;  ///< (B, B): temp3 * cos(v_g[b], t_r[k])
