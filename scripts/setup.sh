@@ -13,7 +13,8 @@ PKGS=(
   # images: OpenCV (INTER_AREA resize bit-exact with the authors' cv2 pipeline, PNG/JPEG codecs),
   # GDCM for DICOM
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libgdcm-dev libgdcm-tools
-  # JSON, CLI, HTTP
+  # CSV (MIMIC metadata, MS-CXR, RSNA, SIIM), JSON, CLI, HTTP
+  libcsv-dev
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libssl-dev zlib1g-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev googletest libbenchmark-dev

@@ -33,6 +33,8 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& g) {
       ->check(CLI::IsMember({"debug", "info", "warn", "error", "quiet"}));
   register_text_commands(*app, g);
   register_model_commands(*app, g);
+  register_data_commands(*app, g);
+  register_train_commands(*app, g);
   return app;
 }
 

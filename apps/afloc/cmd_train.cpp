@@ -1,0 +1,119 @@
+// `afloc train`: pretraining from a run config, with flags overriding its fields.
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "afloc/common/error.h"
+#include "afloc/common/log.h"
+#include "afloc/model/config.h"
+#include "afloc/train/trainer.h"
+#include "commands.h"
+
+namespace afloc::cli {
+namespace {
+
+struct TrainCli {
+  std::string config, preset, model_config, data, format, manifest, vocab, out, optimizer, schedule;
+  train::RunConfig d;  // flag defaults shown by --help are the run defaults
+  train::TrainOptions t;
+  bool no_validate = false, json = false, print_config = false;
+};
+
+}  // namespace
+
+void register_train_commands(CLI::App& app, GlobalOptions& g) {
+  auto o = std::make_shared<TrainCli>();
+  auto* c = app.add_subcommand("train", "Pretrain AFLoc on image-report pairs (MIMIC-CXR-JPG layout or a manifest)");
+  c->add_option("-c,--config", o->config, "Run config JSON (flags below override its fields)");
+  c->add_option("-p,--preset", o->preset, "Model preset (paper, tiny); default: the config's, else tiny");
+  c->add_option("--model-config", o->model_config, "Model config JSON (overrides --preset)");
+  c->add_option("-d,--data", o->data, "Data root: MIMIC-CXR-JPG folder, or image root of a manifest");
+  c->add_option("--format", o->format, "mimic or manifest (default: " + o->d.data.format + ")");
+  c->add_option("-m,--manifest", o->manifest, "Manifest CSV/JSONL (image, report, split columns); implies --format manifest");
+  c->add_option("--vocab", o->vocab, "vocab.txt to use (default: build a WordPiece vocab from the training reports)");
+  c->add_option("-o,--out", o->out, "Run directory (default: " + o->d.out + ")");
+  c->add_option("-e,--epochs", o->d.loop.epochs, "Epochs");
+  c->add_option("-b,--batch-size", o->d.loop.batch_size, "Pairs per batch (per process)");
+  c->add_option("--max-steps", o->d.loop.max_steps, "Stop after this many optimiser steps (0 = all epochs)");
+  c->add_option("--lr", o->d.optim.lr, "Learning rate");
+  c->add_option("--optimizer", o->optimizer, "adam or adamw (default: " + o->d.optim.name + ")");
+  c->add_option("--schedule", o->schedule, "step (lr x gamma per epoch) or cosine (default: " + o->d.optim.schedule + ")");
+  c->add_option("--warmup-steps", o->d.optim.warmup_steps, "Linear warm-up steps");
+  c->add_option("--weight-decay", o->d.optim.weight_decay, "Weight decay");
+  c->add_option("--clip", o->d.optim.clip_norm, "Gradient norm clip (0 = off)");
+  c->add_option("-s,--seed", o->d.loop.seed, "Seed (initialisation, order, captions, dropout)");
+  c->add_option("-w,--workers", o->d.loop.workers, "Image loading threads");
+  c->add_option("--prefetch", o->d.loop.prefetch, "Batches prepared ahead");
+  c->add_option("--log-every", o->d.loop.log_every, "Steps between metrics.jsonl lines");
+  c->add_option("--checkpoint-every", o->d.loop.checkpoint_every, "Steps between checkpoints (0 = epoch ends only)");
+  c->add_option("--keep", o->d.loop.keep_checkpoints, "Step checkpoints kept");
+  c->add_flag("--no-validate", o->no_validate, "Skip the validation loss after each epoch");
+  c->add_flag("-r,--resume", o->t.resume, "Continue the run in --out from its latest checkpoint");
+  c->add_flag("--print-config", o->print_config, "Print the resolved run config and exit");
+  c->add_flag("--json", o->json, "Print the result as JSON");
+  c->add_option("--crash-after-step", o->t.crash_after_step, "Testing: exit abruptly after this step")
+      ->group("");  // hidden
+  c->callback([o, c, &g] {
+    apply_global(g);
+    train::RunConfig cfg = o->config.empty() ? train::RunConfig{} : train::load_run_config(o->config);
+    auto given = [&](const char* name) { return c->get_option(name)->count() > 0; };
+    if (!o->model_config.empty()) cfg.model = model::load_config(o->model_config);
+    else if (!o->preset.empty()) cfg.model = model::preset(o->preset);
+    if (!o->data.empty()) cfg.data.root = o->data;
+    if (!o->manifest.empty()) {
+      cfg.data.manifest = o->manifest;
+      cfg.data.format = "manifest";
+    }
+    if (!o->format.empty()) cfg.data.format = o->format;
+    if (!o->vocab.empty()) cfg.vocab.path = o->vocab;
+    if (!o->out.empty()) cfg.out = o->out;
+    if (!o->optimizer.empty()) cfg.optim.name = o->optimizer;
+    if (!o->schedule.empty()) cfg.optim.schedule = o->schedule;
+    if (given("--epochs")) cfg.loop.epochs = o->d.loop.epochs;
+    if (given("--batch-size")) cfg.loop.batch_size = o->d.loop.batch_size;
+    if (given("--max-steps")) cfg.loop.max_steps = o->d.loop.max_steps;
+    if (given("--lr")) cfg.optim.lr = o->d.optim.lr;
+    if (given("--warmup-steps")) cfg.optim.warmup_steps = o->d.optim.warmup_steps;
+    if (given("--weight-decay")) cfg.optim.weight_decay = o->d.optim.weight_decay;
+    if (given("--clip")) cfg.optim.clip_norm = o->d.optim.clip_norm;
+    if (given("--seed")) cfg.loop.seed = o->d.loop.seed;
+    if (given("--workers")) cfg.loop.workers = o->d.loop.workers;
+    if (given("--prefetch")) cfg.loop.prefetch = o->d.loop.prefetch;
+    if (given("--log-every")) cfg.loop.log_every = o->d.loop.log_every;
+    if (given("--checkpoint-every")) cfg.loop.checkpoint_every = o->d.loop.checkpoint_every;
+    if (given("--keep")) cfg.loop.keep_checkpoints = o->d.loop.keep_checkpoints;
+    if (o->no_validate) cfg.loop.validate = false;
+    train::validate(cfg);
+    if (o->print_config) {
+      std::printf("%s\n", train::run_config_to_string(cfg).c_str());
+      return;
+    }
+    if (!o->t.resume && cfg.data.format == "mimic" && cfg.data.root.empty()) throw Error("train: no data: give --data DIR or a config with data.root");
+    o->t.device = g.device;
+    o->t.progress = log::level() <= log::Level::kInfo;
+    const train::TrainResult r = train::run_training(cfg, o->t);
+    nlohmann::ordered_json j{{"steps", r.steps},
+                             {"train_samples", r.train_samples},
+                             {"val_samples", r.val_samples},
+                             {"skipped", r.skipped},
+                             {"last_loss", r.last_loss},
+                             {"val_loss", std::isnan(r.val_loss) ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(r.val_loss)},
+                             {"seconds", r.seconds},
+                             {"samples_per_second", r.samples_per_second},
+                             {"loader_wait_fraction", r.loader_wait_fraction},
+                             {"checkpoint", r.final_checkpoint}};
+    if (o->json) {
+      std::printf("%s\n", j.dump().c_str());
+      return;
+    }
+    std::printf("trained %lld steps on %lld pairs in %.1f s (%.1f pairs/s, %.0f%% waiting for data)\n",
+                static_cast<long long>(r.steps), static_cast<long long>(r.train_samples), r.seconds,
+                r.samples_per_second, 100.0 * r.loader_wait_fraction);
+    std::printf("  last training loss  %.4f\n", r.last_loss);
+    if (!std::isnan(r.val_loss)) std::printf("  validation loss     %.4f\n", r.val_loss);
+    std::printf("  checkpoint          %s\n", r.final_checkpoint.c_str());
+    std::printf("  metrics             %s/metrics.jsonl\n", cfg.out.c_str());
+  });
+}
+
+}  // namespace afloc::cli

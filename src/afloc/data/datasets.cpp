@@ -1,0 +1,234 @@
+#include "afloc/data/datasets.h"
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <unordered_map>
+
+#include "afloc/common/error.h"
+#include "afloc/data/csv.h"
+
+namespace fs = std::filesystem;
+
+namespace afloc::data {
+namespace {
+
+bool file_exists(const std::string& p) {
+  std::error_code ec;
+  return fs::is_regular_file(p, ec);
+}
+
+// The first existing of name.csv and name.csv.gz under dir.
+std::string find_csv(const std::string& dir, const std::string& name) {
+  for (const std::string ext : {".csv", ".csv.gz"}) {
+    const std::string p = (fs::path(dir) / (name + ext)).string();
+    if (file_exists(p)) return p;
+  }
+  throw Error((fs::path(dir) / (name + ".csv")).string() + ": not found (nor .csv.gz)");
+}
+
+bool valid_utf8(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (len == 0 || i + len > s.size()) return false;
+    for (size_t k = 1; k < len; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return false;
+    i += len;
+  }
+  return true;
+}
+
+bool blank(const std::string& s) {
+  return std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isspace(c); });
+}
+
+std::string resolve(const std::string& root, const std::string& p) {
+  if (p.empty() || fs::path(p).is_absolute() || root.empty()) return p;
+  return (fs::path(root) / p).string();
+}
+
+}  // namespace
+
+void SkipLog::add(const std::string& reason, const std::string& example) {
+  ++counts[reason];
+  auto& ex = examples[reason];
+  if (ex.size() < 3) ex.push_back(example);
+}
+
+int64_t SkipLog::total() const {
+  int64_t n = 0;
+  for (const auto& [k, v] : counts) n += v;
+  return n;
+}
+
+std::string SkipLog::summary() const {
+  if (counts.empty()) return "none skipped";
+  std::string s = std::to_string(total()) + " skipped:";
+  bool first = true;
+  for (const auto& [reason, n] : counts) {
+    s += (first ? " " : ", ") + std::to_string(n) + " " + reason;
+    const auto it = examples.find(reason);
+    if (it != examples.end() && !it->second.empty()) s += " (e.g. " + it->second.front() + ")";
+    first = false;
+  }
+  return s;
+}
+
+std::string report_sections(const std::string& report) {
+  // Walk the lines; a header is an upper-case run (letters, spaces, '/', '&', '-') ending in ':'
+  // at the start of a line, possibly followed by text on the same line.
+  std::string current, findings, impression;
+  std::istringstream in(report);
+  std::string line;
+  while (std::getline(in, line)) {
+    size_t b = line.find_first_not_of(" \t\r");
+    std::string rest = b == std::string::npos ? "" : line.substr(b);
+    const size_t colon = rest.find(':');
+    if (colon != std::string::npos && colon > 1) {
+      const std::string head = rest.substr(0, colon);
+      const bool is_header = std::all_of(head.begin(), head.end(), [](unsigned char c) {
+        return std::isupper(c) || c == ' ' || c == '/' || c == '&' || c == '-' || c == '(' || c == ')';
+      }) && std::any_of(head.begin(), head.end(), [](unsigned char c) { return std::isupper(c); });
+      if (is_header) {
+        current = head;
+        while (!current.empty() && current.back() == ' ') current.pop_back();
+        rest = rest.substr(colon + 1);
+      }
+    }
+    if (current == "FINDINGS") findings += " " + rest;
+    if (current == "IMPRESSION") impression += " " + rest;
+  }
+  auto trim = [](std::string s) {
+    const size_t a = s.find_first_not_of(" \t\r\n");
+    if (a == std::string::npos) return std::string();
+    const size_t z = s.find_last_not_of(" \t\r\n");
+    return s.substr(a, z - a + 1);
+  };
+  findings = trim(findings);
+  impression = trim(impression);
+  if (findings.empty()) return impression;
+  if (impression.empty()) return findings;
+  return findings + " " + impression;
+}
+
+PairList read_mimic(const MimicOptions& o) {
+  if (o.root.empty()) throw Error("MIMIC-CXR: the dataset root is not set");
+  const std::string reports_root = o.reports_root.empty() ? o.root : o.reports_root;
+  const CsvTable meta = read_csv(find_csv(o.root, "mimic-cxr-2.0.0-metadata"));
+  const CsvTable split = read_csv(find_csv(o.root, "mimic-cxr-2.0.0-split"));
+  const size_t s_dicom = split.column("dicom_id"), s_split = split.column("split");
+  std::unordered_map<std::string, std::string> split_of;
+  for (size_t r = 0; r < split.rows.size(); ++r) split_of[split.at(r, s_dicom)] = split.at(r, s_split);
+
+  const size_t m_dicom = meta.column("dicom_id"), m_subject = meta.column("subject_id"),
+               m_study = meta.column("study_id"), m_view = meta.column("ViewPosition");
+  PairList out;
+  std::unordered_map<std::string, std::string> report_cache;  // a study's report serves all its images
+  for (size_t r = 0; r < meta.rows.size(); ++r) {
+    const std::string& dicom = meta.at(r, m_dicom);
+    const std::string& subject = meta.at(r, m_subject);
+    const std::string& study = meta.at(r, m_study);
+    const std::string where = meta.path + " row " + std::to_string(r + 2);
+    if (dicom.empty() || subject.size() < 2 || study.empty()) {
+      out.skipped.add("malformed row", where);
+      continue;
+    }
+    const auto sp = split_of.find(dicom);
+    if (sp == split_of.end()) {
+      out.skipped.add("not in split.csv", dicom);
+      continue;
+    }
+    if (std::find(o.splits.begin(), o.splits.end(), sp->second) == o.splits.end()) continue;
+    if (!o.views.empty() && std::find(o.views.begin(), o.views.end(), meta.at(r, m_view)) == o.views.end()) continue;
+    const std::string pdir = "files/p" + subject.substr(0, 2) + "/p" + subject;
+    const std::string image = (fs::path(o.root) / pdir / ("s" + study) / (dicom + ".jpg")).string();
+    if (o.check_images && !file_exists(image)) {
+      out.skipped.add("missing image", image);
+      continue;
+    }
+    const std::string report_path = (fs::path(reports_root) / pdir / ("s" + study + ".txt")).string();
+    auto it = report_cache.find(report_path);
+    if (it == report_cache.end()) {
+      std::string text;
+      if (file_exists(report_path)) text = read_file(report_path);
+      else text = "\x01missing";
+      it = report_cache.emplace(report_path, text).first;
+    }
+    const std::string& raw = it->second;
+    if (raw == "\x01missing") {
+      out.skipped.add("missing report", report_path);
+      continue;
+    }
+    if (!valid_utf8(raw)) {
+      out.skipped.add("report not UTF-8", report_path);
+      continue;
+    }
+    const std::string text = report_sections(raw);
+    if (blank(text)) {
+      out.skipped.add(blank(raw) ? "empty report" : "report without FINDINGS/IMPRESSION", report_path);
+      continue;
+    }
+    out.samples.push_back({dicom, image, text, sp->second});
+  }
+  return out;
+}
+
+PairList read_manifest(const ManifestOptions& o) {
+  const std::string root = o.root.empty() ? fs::path(o.path).parent_path().string() : o.root;
+  PairList out;
+  auto keep = [&](const std::string& id, const std::string& image, const std::string& report, std::string split,
+                  const std::string& where) {
+    if (split.empty()) split = "train";
+    if (std::find(o.splits.begin(), o.splits.end(), split) == o.splits.end()) return;
+    if (image.empty()) return out.skipped.add("no image path", where);
+    const std::string path = resolve(root, image);
+    if (o.check_images && !file_exists(path)) return out.skipped.add("missing image", path);
+    if (!valid_utf8(report)) return out.skipped.add("report not UTF-8", where);
+    if (blank(report)) return out.skipped.add("empty report", where);
+    out.samples.push_back({id.empty() ? image : id, path, report, split});
+  };
+  const std::string ext = fs::path(o.path).extension().string();
+  if (ext == ".jsonl" || ext == ".json" || (ext == ".gz" && o.path.find(".jsonl") != std::string::npos)) {
+    std::istringstream in(read_text_maybe_gz(o.path));
+    std::string line;
+    int64_t n = 0;
+    while (std::getline(in, line)) {
+      ++n;
+      if (blank(line)) continue;
+      const std::string where = o.path + " line " + std::to_string(n);
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(line);
+      } catch (const std::exception&) {
+        out.skipped.add("invalid JSON line", where);
+        continue;
+      }
+      auto str = [&](std::initializer_list<const char*> keys) {
+        for (const char* k : keys)
+          if (j.is_object() && j.contains(k) && j[k].is_string()) return j[k].get<std::string>();
+        return std::string();
+      };
+      keep(str({"id"}), str({"image", "path"}), str({"report", "text"}), str({"split"}), where);
+    }
+    return out;
+  }
+  const CsvTable t = read_csv(o.path);
+  size_t c_image = t.find_column("image");
+  if (c_image == std::string::npos) c_image = t.find_column("path");
+  size_t c_report = t.find_column("report");
+  if (c_report == std::string::npos) c_report = t.find_column("text");
+  if (c_image == std::string::npos) t.column("image");    // throws, naming the columns present
+  if (c_report == std::string::npos) t.column("report");  // idem
+  const size_t c_split = t.find_column("split"), c_id = t.find_column("id");
+  for (size_t r = 0; r < t.rows.size(); ++r) {
+    keep(c_id == std::string::npos ? "" : t.at(r, c_id), t.at(r, c_image), t.at(r, c_report),
+         c_split == std::string::npos ? "" : t.at(r, c_split), o.path + " row " + std::to_string(r + 2));
+  }
+  return out;
+}
+
+}  // namespace afloc::data

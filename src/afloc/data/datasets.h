@@ -1,0 +1,64 @@
+#pragma once
+/// Image-report pair lists for pretraining: the MIMIC-CXR-JPG layout and a generic manifest (CSV or
+/// JSONL). Bad rows are skipped, counted by reason and reported, never fatal.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace afloc::data {
+
+/// One image-report pair.
+struct Sample {
+  std::string id;      ///< dicom_id or the manifest's id (or image path)
+  std::string image;   ///< absolute or working-directory-relative path
+  std::string report;  ///< report text used for training (FINDINGS + IMPRESSION for MIMIC)
+  std::string split;   ///< train, validate, test, ...
+};
+
+/// Skipped rows, by reason ("missing image", "empty report", ...), with a few examples each.
+struct SkipLog {
+  std::map<std::string, int64_t> counts;
+  std::map<std::string, std::vector<std::string>> examples;  ///< up to 3 per reason
+  void add(const std::string& reason, const std::string& example);
+  int64_t total() const;
+  /// "12 skipped: 10 missing image (e.g. files/...), 2 empty report (e.g. ...)" or "none skipped".
+  std::string summary() const;
+};
+
+struct PairList {
+  std::vector<Sample> samples;
+  SkipLog skipped;
+};
+
+/// The FINDINGS and IMPRESSION sections of a MIMIC-CXR report, joined by a space. Section headers
+/// are upper-case words followed by ':' at the start of a line ("FINDINGS:", "IMPRESSION:",
+/// "INDICATION:", ...). Empty when the report has neither section.
+std::string report_sections(const std::string& report);
+
+struct MimicOptions {
+  std::string root;                              ///< holds files/ and the mimic-cxr-2.0.0-*.csv(.gz)
+  std::string reports_root;                      ///< holds files/p../p../s...txt ("" = root)
+  std::vector<std::string> splits = {"train"};   ///< split.csv values to keep
+  std::vector<std::string> views = {"PA", "AP"}; ///< ViewPosition values kept (frontal); empty = all
+  bool check_images = true;                      ///< skip rows whose image file is missing
+};
+
+/// Reads MIMIC-CXR-JPG: metadata + split CSVs (".csv" or ".csv.gz"), images
+/// files/p{subject[:2]}/p{subject}/s{study}/{dicom_id}.jpg and reports files/p../p{subject}/s{study}.txt.
+/// Error for a missing CSV or column; per-row problems are skips.
+PairList read_mimic(const MimicOptions& options);
+
+struct ManifestOptions {
+  std::string path;                             ///< .csv or .jsonl
+  std::string root;                             ///< relative image paths resolve here ("" = the manifest's folder)
+  std::vector<std::string> splits = {"train"};  ///< kept splits; rows without a split count as "train"
+  bool check_images = true;
+};
+
+/// A generic manifest: CSV with columns image (or path), report (or text), optional split and id; or
+/// JSONL with the same keys. Error for a missing file or column; bad rows (no image, empty report,
+/// invalid JSON line, not UTF-8) are skips.
+PairList read_manifest(const ManifestOptions& options);
+
+}  // namespace afloc::data

@@ -1,0 +1,178 @@
+#include "afloc/train/run_config.h"
+
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "afloc/common/error.h"
+
+namespace afloc::train {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+// Reads the keys of an object into fields; Error for unknown keys or wrong types.
+class Reader {
+ public:
+  Reader(const nlohmann::json& j, std::string path) : j_(j), path_(std::move(path)) {
+    if (!j_.is_object()) throw Error(path_ + ": expected an object");
+  }
+  template <typename T>
+  void get(const char* key, T& out) {
+    seen_.insert(key);
+    if (!j_.contains(key)) return;
+    try {
+      out = j_.at(key).get<T>();
+    } catch (const std::exception&) {
+      throw Error(path_ + "." + key + ": wrong type (" + j_.at(key).dump() + ")");
+    }
+  }
+  const nlohmann::json* child(const char* key) {
+    seen_.insert(key);
+    return j_.contains(key) ? &j_.at(key) : nullptr;
+  }
+  void finish() const {
+    for (auto it = j_.begin(); it != j_.end(); ++it) {
+      if (!seen_.count(it.key())) throw Error(path_ + "." + it.key() + ": unknown key");
+    }
+  }
+
+ private:
+  const nlohmann::json& j_;
+  std::string path_;
+  std::set<std::string> seen_;
+};
+
+}  // namespace
+
+RunConfig parse_run_config(const std::string& text, const std::string& origin) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw Error(origin + ": invalid JSON: " + e.what());
+  }
+  RunConfig c;
+  with_context(origin, [&] {
+    Reader r(j, "run");
+    if (const auto* m = r.child("model")) c.model = model::parse_config(m->dump(), "run.model");
+    if (const auto* d = r.child("data")) {
+      Reader x(*d, "run.data");
+      x.get("format", c.data.format);
+      x.get("root", c.data.root);
+      x.get("manifest", c.data.manifest);
+      x.get("train_splits", c.data.train_splits);
+      x.get("val_splits", c.data.val_splits);
+      x.get("views", c.data.views);
+      x.get("cache_mb", c.data.cache_mb);
+      x.finish();
+    }
+    if (const auto* v = r.child("vocab")) {
+      Reader x(*v, "run.vocab");
+      x.get("path", c.vocab.path);
+      x.get("size", c.vocab.size);
+      x.get("min_frequency", c.vocab.min_frequency);
+      x.finish();
+    }
+    if (const auto* o = r.child("optim")) {
+      Reader x(*o, "run.optim");
+      x.get("name", c.optim.name);
+      x.get("lr", c.optim.lr);
+      x.get("beta1", c.optim.beta1);
+      x.get("beta2", c.optim.beta2);
+      x.get("weight_decay", c.optim.weight_decay);
+      x.get("schedule", c.optim.schedule);
+      x.get("gamma", c.optim.gamma);
+      x.get("warmup_steps", c.optim.warmup_steps);
+      x.get("min_lr_ratio", c.optim.min_lr_ratio);
+      x.get("clip_norm", c.optim.clip_norm);
+      x.finish();
+    }
+    if (const auto* l = r.child("loop")) {
+      Reader x(*l, "run.loop");
+      x.get("epochs", c.loop.epochs);
+      x.get("batch_size", c.loop.batch_size);
+      x.get("max_steps", c.loop.max_steps);
+      x.get("seed", c.loop.seed);
+      x.get("workers", c.loop.workers);
+      x.get("prefetch", c.loop.prefetch);
+      x.get("log_every", c.loop.log_every);
+      x.get("checkpoint_every", c.loop.checkpoint_every);
+      x.get("keep_checkpoints", c.loop.keep_checkpoints);
+      x.get("validate", c.loop.validate);
+      x.get("amp", c.loop.amp);
+      x.get("gather_embeddings", c.loop.gather_embeddings);
+      x.finish();
+    }
+    r.get("out", c.out);
+    r.finish();
+    return 0;
+  });
+  validate(c);
+  return c;
+}
+
+RunConfig load_run_config(const std::string& path) { return parse_run_config(read_file(path), path); }
+
+std::string run_config_to_string(const RunConfig& c) {
+  nlohmann::json model_j;
+  model::to_json(model_j, c.model);
+  json j{{"model", model_j},
+         {"data",
+          {{"format", c.data.format},
+           {"root", c.data.root},
+           {"manifest", c.data.manifest},
+           {"train_splits", c.data.train_splits},
+           {"val_splits", c.data.val_splits},
+           {"views", c.data.views},
+           {"cache_mb", c.data.cache_mb}}},
+         {"vocab", {{"path", c.vocab.path}, {"size", c.vocab.size}, {"min_frequency", c.vocab.min_frequency}}},
+         {"optim",
+          {{"name", c.optim.name},
+           {"lr", c.optim.lr},
+           {"beta1", c.optim.beta1},
+           {"beta2", c.optim.beta2},
+           {"weight_decay", c.optim.weight_decay},
+           {"schedule", c.optim.schedule},
+           {"gamma", c.optim.gamma},
+           {"warmup_steps", c.optim.warmup_steps},
+           {"min_lr_ratio", c.optim.min_lr_ratio},
+           {"clip_norm", c.optim.clip_norm}}},
+         {"loop",
+          {{"epochs", c.loop.epochs},
+           {"batch_size", c.loop.batch_size},
+           {"max_steps", c.loop.max_steps},
+           {"seed", c.loop.seed},
+           {"workers", c.loop.workers},
+           {"prefetch", c.loop.prefetch},
+           {"log_every", c.loop.log_every},
+           {"checkpoint_every", c.loop.checkpoint_every},
+           {"keep_checkpoints", c.loop.keep_checkpoints},
+           {"validate", c.loop.validate},
+           {"amp", c.loop.amp},
+           {"gather_embeddings", c.loop.gather_embeddings}}},
+         {"out", c.out}};
+  return j.dump(2);
+}
+
+void validate(const RunConfig& c) {
+  c.model.validate();
+  auto bad = [](const std::string& field, const std::string& value, const std::string& want) {
+    throw Error("run." + field + " = " + value + ": " + want);
+  };
+  if (c.data.format != "mimic" && c.data.format != "manifest") bad("data.format", c.data.format, "expected mimic or manifest");
+  if (c.optim.name != "adam" && c.optim.name != "adamw") bad("optim.name", c.optim.name, "expected adam or adamw");
+  if (c.optim.schedule != "step" && c.optim.schedule != "cosine") bad("optim.schedule", c.optim.schedule, "expected step or cosine");
+  if (!(c.optim.lr > 0)) bad("optim.lr", std::to_string(c.optim.lr), "must be > 0");
+  if (c.optim.beta1 < 0 || c.optim.beta1 >= 1 || c.optim.beta2 < 0 || c.optim.beta2 >= 1) bad("optim.beta1/beta2", std::to_string(c.optim.beta1) + "/" + std::to_string(c.optim.beta2), "must be in [0, 1)");
+  if (c.optim.gamma <= 0 || c.optim.gamma > 1) bad("optim.gamma", std::to_string(c.optim.gamma), "must be in (0, 1]");
+  if (c.optim.clip_norm < 0) bad("optim.clip_norm", std::to_string(c.optim.clip_norm), "must be >= 0");
+  if (c.loop.batch_size < 2) bad("loop.batch_size", std::to_string(c.loop.batch_size), "contrastive losses need >= 2");
+  if (c.loop.epochs < 1) bad("loop.epochs", std::to_string(c.loop.epochs), "must be >= 1");
+  if (c.loop.workers < 1) bad("loop.workers", std::to_string(c.loop.workers), "must be >= 1");
+  if (c.loop.prefetch < 1) bad("loop.prefetch", std::to_string(c.loop.prefetch), "must be >= 1");
+  if (c.loop.log_every < 1) bad("loop.log_every", std::to_string(c.loop.log_every), "must be >= 1");
+  if (c.vocab.path.empty() && c.vocab.size < 10) bad("vocab.size", std::to_string(c.vocab.size), "must be >= 10");
+  if (c.out.empty()) bad("out", "\"\"", "a run directory is required");
+}
+
+}  // namespace afloc::train

@@ -1,0 +1,73 @@
+#pragma once
+/// A pretraining run's configuration: model, data, vocabulary, optimiser, schedule and loop
+/// settings. Plain structs with the authors' defaults (SPEC §3), strict JSON, saved next to every
+/// checkpoint so any run can be reproduced or resumed.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "afloc/model/config.h"
+
+namespace afloc::train {
+
+struct DataConfig {
+  std::string format = "mimic";  ///< "mimic" (MIMIC-CXR-JPG layout) or "manifest" (CSV/JSONL)
+  std::string root;              ///< MIMIC root, or the manifest's image root ("" = its folder)
+  std::string manifest;          ///< manifest path (format "manifest")
+  std::vector<std::string> train_splits = {"train"};
+  std::vector<std::string> val_splits = {"validate"};
+  std::vector<std::string> views = {"PA", "AP"};  ///< frontal views only, as the authors train
+  int64_t cache_mb = 4096;  ///< keep resized images in memory up to this budget (0 = never)
+};
+
+struct VocabConfig {
+  std::string path;           ///< vocab.txt; "" = build a WordPiece vocab from the training reports
+  int64_t size = 4000;        ///< built vocab size
+  int64_t min_frequency = 2;  ///< built vocab: merge threshold
+};
+
+struct OptimConfig {
+  std::string name = "adam";      ///< "adam" (the authors') or "adamw"
+  double lr = 2e-5;
+  double beta1 = 0.5, beta2 = 0.999;
+  double weight_decay = 1e-6;
+  std::string schedule = "step";  ///< "step": lr x gamma after every epoch; "cosine": warm-up + cosine
+  double gamma = 0.9;
+  int64_t warmup_steps = 0;
+  double min_lr_ratio = 0.0;      ///< cosine floor as a fraction of lr
+  double clip_norm = 0.25;        ///< gradient norm clipping (0 = off)
+};
+
+struct LoopConfig {
+  int64_t epochs = 5;
+  int64_t batch_size = 32;       ///< per process
+  int64_t max_steps = 0;         ///< stop after this many optimiser steps (0 = all epochs)
+  uint64_t seed = 0;
+  int workers = 2;               ///< image loading threads
+  int prefetch = 4;              ///< batches prepared ahead
+  int64_t log_every = 10;        ///< steps between metrics.jsonl lines
+  int64_t checkpoint_every = 500;  ///< steps between checkpoints (0 = only at epoch ends and the end)
+  int64_t keep_checkpoints = 2;  ///< step checkpoints kept (the final one is always kept)
+  bool validate = true;          ///< validation loss after every epoch
+  bool amp = true;               ///< autocast (fp16) on CUDA; ignored on CPU
+  bool gather_embeddings = false;  ///< distributed: contrastive negatives from the global batch
+};
+
+struct RunConfig {
+  model::AflocConfig model = model::preset("tiny");
+  DataConfig data;
+  VocabConfig vocab;
+  OptimConfig optim;
+  LoopConfig loop;
+  std::string out = "runs/afloc";  ///< run directory: metrics.jsonl, checkpoints/, run.json
+};
+
+/// Strict parsing: unknown keys and wrong types raise Error naming the key path. "model" may be a
+/// full config or {"preset": "tiny", ...overrides}.
+RunConfig parse_run_config(const std::string& json_text, const std::string& origin);
+RunConfig load_run_config(const std::string& path);
+std::string run_config_to_string(const RunConfig& c);
+/// Error naming the field for values that cannot work (batch < 2, lr <= 0, unknown names, ...).
+void validate(const RunConfig& c);
+
+}  // namespace afloc::train

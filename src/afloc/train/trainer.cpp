@@ -1,0 +1,496 @@
+#include "afloc/train/trainer.h"
+
+#include <torch/torch.h>
+
+#include <ATen/autocast_mode.h>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "afloc/common/error.h"
+#include "afloc/common/log.h"
+#include "afloc/common/progress.h"
+#include "afloc/io/state_dict.h"
+#include "afloc/io/tensor_file.h"
+#include "afloc/text/clean.h"
+#include "afloc/text/vocab_builder.h"
+#include "afloc/train/checkpoint.h"
+#include "afloc/train/loader.h"
+
+namespace fs = std::filesystem;
+
+namespace afloc::train {
+namespace {
+
+std::atomic<int> g_signal{0};
+extern "C" void on_signal(int sig) { g_signal = sig; }
+
+uint64_t mix(uint64_t a, uint64_t b) {
+  uint64_t z = a * 0x9E3779B97F4A7C15ULL + b + 0x632BE59BD9B4E019ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+// Autocast on CUDA in bfloat16 (no loss scaling needed); the API was renamed in LibTorch 2.4.
+class AutocastGuard {
+ public:
+  explicit AutocastGuard(bool on) : on_(on) {
+    if (!on_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+#else
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+#endif
+  }
+  ~AutocastGuard() {
+    if (!on_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+#else
+    at::autocast::set_enabled(false);
+#endif
+    at::autocast::clear_cache();
+  }
+
+ private:
+  bool on_;
+};
+
+double learning_rate(const OptimConfig& o, int64_t step, int64_t epoch, int64_t total_steps) {
+  if (o.schedule == "step") {
+    double lr = o.lr * std::pow(o.gamma, static_cast<double>(epoch));
+    if (o.warmup_steps > 0 && step < o.warmup_steps) lr *= static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps);
+    return lr;
+  }
+  if (o.warmup_steps > 0 && step < o.warmup_steps) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps);
+  const double span = std::max<double>(1.0, static_cast<double>(total_steps - o.warmup_steps));
+  const double t = std::min(1.0, static_cast<double>(step - o.warmup_steps) / span);
+  const double floor = o.lr * o.min_lr_ratio;
+  return floor + (o.lr - floor) * 0.5 * (1.0 + std::cos(3.14159265358979323846 * t));
+}
+
+void set_lr(torch::optim::Optimizer& opt, double lr) {
+  for (auto& g : opt.param_groups()) {
+    if (auto* a = dynamic_cast<torch::optim::AdamOptions*>(&g.options())) a->lr(lr);
+    if (auto* w = dynamic_cast<torch::optim::AdamWOptions*>(&g.options())) w->lr(lr);
+  }
+}
+
+std::string step_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step-%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+struct LoopState {
+  int64_t step = 0;      // optimiser steps done
+  int64_t epoch = 0;     // epoch in progress
+  int64_t batch = 0;     // next batch of that epoch
+  double elapsed = 0;    // seconds trained before this invocation
+  double val_loss = std::nan("");
+};
+
+void append_line(const std::string& path, const nlohmann::ordered_json& j) {
+  std::ofstream out(path, std::ios::app);
+  if (!out) throw Error(path + ": cannot append");
+  out << j.dump() << "\n";
+}
+
+// After a resume, lines logged after the checkpoint would be written again: drop them.
+void truncate_metrics(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      const auto j = nlohmann::json::parse(line);
+      if (j.value("step", int64_t{0}) > step) continue;
+    } catch (const std::exception&) {
+      continue;  // a line cut by a crash
+    }
+    kept += line + "\n";
+  }
+  write_file_atomic(path, kept);
+}
+
+void save_checkpoint(const std::string& run_dir, const std::string& name, model::AflocModel& net,
+                     torch::optim::Optimizer& opt, const RunConfig& cfg, const text::Vocab& vocab, const LoopState& st,
+                     int64_t keep) {
+  const fs::path dir = fs::path(run_dir) / "checkpoints";
+  fs::create_directories(dir);
+  const fs::path tmp = dir / (name + ".tmp"), final_dir = dir / name;
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  io::save_tensor_file((tmp / "model.pt").string(), io::state_dict(*net));
+  torch::save(opt, (tmp / "optimizer.pt").string());
+  write_file_atomic((tmp / "run.json").string(), run_config_to_string(cfg) + "\n");
+  write_file_atomic((tmp / "model.json").string(), model::config_to_string(net->config()) + "\n");
+  vocab.save((tmp / "vocab.txt").string());
+  nlohmann::ordered_json s{{"step", st.step},  {"epoch", st.epoch}, {"batch", st.batch},
+                           {"elapsed_seconds", st.elapsed}};
+  if (!std::isnan(st.val_loss)) s["val_loss"] = st.val_loss;
+  write_file_atomic((tmp / "state.json").string(), s.dump(2) + "\n");
+  fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);
+  write_file_atomic((dir / "latest.txt").string(), name + "\n");
+  // Keep the newest `keep` step checkpoints; "final" and epoch ends are named differently.
+  std::vector<std::string> steps;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string n = e.path().filename().string();
+    if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp") == std::string::npos) steps.push_back(n);
+  }
+  std::sort(steps.begin(), steps.end());
+  for (size_t i = 0; i + static_cast<size_t>(std::max<int64_t>(1, keep)) < steps.size(); ++i) {
+    if (steps[i] != name) fs::remove_all(dir / steps[i]);
+  }
+}
+
+std::vector<data::Sample> read_pairs(const RunConfig& c, const std::vector<std::string>& splits, data::SkipLog& skipped) {
+  data::PairList pl;
+  if (c.data.format == "mimic") {
+    data::MimicOptions mo;
+    mo.root = c.data.root;
+    mo.splits = splits;
+    mo.views = c.data.views;
+    pl = data::read_mimic(mo);
+  } else {
+    data::ManifestOptions mo;
+    mo.path = c.data.manifest;
+    mo.root = c.data.root;
+    mo.splits = splits;
+    pl = data::read_manifest(mo);
+  }
+  for (const auto& [k, v] : pl.skipped.counts) {
+    skipped.counts[k] += v;
+    for (const auto& e : pl.skipped.examples[k])
+      if (skipped.examples[k].size() < 3) skipped.examples[k].push_back(e);
+  }
+  return pl.samples;
+}
+
+double validation_loss(model::AflocModel& net, BatchLoader& loader, const torch::Device& device, bool amp) {
+  torch::NoGradGuard ng;
+  net->eval();
+  loader.start_epoch(0);
+  double sum = 0;
+  int64_t n = 0;
+  Batch b;
+  while (loader.next(b)) {
+    AutocastGuard ag(amp);
+    const auto ie = net->encode_images(b.images.to(device));
+    const auto te = net->encode_text(b.tokens.to(device));
+    sum += net->loss(ie, te).total.item<double>();
+    ++n;
+  }
+  net->train();
+  return n ? sum / static_cast<double>(n) : std::nan("");
+}
+
+}  // namespace
+
+std::string latest_checkpoint(const std::string& run_dir) {
+  const fs::path dir = fs::path(run_dir) / "checkpoints";
+  const fs::path latest = dir / "latest.txt";
+  std::error_code ec;
+  if (!fs::exists(latest, ec)) return "";
+  std::string name = read_file(latest.string());
+  while (!name.empty() && (name.back() == '\n' || name.back() == '\r')) name.pop_back();
+  const fs::path p = dir / name;
+  if (!fs::is_directory(p, ec)) throw Error(latest.string() + ": names " + name + ", which does not exist");
+  return p.string();
+}
+
+TrainedModel load_trained_model(const std::string& checkpoint_dir, const torch::Device& device) {
+  return with_context("loading checkpoint " + checkpoint_dir, [&] {
+    const fs::path d(checkpoint_dir);
+    TrainedModel t;
+    t.config = model::load_config((d / "model.json").string());
+    t.vocab = text::Vocab::load((d / "vocab.txt").string());
+    t.model = model::AflocModel(t.config, t.vocab);
+    io::load_state_dict(*t.model, io::load_tensor_file((d / "model.pt").string()), (d / "model.pt").string());
+    t.model->to(device);
+    t.model->eval();
+    return t;
+  });
+}
+
+TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
+  const auto t_start = std::chrono::steady_clock::now();
+  RunConfig cfg = config_in;
+  validate(cfg);
+  const torch::Device device(opt.device);
+  const bool amp = cfg.loop.amp && device.is_cuda();
+  fs::create_directories(cfg.out);
+  const std::string metrics_path = (fs::path(cfg.out) / "metrics.jsonl").string();
+
+  // --- resume: the checkpoint's run config and vocab win ------------------------------------------
+  LoopState st;
+  std::string resume_dir;
+  if (opt.resume) {
+    resume_dir = latest_checkpoint(cfg.out);
+    if (resume_dir.empty()) throw Error("--resume: no checkpoint in " + cfg.out + "/checkpoints");
+    const RunConfig saved = load_run_config((fs::path(resume_dir) / "run.json").string());
+    if (model::config_to_string(saved.model) != model::config_to_string(cfg.model) && !cfg.vocab.path.empty()) {
+      log::warn("--resume: using the model config saved in " + resume_dir);
+    }
+    // Loop length settings may be extended on resume; everything else comes from the checkpoint.
+    const LoopConfig loop = cfg.loop;
+    cfg = saved;
+    cfg.loop.epochs = loop.epochs;
+    cfg.loop.max_steps = loop.max_steps;
+    cfg.loop.workers = loop.workers;
+    cfg.loop.prefetch = loop.prefetch;
+    const auto sj = nlohmann::json::parse(read_file((fs::path(resume_dir) / "state.json").string()));
+    st.step = sj.at("step").get<int64_t>();
+    st.epoch = sj.at("epoch").get<int64_t>();
+    st.batch = sj.at("batch").get<int64_t>();
+    st.elapsed = sj.value("elapsed_seconds", 0.0);
+    if (sj.contains("val_loss")) st.val_loss = sj.at("val_loss").get<double>();
+    truncate_metrics(metrics_path, st.step);
+    log::info("resuming " + cfg.out + " from " + resume_dir + " (step " + std::to_string(st.step) + ", epoch " +
+              std::to_string(st.epoch + 1) + ", batch " + std::to_string(st.batch) + ")");
+  } else if (!latest_checkpoint(cfg.out).empty()) {
+    throw Error(cfg.out + " already holds checkpoints: pass --resume to continue it, or choose another --out");
+  } else {
+    std::error_code ec;
+    fs::remove(metrics_path, ec);
+  }
+  write_file_atomic((fs::path(cfg.out) / "run.json").string(), run_config_to_string(cfg) + "\n");
+
+  // --- data ------------------------------------------------------------------------------------------
+  TrainResult res;
+  data::SkipLog skipped;
+  const PairData train_data = prepare_pairs(read_pairs(cfg, cfg.data.train_splits, skipped), skipped);
+  data::SkipLog val_skipped;
+  PairData val_data;
+  if (cfg.loop.validate && !cfg.data.val_splits.empty()) {
+    val_data = prepare_pairs(read_pairs(cfg, cfg.data.val_splits, val_skipped), val_skipped);
+  }
+  res.train_samples = static_cast<int64_t>(train_data.samples.size());
+  res.val_samples = static_cast<int64_t>(val_data.samples.size());
+  res.skipped = skipped.total() + val_skipped.total();
+  log::info("training pairs: " + std::to_string(res.train_samples) + " (" + skipped.summary() + "); validation pairs: " +
+            std::to_string(res.val_samples) + " (" + val_skipped.summary() + ")");
+  {
+    nlohmann::ordered_json dr{{"train", res.train_samples}, {"validate", res.val_samples},
+                              {"skipped_train", skipped.counts}, {"skipped_validate", val_skipped.counts},
+                              {"skip_examples", skipped.examples}};
+    write_file_atomic((fs::path(cfg.out) / "data_report.json").string(), dr.dump(2) + "\n");
+  }
+  if (res.train_samples < cfg.loop.batch_size) {
+    throw Error("training set has " + std::to_string(res.train_samples) + " usable pairs, fewer than one batch of " +
+                std::to_string(cfg.loop.batch_size) + " (" + skipped.summary() + ")");
+  }
+
+  // --- vocabulary and model ----------------------------------------------------------------------------
+  text::Vocab vocab;
+  if (!resume_dir.empty()) {
+    vocab = text::Vocab::load((fs::path(resume_dir) / "vocab.txt").string());
+  } else if (!cfg.vocab.path.empty()) {
+    vocab = text::Vocab::load(cfg.vocab.path);
+  } else {
+    std::vector<std::string> corpus;
+    corpus.reserve(train_data.sentences.size());
+    for (const auto& s : train_data.sentences) corpus.push_back(text::join_caption(s));
+    text::VocabBuildOptions vo;
+    vo.size = cfg.vocab.size;
+    vo.min_frequency = cfg.vocab.min_frequency;
+    vo.lowercase = cfg.model.text.lowercase;
+    vocab = text::build_wordpiece_vocab(corpus, vo);
+    log::info("built a WordPiece vocabulary of " + std::to_string(vocab.size()) + " tokens from the training reports");
+  }
+  cfg.model.bert.vocab_size = vocab.size();
+  torch::manual_seed(cfg.loop.seed);
+  model::AflocModel net(cfg.model, vocab);
+  net->to(device);
+
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  if (cfg.optim.name == "adam") {
+    optimizer = std::make_unique<torch::optim::Adam>(
+        net->parameters(), torch::optim::AdamOptions(cfg.optim.lr)
+                               .betas({cfg.optim.beta1, cfg.optim.beta2})
+                               .weight_decay(cfg.optim.weight_decay));
+  } else {
+    optimizer = std::make_unique<torch::optim::AdamW>(
+        net->parameters(), torch::optim::AdamWOptions(cfg.optim.lr)
+                               .betas({cfg.optim.beta1, cfg.optim.beta2})
+                               .weight_decay(cfg.optim.weight_decay));
+  }
+  if (!resume_dir.empty()) {
+    io::load_state_dict(*net, io::load_tensor_file((fs::path(resume_dir) / "model.pt").string()),
+                        (fs::path(resume_dir) / "model.pt").string());
+    torch::load(*optimizer, (fs::path(resume_dir) / "optimizer.pt").string(), device);
+  }
+
+  LoaderOptions lo;
+  lo.batch_size = cfg.loop.batch_size;
+  lo.image_size = cfg.model.image_size;
+  lo.workers = cfg.loop.workers;
+  lo.prefetch = cfg.loop.prefetch;
+  lo.seed = cfg.loop.seed;
+  lo.cache_bytes = cfg.data.cache_mb << 20;
+  auto tokenize = [&net](const std::vector<std::string>& caps) { return net->tokenize(caps, model::TextMode::kCaption); };
+  BatchLoader loader(train_data, lo, tokenize);
+  std::unique_ptr<BatchLoader> val_loader;
+  if (res.val_samples >= 2) {
+    LoaderOptions vo = lo;
+    vo.shuffle = false;
+    vo.random_captions = false;
+    vo.batch_size = std::min<int64_t>(cfg.loop.batch_size, res.val_samples);
+    vo.workers = 1;
+    val_loader = std::make_unique<BatchLoader>(val_data, vo, tokenize);
+  } else if (cfg.loop.validate) {
+    log::warn("validation skipped: fewer than 2 validation pairs");
+  }
+
+  const int64_t per_epoch = loader.batches_per_epoch();
+  int64_t total = per_epoch * cfg.loop.epochs;
+  if (cfg.loop.max_steps > 0) total = std::min(total, cfg.loop.max_steps);
+  if (st.step >= total) {
+    log::info("run already complete at step " + std::to_string(st.step));
+  }
+
+  g_signal = 0;
+  auto old_int = std::signal(SIGINT, on_signal);
+  auto old_term = std::signal(SIGTERM, on_signal);
+  struct Restore {
+    decltype(old_int) i, t;
+    ~Restore() {
+      std::signal(SIGINT, i);
+      std::signal(SIGTERM, t);
+    }
+  } restore{old_int, old_term};
+
+  ProgressBar bar("train", total, "step");
+  if (!opt.progress) bar.finish();
+  if (opt.progress && st.step > 0) bar.update(st.step);
+  net->train();
+  double win_loss = 0, win_word = 0, win_sent = 0, win_rep = 0;
+  int64_t win_n = 0;
+  auto win_t0 = std::chrono::steady_clock::now();
+  const double wait0 = loader.wait_seconds();
+  int64_t samples_done = 0;
+  const auto loop_t0 = std::chrono::steady_clock::now();
+  double lr = cfg.optim.lr;
+
+  auto checkpoint = [&](const std::string& name) {
+    LoopState s = st;
+    s.elapsed = st.elapsed + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    save_checkpoint(cfg.out, name, net, *optimizer, cfg, vocab, s, cfg.loop.keep_checkpoints);
+    return (fs::path(cfg.out) / "checkpoints" / name).string();
+  };
+
+  bool done = st.step >= total;
+  while (!done && st.epoch < cfg.loop.epochs) {
+    loader.start_epoch(st.epoch, st.batch);
+    Batch b;
+    while (!done && loader.next(b)) {
+      lr = learning_rate(cfg.optim, st.step, st.epoch, total);
+      set_lr(*optimizer, lr);
+      // Dropout draws from a generator seeded per step, so a resumed run repeats them exactly.
+      torch::manual_seed(mix(cfg.loop.seed, static_cast<uint64_t>(st.step)));
+      optimizer->zero_grad();
+      loss::AlignmentLoss l;
+      {
+        AutocastGuard ag(amp);
+        const auto ie = net->encode_images(b.images.to(device));
+        const auto te = net->encode_text(b.tokens.to(device));
+        l = net->loss(ie, te);
+      }
+      const double lv = l.total.item<double>();
+      if (!std::isfinite(lv)) {
+        std::string ids;
+        for (size_t k = 0; k < b.samples.size() && k < 8; ++k) {
+          ids += (k ? ", " : "") + train_data.samples[static_cast<size_t>(b.samples[k])].id;
+        }
+        append_line(metrics_path, {{"step", st.step + 1}, {"epoch", st.epoch + 1}, {"event", "non-finite loss"},
+                                   {"loss", std::to_string(lv)}});
+        throw Error("non-finite loss (" + std::to_string(lv) + ") at step " + std::to_string(st.step + 1) + ", epoch " +
+                    std::to_string(st.epoch + 1) + ", batch " + std::to_string(b.index) + " (samples " + ids +
+                    (b.samples.size() > 8 ? ", ..." : "") + "); the last checkpoint is intact: fix the data or lower "
+                    "optim.lr, then --resume");
+      }
+      l.total.backward();
+      if (cfg.optim.clip_norm > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), cfg.optim.clip_norm);
+      optimizer->step();
+      ++st.step;
+      ++st.batch;
+      samples_done += static_cast<int64_t>(b.samples.size());
+      win_loss += lv;
+      win_word += l.word.defined() ? l.word.item<double>() : 0;
+      win_sent += l.sentence.defined() ? l.sentence.item<double>() : 0;
+      win_rep += l.report.defined() ? l.report.item<double>() : 0;
+      ++win_n;
+      if (opt.progress) {
+        char extra[64];
+        std::snprintf(extra, sizeof extra, "loss %.3f lr %.1e", lv, lr);
+        bar.update(1, extra);
+      }
+      if (st.step % cfg.loop.log_every == 0 || st.step == total) {
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - win_t0).count();
+        nlohmann::ordered_json j{{"step", st.step},
+                                 {"epoch", st.epoch + 1},
+                                 {"loss", win_loss / static_cast<double>(win_n)},
+                                 {"word", win_word / static_cast<double>(win_n)},
+                                 {"sentence", win_sent / static_cast<double>(win_n)},
+                                 {"report", win_rep / static_cast<double>(win_n)},
+                                 {"step_loss", lv},
+                                 {"lr", lr},
+                                 {"samples_per_s", dt > 0 ? static_cast<double>(win_n * cfg.loop.batch_size) / dt : 0.0}};
+        append_line(metrics_path, j);
+        res.last_loss = win_loss / static_cast<double>(win_n);
+        win_loss = win_word = win_sent = win_rep = 0;
+        win_n = 0;
+        win_t0 = std::chrono::steady_clock::now();
+      }
+      if (opt.crash_after_step > 0 && st.step == opt.crash_after_step) std::_Exit(137);
+      if (st.step >= total) done = true;
+      const bool end_of_epoch = st.batch >= per_epoch;
+      if (!done && !end_of_epoch && cfg.loop.checkpoint_every > 0 && st.step % cfg.loop.checkpoint_every == 0) {
+        checkpoint(step_name(st.step));
+      }
+      if (g_signal != 0) {
+        if (end_of_epoch) {
+          ++st.epoch;
+          st.batch = 0;
+        }
+        const std::string ck = checkpoint(step_name(st.step));
+        bar.finish();
+        throw Error("interrupted by signal " + std::to_string(g_signal.load()) + " at step " + std::to_string(st.step) +
+                    "; checkpoint saved in " + ck + "; continue with --resume");
+      }
+    }
+    if (st.batch >= per_epoch) {
+      // End of epoch: validation, then the next epoch (the step schedule multiplies lr by gamma).
+      if (val_loader) {
+        st.val_loss = validation_loss(net, *val_loader, device, amp);
+        append_line(metrics_path, {{"step", st.step}, {"epoch", st.epoch + 1}, {"val_loss", st.val_loss}});
+        log::info("epoch " + std::to_string(st.epoch + 1) + ": validation loss " + std::to_string(st.val_loss));
+      }
+      ++st.epoch;
+      st.batch = 0;
+      if (!done) checkpoint(step_name(st.step));
+    }
+  }
+  bar.finish();
+  const double loop_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - loop_t0).count();
+  res.final_checkpoint = checkpoint("final");
+  res.steps = st.step;
+  res.val_loss = st.val_loss;
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  res.samples_per_second = loop_s > 0 ? static_cast<double>(samples_done) / loop_s : 0;
+  res.loader_wait_fraction = loop_s > 0 ? (loader.wait_seconds() - wait0) / loop_s : 0;
+  if (loader.bad_images() > 0) log::warn(std::to_string(loader.bad_images()) + " unreadable images were replaced");
+  return res;
+}
+
+}  // namespace afloc::train
