@@ -7,28 +7,15 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sys/wait.h>
 
 #include "afloc/model/config.h"
+#include "cli_run.h"
 #include "afloc/text/vocab_builder.h"
 
 namespace {
 
-struct CliRun {
-  int code;
-  std::string out;  // stdout + stderr
-};
-
-CliRun run(const std::string& args) {
-  const std::string cmd = std::string(AFLOC_BIN) + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using afloc::test::CliRun;
+CliRun run(const std::string& args) { return afloc::test::run_cli(args); }
 
 TEST(Cli, VersionAndHelp) {
   const CliRun v = run("--version");

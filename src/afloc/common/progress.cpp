@@ -23,10 +23,10 @@ std::string format_duration(double seconds) {
 
 }  // namespace
 
-ProgressBar::ProgressBar(std::string label, int64_t total, std::string unit)
+ProgressBar::ProgressBar(std::string label, int64_t total, std::string unit, bool enabled)
     : label_(std::move(label)), unit_(std::move(unit)), total_(total) {
   tty_ = ::isatty(STDERR_FILENO) != 0;
-  enabled_ = log::level() <= log::Level::kInfo;
+  enabled_ = enabled && log::level() <= log::Level::kInfo;
   start_ = last_draw_ = std::chrono::steady_clock::now();
 }
 

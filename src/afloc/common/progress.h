@@ -10,7 +10,8 @@ namespace afloc {
 class ProgressBar {
  public:
   /// total: number of units of work (0 = unknown); unit: "img", "step", ...
-  ProgressBar(std::string label, int64_t total, std::string unit = "it");
+  /// enabled = false draws nothing (the log level below info also disables it).
+  ProgressBar(std::string label, int64_t total, std::string unit = "it", bool enabled = true);
   ~ProgressBar();
   /// Advances by n units; extra is shown after the rate (for example "loss 2.31").
   void update(int64_t n = 1, const std::string& extra = "");

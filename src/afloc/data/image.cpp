@@ -61,29 +61,47 @@ Gray8 read_gray8(const std::string& path, const ImageReadOptions& options) {
   return from_mat(out);
 }
 
-Gray8 resize_pad(const Gray8& image, int64_t size) {
-  if (image.height <= 0 || image.width <= 0) throw Error("resize_pad: empty image");
+namespace {
+
+// The authors' _resize_img on any OpenCV depth: INTER_AREA to long side `size` (short side
+// int(short * size / long)), zero pad centred (floor before, ceil after).
+cv::Mat resize_pad_mat(const cv::Mat& in, int64_t size) {
+  if (in.rows <= 0 || in.cols <= 0) throw Error("resize_pad: empty image");
   if (size <= 0) throw Error("resize_pad: size " + std::to_string(size) + " must be positive");
-  const bool tall = image.height >= image.width;  // numpy argmax: height wins ties
+  const bool tall = in.rows >= in.cols;  // numpy argmax: height wins ties
   int64_t new_h = 0, new_w = 0;
   if (tall) {
     new_h = size;
-    new_w = static_cast<int64_t>(static_cast<double>(image.width) * (static_cast<double>(size) / static_cast<double>(image.height)));
+    new_w = static_cast<int64_t>(static_cast<double>(in.cols) * (static_cast<double>(size) / static_cast<double>(in.rows)));
   } else {
     new_w = size;
-    new_h = static_cast<int64_t>(static_cast<double>(image.height) * (static_cast<double>(size) / static_cast<double>(image.width)));
+    new_h = static_cast<int64_t>(static_cast<double>(in.rows) * (static_cast<double>(size) / static_cast<double>(in.cols)));
   }
   new_h = std::max<int64_t>(new_h, 1);
   new_w = std::max<int64_t>(new_w, 1);
   cv::Mat resized;
-  cv::resize(to_mat(image), resized, cv::Size(static_cast<int>(new_w), static_cast<int>(new_h)), 0, 0, cv::INTER_AREA);
+  cv::resize(in, resized, cv::Size(static_cast<int>(new_w), static_cast<int>(new_h)), 0, 0, cv::INTER_AREA);
   const int64_t pad = size - (tall ? new_w : new_h);
   const int64_t before = pad / 2, after = pad - pad / 2;
   cv::Mat padded;
   cv::copyMakeBorder(resized, padded, tall ? 0 : static_cast<int>(before), tall ? 0 : static_cast<int>(after),
                      tall ? static_cast<int>(before) : 0, tall ? static_cast<int>(after) : 0, cv::BORDER_CONSTANT,
                      cv::Scalar(0));
-  return from_mat(padded);
+  return padded;
+}
+
+}  // namespace
+
+Gray8 resize_pad(const Gray8& image, int64_t size) { return from_mat(resize_pad_mat(to_mat(image), size)); }
+
+Gray8 resize_mask(const Gray8& mask, int64_t size) {
+  // As the authors' CheXlocalize / COVID-Rural loaders: cast to float32 first, resize, >= 1e-5.
+  cv::Mat f;
+  to_mat(mask).convertTo(f, CV_32F);
+  const cv::Mat r = resize_pad_mat(f, size);
+  cv::Mat out = r >= 1e-5f;  // 0 or 255
+  out /= 255;
+  return from_mat(out);
 }
 
 torch::Tensor to_tensor(const Gray8& image) {

@@ -29,6 +29,10 @@ Gray8 read_gray8(const std::string& path, const ImageReadOptions& options = {});
 /// ceil after). Bit-exact with OpenCV INTER_AREA.
 Gray8 resize_pad(const Gray8& image, int64_t size);
 
+/// A ground-truth mask (any non-zero = inside) brought to the model's square geometry the way the
+/// authors' loaders do it: float32, resize_pad geometry with INTER_AREA, then >= 1e-5 -> 0/1.
+Gray8 resize_mask(const Gray8& mask, int64_t size);
+
 /// (3, size, size) float in [-1, 1]: resize_pad, replicate to 3 channels, (x/255 - 0.5)/0.5.
 torch::Tensor preprocess(const Gray8& image, int64_t size);
 

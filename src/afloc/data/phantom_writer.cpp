@@ -108,8 +108,7 @@ SynthSummary write_phantom_world(const SynthOptions& o) {
   std::atomic<int64_t> next{0};
   std::mutex mu;
   std::string first_error;
-  ProgressBar bar("synth", n_total, "img");
-  if (!o.progress) bar.finish();
+  ProgressBar bar("synth", n_total, "img", o.progress);
   const int n_threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   auto work = [&] {
     try {
@@ -148,7 +147,7 @@ SynthSummary write_phantom_world(const SynthOptions& o) {
           }
         }
         std::lock_guard<std::mutex> lock(mu);
-        if (o.progress) bar.update(1);
+        bar.update(1);
       }
     } catch (const std::exception& e) {
       std::lock_guard<std::mutex> lock(mu);
@@ -159,7 +158,7 @@ SynthSummary write_phantom_world(const SynthOptions& o) {
   std::vector<std::thread> pool;
   for (int t = 0; t < n_threads; ++t) pool.emplace_back(work);
   for (auto& t : pool) t.join();
-  if (o.progress) bar.finish();
+  bar.finish();
   if (!first_error.empty()) throw Error("synth: " + first_error);
 
   // --- MIMIC-CXR-JPG CSVs ---------------------------------------------------------------------------

@@ -370,9 +370,8 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
     }
   } restore{old_int, old_term};
 
-  ProgressBar bar("train", total, "step");
-  if (!opt.progress) bar.finish();
-  if (opt.progress && st.step > 0) bar.update(st.step);
+  // On a resume the bar counts the remaining steps, so rate and ETA are this session's.
+  ProgressBar bar(st.step > 0 ? "train (resumed)" : "train", std::max<int64_t>(0, total - st.step), "step", opt.progress);
   net->train();
   double win_loss = 0, win_word = 0, win_sent = 0, win_rep = 0;
   int64_t win_n = 0;
@@ -430,11 +429,9 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
       win_sent += l.sentence.defined() ? l.sentence.item<double>() : 0;
       win_rep += l.report.defined() ? l.report.item<double>() : 0;
       ++win_n;
-      if (opt.progress) {
-        char extra[64];
-        std::snprintf(extra, sizeof extra, "loss %.3f lr %.1e", lv, lr);
-        bar.update(1, extra);
-      }
+      char extra[64];
+      std::snprintf(extra, sizeof extra, "loss %.3f lr %.1e", lv, lr);
+      bar.update(1, extra);
       if (st.step % cfg.loop.log_every == 0 || st.step == total) {
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - win_t0).count();
         nlohmann::ordered_json j{{"step", st.step},

@@ -1,0 +1,267 @@
+#include "afloc/eval/localization_eval.h"
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "afloc/common/error.h"
+#include "afloc/common/progress.h"
+#include "afloc/data/csv.h"
+#include "afloc/data/image.h"
+
+namespace fs = std::filesystem;
+
+namespace afloc::eval {
+namespace {
+
+Map to_map(const torch::Tensor& t) {
+  const torch::Tensor c = t.to(torch::kCPU, torch::kFloat).contiguous();
+  return Map(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+}
+
+Map mask_map(const data::Gray8& m) {
+  Map out(m.pixels.size());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = m.pixels[i] ? 1.0f : 0.0f;
+  return out;
+}
+
+cv::Mat write_overlay(const std::string& path, const data::Gray8& image, const torch::Tensor& heat, const data::Gray8& gt,
+                   const std::string& title) {
+  const int s = static_cast<int>(image.height);
+  cv::Mat gray(s, s, CV_8UC1, const_cast<uint8_t*>(image.pixels.data()));
+  cv::Mat colour;
+  cv::cvtColor(gray, colour, cv::COLOR_GRAY2BGR);
+  // Heatmap in [-1, 1] (NaN margin) -> 0..255 jet, blended where defined.
+  const torch::Tensor h = heat.to(torch::kCPU, torch::kFloat).contiguous();
+  cv::Mat h8(s, s, CV_8UC1), valid(s, s, CV_8UC1);
+  const float* hp = h.data_ptr<float>();
+  for (int i = 0; i < s * s; ++i) {
+    valid.data[i] = std::isnan(hp[i]) ? 0 : 255;
+    h8.data[i] = std::isnan(hp[i]) ? 0 : static_cast<uint8_t>(std::lround((hp[i] + 1.0f) * 127.5f));
+  }
+  cv::Mat jet;
+  cv::applyColorMap(h8, jet, cv::COLORMAP_JET);
+  cv::Mat blend;
+  cv::addWeighted(colour, 0.55, jet, 0.45, 0, blend);
+  blend.copyTo(colour, valid);
+  cv::Mat g(s, s, CV_8UC1, const_cast<uint8_t*>(gt.pixels.data()));
+  cv::Mat g255 = g * 255;
+  std::vector<std::vector<cv::Point>> contours;
+  cv::findContours(g255, contours, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_NONE);
+  cv::drawContours(colour, contours, -1, cv::Scalar(255, 255, 255), 1, cv::LINE_AA);
+  cv::Mat canvas(s + 18, s, CV_8UC3, cv::Scalar(20, 20, 20));
+  colour.copyTo(canvas(cv::Rect(0, 0, s, s)));
+  cv::putText(canvas, title, cv::Point(3, s + 13), cv::FONT_HERSHEY_SIMPLEX, 0.35, cv::Scalar(230, 230, 230), 1, cv::LINE_AA);
+  fs::create_directories(fs::path(path).parent_path());
+  if (!cv::imwrite(path, canvas)) throw Error(path + ": cannot write overlay");
+  return canvas;
+}
+
+// All overlays on one sheet, 6 per row.
+void write_sheet(const std::string& path, const std::vector<cv::Mat>& tiles) {
+  if (tiles.empty()) return;
+  const int cols = std::min<int>(6, static_cast<int>(tiles.size()));
+  const int rows = (static_cast<int>(tiles.size()) + cols - 1) / cols;
+  const int w = tiles[0].cols, h = tiles[0].rows;
+  cv::Mat sheet(rows * h, cols * w, CV_8UC3, cv::Scalar(20, 20, 20));
+  for (size_t i = 0; i < tiles.size(); ++i) {
+    if (tiles[i].size() != tiles[0].size()) continue;
+    tiles[i].copyTo(sheet(cv::Rect(static_cast<int>(i % static_cast<size_t>(cols)) * w, static_cast<int>(i / static_cast<size_t>(cols)) * h, w, h)));
+  }
+  if (!cv::imwrite(path, sheet)) throw Error(path + ": cannot write overlay sheet");
+}
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+}  // namespace
+
+std::vector<GtImage> read_phantom_ground_truth(const std::string& world_dir, const std::vector<std::string>& splits) {
+  const std::string path = (fs::path(world_dir) / "ground_truth" / "instances.jsonl").string();
+  std::istringstream in(read_file(path));
+  std::vector<GtImage> out;
+  std::string line;
+  int64_t n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.empty()) continue;
+    with_context(path + " line " + std::to_string(n), [&] {
+      const auto j = nlohmann::json::parse(line);
+      const std::string split = j.at("split").get<std::string>();
+      if (std::find(splits.begin(), splits.end(), split) == splits.end()) return 0;
+      GtImage g;
+      g.id = j.at("dicom_id").get<std::string>();
+      g.image = (fs::path(world_dir) / j.at("image").get<std::string>()).string();
+      for (const auto& inst : j.at("instances")) {
+        g.instances.emplace_back(inst.at("category").get<std::string>(),
+                                 (fs::path(world_dir) / inst.at("mask").get<std::string>()).string());
+      }
+      out.push_back(std::move(g));
+      return 0;
+    });
+  }
+  return out;
+}
+
+std::string prompt_for(const std::string& tmpl, const std::string& category) {
+  std::string p = tmpl;
+  const size_t at = p.find("{finding}");
+  if (at == std::string::npos) throw Error("prompt template '" + tmpl + "' has no {finding}");
+  return p.replace(at, 9, lower(category));
+}
+
+torch::Tensor centre_prior(int64_t size) {
+  const auto s = static_cast<double>(size);
+  const torch::Tensor y = (torch::arange(size, torch::kFloat) + 0.5f - static_cast<float>(0.45 * s)).pow(2);
+  const torch::Tensor x = (torch::arange(size, torch::kFloat) + 0.5f - static_cast<float>(0.5 * s)).pow(2);
+  const double sig = 0.2 * s;
+  return torch::exp(-(y.unsqueeze(1) + x.unsqueeze(0)) / static_cast<float>(2 * sig * sig));
+}
+
+LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<GtImage>& images, const LocEvalOptions& o) {
+  torch::NoGradGuard ng;
+  net->eval();
+  const torch::Device dev = net->device();
+  const int64_t S = net->config().image_size, E = o.eval_size;
+  // One report vector per category prompt.
+  std::map<std::string, torch::Tensor> query;
+  for (const auto& im : images)
+    for (const auto& [cat, m] : im.instances) {
+      if (query.count(cat)) continue;
+      const auto tokens = net->tokenize({prompt_for(o.prompt_template, cat)}, model::TextMode::kPrompt).to(dev);
+      query[cat] = net->encode_text(tokens).report[0].to(torch::kFloat);
+    }
+  const int64_t margin = o.heatmap.margin >= 0 ? o.heatmap.margin : static_cast<int64_t>(std::lround(14.0 * static_cast<double>(E) / 224.0));
+  const torch::Tensor prior = infer::normalize(centre_prior(E), margin);
+  const Map prior_map = to_map(prior);
+
+  LocalizationMetric mm, bm;
+  LocEvalResult res;
+  ProgressBar bar("evaluate", static_cast<int64_t>(images.size()), "img", o.progress);
+  int64_t overlays = 0;
+  std::vector<cv::Mat> tiles;
+  for (size_t start = 0; start < images.size(); start += static_cast<size_t>(o.batch)) {
+    const size_t end = std::min(images.size(), start + static_cast<size_t>(o.batch));
+    std::vector<torch::Tensor> batch;
+    std::vector<data::Gray8> shown;
+    for (size_t i = start; i < end; ++i) {
+      const data::Gray8 g = data::read_gray8(images[i].image);
+      batch.push_back(data::preprocess(g, S));
+      shown.push_back(data::resize_pad(g, E));
+    }
+    const torch::Tensor deep = net->encode_images(torch::stack(batch).to(dev)).deep.to(torch::kFloat);
+    for (size_t i = start; i < end; ++i) {
+      const auto& im = images[i];
+      // Several instances of one category in an image form one mask (as MS-CXR merges boxes).
+      std::map<std::string, data::Gray8> masks;
+      for (const auto& [cat, mpath] : im.instances) {
+        const data::Gray8 m = data::resize_mask(data::read_gray8(mpath), E);
+        auto it = masks.find(cat);
+        if (it == masks.end()) masks.emplace(cat, m);
+        else
+          for (size_t p = 0; p < m.pixels.size(); ++p) it->second.pixels[p] |= m.pixels[p];
+      }
+      for (const auto& [cat, m] : masks) {
+        const torch::Tensor sim = infer::similarity_map(deep[static_cast<int64_t>(i - start)], query.at(cat)).cpu();
+        const torch::Tensor heat = infer::heatmap(sim, E, o.heatmap);
+        const Map hm = to_map(heat), gm = mask_map(m);
+        mm.update(cat, gm, hm);
+        bm.update(cat, gm, prior_map);
+        std::vector<double> ious, bious;
+        for (double t : default_thresholds()) {
+          ious.push_back(iou(gm, hm, t));
+          bious.push_back(iou(gm, prior_map, t));
+        }
+        std::vector<double> dices;
+        for (double t : default_thresholds()) dices.push_back(dice(gm, hm, t));
+        res.cases.push_back({im.id, cat, nanmean(ious), nanmean(dices), cnr(gm, hm), nanmean(bious), cnr(gm, prior_map),
+                             hit(gm, hm), hit(gm, prior_map)});
+        if (!o.overlays_dir.empty() && overlays < o.n_overlays) {
+          char name[64];
+          std::snprintf(name, sizeof name, "%03lld_", static_cast<long long>(overlays));
+          std::string safe = lower(cat);
+          for (auto& c : safe)
+            if (c == ' ') c = '_';
+          tiles.push_back(write_overlay((fs::path(o.overlays_dir) / (name + safe + ".png")).string(), shown[i - start], heat, m,
+                                        prompt_for(o.prompt_template, cat) + (res.cases.back().hit ? " (hit)" : " (miss)")));
+          ++overlays;
+        }
+      }
+      bar.update(1);
+    }
+  }
+  bar.finish();
+  if (!o.overlays_dir.empty()) write_sheet((fs::path(o.overlays_dir) / "sheet.png").string(), tiles);
+  res.model = mm.aggregate();
+  res.baseline = bm.aggregate();
+  res.model_macro = mm.macro();
+  res.baseline_macro = bm.macro();
+  return res;
+}
+
+std::string write_localization_report(const LocEvalResult& r, const std::string& out_dir) {
+  fs::create_directories(out_dir);
+  auto num = [](double v) { return std::isnan(v) ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(v); };
+  nlohmann::ordered_json j{{"categories", nlohmann::ordered_json::object()}};
+  std::ostringstream t;
+  char line[256];
+  std::snprintf(line, sizeof line, "%-22s %5s | %8s %8s %8s %8s | %8s %8s %8s\n", "category", "n", "hit", "mIoU", "Dice",
+                "CNR", "base hit", "base IoU", "IoU/base");
+  t << line << std::string(std::strlen(line) - 1, '-') << "\n";
+  auto row = [&](const std::string& name, const LocalizationMetric::Summary& m, const LocalizationMetric::Summary& b) {
+    std::snprintf(line, sizeof line, "%-22s %5lld | %8.3f %8.3f %8.3f %8.3f | %8.3f %8.3f %8.2f\n", name.c_str(),
+                  static_cast<long long>(m.n), m.hit_rate, m.iou, m.dice, m.cnr, b.hit_rate, b.iou,
+                  b.iou > 0 ? m.iou / b.iou : std::nan(""));
+    t << line;
+  };
+  for (size_t i = 0; i < r.model.size(); ++i) {
+    const auto& [cat, m] = r.model[i];
+    const auto& b = r.baseline[i].second;
+    row(cat, m, b);
+    j["categories"][cat] = {{"n", m.n},
+                            {"hit_rate", num(m.hit_rate)},
+                            {"iou", num(m.iou)},
+                            {"dice", num(m.dice)},
+                            {"cnr", num(m.cnr)},
+                            {"baseline_hit_rate", num(b.hit_rate)},
+                            {"baseline_iou", num(b.iou)},
+                            {"baseline_cnr", num(b.cnr)}};
+  }
+  t << std::string(std::strlen(line) - 1, '-') << "\n";
+  row("macro mean", r.model_macro, r.baseline_macro);
+  j["macro"] = {{"n", r.model_macro.n},
+                {"hit_rate", num(r.model_macro.hit_rate)},
+                {"iou", num(r.model_macro.iou)},
+                {"dice", num(r.model_macro.dice)},
+                {"cnr", num(r.model_macro.cnr)},
+                {"baseline_hit_rate", num(r.baseline_macro.hit_rate)},
+                {"baseline_iou", num(r.baseline_macro.iou)},
+                {"baseline_cnr", num(r.baseline_macro.cnr)}};
+  write_file_atomic((fs::path(out_dir) / "metrics.json").string(), j.dump(2) + "\n");
+  std::string csv = data::csv_row({"id", "category", "hit", "iou", "dice", "cnr", "baseline_hit", "baseline_iou", "baseline_cnr"});
+  auto f = [](double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.6f", v);
+    return std::string(std::isnan(v) ? "" : b);
+  };
+  for (const auto& c : r.cases) {
+    csv += data::csv_row({c.id, c.category, c.hit ? "1" : "0", f(c.iou), f(c.dice), f(c.cnr), c.baseline_hit ? "1" : "0",
+                          f(c.baseline_iou), f(c.baseline_cnr)});
+  }
+  write_file_atomic((fs::path(out_dir) / "cases.csv").string(), csv);
+  write_file_atomic((fs::path(out_dir) / "table.txt").string(), t.str());
+  return t.str();
+}
+
+}  // namespace afloc::eval

@@ -1,0 +1,58 @@
+#pragma once
+/// Zero-shot localization evaluation of a trained model on ground-truth masks: heatmaps for
+/// "Findings suggesting {finding}." against each finding's mask, per category and macro, next to a
+/// centre-prior baseline (a fixed Gaussian in the middle of the chest) run through the same protocol.
+#include <string>
+#include <vector>
+
+#include "afloc/eval/metrics.h"
+#include "afloc/infer/heatmap.h"
+#include "afloc/model/afloc_model.h"
+
+namespace afloc::eval {
+
+/// One image with its findings' masks (paths to PNG masks, any non-zero = inside).
+struct GtImage {
+  std::string id, image;
+  std::vector<std::pair<std::string, std::string>> instances;  ///< (category, mask path)
+};
+
+/// Reads a phantom world's ground_truth/instances.jsonl (paths relative to the world root), keeping
+/// the given splits ("test", "unseen"). Error naming the file and line for malformed lines.
+std::vector<GtImage> read_phantom_ground_truth(const std::string& world_dir, const std::vector<std::string>& splits);
+
+struct LocEvalOptions {
+  std::string prompt_template = "Findings suggesting {finding}.";
+  int64_t eval_size = 224;  ///< heatmaps and masks are compared at this square size (SPEC §4)
+  infer::HeatmapOptions heatmap;
+  int64_t batch = 16;
+  std::string overlays_dir;  ///< write PNG overlays of the first cases here ("" = none)
+  int64_t n_overlays = 24;
+  bool progress = true;
+};
+
+struct CaseResult {
+  std::string id, category;
+  double iou, dice, cnr, baseline_iou, baseline_cnr;
+  bool hit, baseline_hit;
+};
+
+struct LocEvalResult {
+  std::vector<std::pair<std::string, LocalizationMetric::Summary>> model, baseline;  ///< per category
+  LocalizationMetric::Summary model_macro, baseline_macro;
+  std::vector<CaseResult> cases;
+};
+
+/// The prompt for a category ("Pleural Effusion" -> "Findings suggesting pleural effusion.").
+std::string prompt_for(const std::string& template_, const std::string& category);
+
+/// The centre prior: a Gaussian at (0.5, 0.45) of the image with sigma 0.2 of its side, (size, size).
+torch::Tensor centre_prior(int64_t size);
+
+LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<GtImage>& images,
+                                    const LocEvalOptions& options);
+
+/// Writes metrics.json, cases.csv and table.txt into out_dir; returns the table text.
+std::string write_localization_report(const LocEvalResult& r, const std::string& out_dir);
+
+}  // namespace afloc::eval

@@ -1,0 +1,67 @@
+#pragma once
+/// Localization metrics exactly as the authors compute them (localization/metrics.py, SPEC §5):
+/// on the pixels where the heatmap is not NaN; IoU and Dice undefined (NaN) when the prediction or
+/// the ground truth is empty (only_pos); CNR on the [-1, 1] heatmap with population variances.
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace afloc::eval {
+
+/// A heatmap or mask as a flat row-major array (NaN = outside the evaluated region).
+using Map = std::vector<float>;
+
+/// The five thresholds of the protocol, {0.1, 0.2, 0.3, 0.4, 0.5} (0.3 as 0.30000000000000004,
+/// the value Python's arange produces).
+const std::vector<double>& default_thresholds();
+
+/// IoU of (heatmap > t) with gt != 0 on non-NaN pixels. only_pos: NaN when either is empty;
+/// otherwise NaN only when the union is empty.
+double iou(const Map& gt, const Map& heatmap, double threshold, bool only_pos = true);
+/// Dice = 2 |P & G| / (|P| + sum(gt)): as in the authors' code, a summed box mask's 2s count twice
+/// in the denominator.
+double dice(const Map& gt, const Map& heatmap, double threshold, bool only_pos = true);
+/// Predicted pixels (heatmap > t, non-NaN).
+int64_t predicted_pixels(const Map& heatmap, double threshold);
+/// (mean_in - mean_out) / sqrt(var_in + var_out) with in = gt == 1, out = gt == 0 (pixels where
+/// gt is 2, overlapping boxes, belong to neither, as in the authors' code); 0 when the denominator
+/// is 0. The heatmap is re-normalised to [-1, 1] over non-NaN pixels first.
+double cnr(const Map& gt, const Map& heatmap);
+/// Pointing game: the arg-max (first, row-major) non-NaN pixel lies inside gt.
+bool hit(const Map& gt, const Map& heatmap);
+
+/// The authors' box_mapping: a box (x, y, w, h) in an image of width x height pixels moved into the
+/// square `scale` geometry of resize_pad (scaled by the long side, shifted by the floor pad), each
+/// coordinate floored.
+std::vector<int64_t> box_mapping(const std::vector<double>& xywh, int64_t width, int64_t height, int64_t scale);
+/// The authors' box2mask, added onto `mask` (so overlapping boxes count 2): (height, width) row-major.
+void add_box(Map& mask, const std::vector<int64_t>& xywh, int64_t width, int64_t height);
+
+/// Mean of the non-NaN values (NaN when none).
+double nanmean(const std::vector<double>& v);
+
+/// Accumulates per-category localization results (MONAI-style update/aggregate/reset).
+class LocalizationMetric {
+ public:
+  struct Summary {
+    int64_t n = 0;
+    double iou = 0, dice = 0, cnr = 0, hit_rate = 0;  ///< means over cases (NaN-excluding)
+  };
+  void update(const std::string& category, const Map& gt, const Map& heatmap);
+  /// Per category, sorted by name.
+  std::vector<std::pair<std::string, Summary>> aggregate() const;
+  /// Macro mean over categories.
+  Summary macro() const;
+  void reset() { cases_.clear(); }
+
+ private:
+  struct Case {
+    std::string category;
+    double iou, dice, cnr;
+    bool hit;
+  };
+  std::vector<Case> cases_;
+};
+
+}  // namespace afloc::eval

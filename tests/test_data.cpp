@@ -1,0 +1,395 @@
+// Unit tests of the data layer: CSV, run-length encodings, the phantom world, MIMIC-CXR-JPG and
+// manifest readers (with their counted skips), run configs, localization metrics.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "afloc/common/error.h"
+#include "afloc/data/csv.h"
+#include "afloc/data/datasets.h"
+#include "afloc/data/phantom.h"
+#include "afloc/data/phantom_writer.h"
+#include "afloc/data/rle.h"
+#include "afloc/eval/metrics.h"
+#include "afloc/text/clean.h"
+#include "afloc/train/run_config.h"
+
+namespace fs = std::filesystem;
+
+namespace afloc::data {
+namespace {
+
+std::string temp_dir(const std::string& name) {
+  const fs::path p = fs::path(::testing::TempDir()) / ("afloc_" + name);
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+
+void write(const std::string& path, const std::string& text) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+TEST(Csv, QuotesSpacesAndErrors) {
+  const CsvTable t = parse_csv("a,b, c\n1,\"x, \"\"y\"\"\", z\n2,,\n", "mem");
+  ASSERT_EQ(t.header.size(), 3u);
+  EXPECT_EQ(t.header[2], " c");  // spaces are kept (SIIM's " EncodedPixels")
+  ASSERT_EQ(t.rows.size(), 2u);
+  EXPECT_EQ(t.rows[0][1], "x, \"y\"");
+  EXPECT_EQ(t.rows[0][2], " z");
+  EXPECT_EQ(t.at(1, 1), "");
+  EXPECT_EQ(t.column(" c"), 2u);
+  try {
+    t.column("missing");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("missing column 'missing'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("mem"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(parse_csv("a,b\n\"unterminated,1\n", "bad.csv"), Error);
+  EXPECT_THROW(parse_csv("", "empty.csv"), Error);
+  EXPECT_EQ(csv_row({"a", "b,c", "q\"q", " s"}), "a,\"b,c\",\"q\"\"q\", s\n");
+  // Round trip through the writer.
+  const CsvTable back = parse_csv(csv_row({"h1", "h2"}) + csv_row({"x,1", "y\n2"}), "rt");
+  EXPECT_EQ(back.rows[0][0], "x,1");
+  EXPECT_EQ(back.rows[0][1], "y\n2");
+}
+
+Mask random_mask(int64_t h, int64_t w, uint32_t seed) {
+  Mask m;
+  m.height = h;
+  m.width = w;
+  m.pixels.resize(static_cast<size_t>(h * w));
+  uint32_t s = seed;
+  for (auto& p : m.pixels) {
+    s = s * 1664525u + 1013904223u;
+    p = (s >> 28) < 5;
+  }
+  return m;
+}
+
+TEST(Rle, CocoAndSiimRoundTrip) {
+  for (uint32_t seed = 1; seed < 20; ++seed) {
+    const Mask m = random_mask(13 + seed % 5, 7 + seed % 3, seed);
+    EXPECT_EQ(coco_decode(coco_encode(m), m.height, m.width).pixels, m.pixels) << seed;
+    EXPECT_EQ(siim_decode(siim_encode(m), m.height, m.width).pixels, m.pixels) << seed;
+  }
+  Mask empty;
+  empty.height = empty.width = 4;
+  empty.pixels.assign(16, 0);
+  EXPECT_EQ(siim_encode(empty), "-1");
+  EXPECT_EQ(siim_decode(" -1", 4, 4).count(), 0);
+  EXPECT_EQ(coco_decode(coco_encode(empty), 4, 4).count(), 0);
+}
+
+TEST(Rle, HandCheckedEncodings) {
+  // 3x2 mask, column-major order: (0,0)=0 (1,0)=1 (2,0)=1 | (0,1)=1 (1,1)=0 (2,1)=0
+  Mask m;
+  m.height = 3;
+  m.width = 2;
+  m.pixels = {0, 1, 1, 0, 1, 0};
+  EXPECT_EQ(coco_counts(m), (std::vector<uint32_t>{1, 3, 2}));
+  // pycocotools: counts [1, 3, 2] -> chars '1', '3', '2' (small values, no deltas before index 3)
+  EXPECT_EQ(coco_encode(m), "132");
+  // SIIM: starts relative to the previous run's end (0-based here as in the authors' rle2mask).
+  EXPECT_EQ(siim_encode(m), "1 3");
+  EXPECT_THROW(siim_decode("1 30", 3, 2), Error);
+  EXPECT_THROW(siim_decode("1 x", 3, 2), Error);
+  EXPECT_THROW(coco_decode("13", 3, 2), Error);  // runs cover 4 of 6 pixels
+}
+
+TEST(Phantom, DeterministicAndVaried) {
+  const phantom::Study a = phantom::render_study(7), b = phantom::render_study(7), c = phantom::render_study(8);
+  EXPECT_EQ(a.pixels, b.pixels);
+  EXPECT_EQ(a.report(), b.report());
+  EXPECT_NE(a.pixels, c.pixels);
+  std::set<std::string> reports;
+  int normal = 0;
+  for (uint64_t s = 0; s < 300; ++s) {
+    const phantom::Study st = phantom::render_study(s);
+    reports.insert(st.report());
+    normal += st.instances.empty();
+  }
+  EXPECT_GT(reports.size(), 250u) << "reports should vary";
+  EXPECT_GT(normal, 60);   // roughly a third are normal
+  EXPECT_LT(normal, 140);
+}
+
+TEST(Phantom, ReportsMatchTheImage) {
+  for (uint64_t s = 0; s < 200; ++s) {
+    const phantom::Study st = phantom::render_study(s);
+    ASSERT_EQ(st.pixels.size(), static_cast<size_t>(st.size * st.size));
+    const std::string report = st.report();
+    EXPECT_EQ(report.rfind("FINDINGS: ", 0), 0u);
+    EXPECT_NE(report.find("\n\nIMPRESSION: "), std::string::npos);
+    EXPECT_EQ(report.find("PTX"), std::string::npos);
+    EXPECT_FALSE(text::clean_sentences(report).empty());
+    for (const auto& inst : st.instances) {
+      EXPECT_GT(inst.mask.count(), 0) << report;
+      EXPECT_FALSE(inst.boxes.empty());
+      EXPECT_NE(report.find(inst.sentence), std::string::npos) << "sentence not in report: " << inst.sentence;
+      for (const auto& box : inst.boxes) {
+        EXPECT_GE(box.x, 0);
+        EXPECT_LE(box.x + box.w, st.size);
+        EXPECT_GT(box.w, 0);
+      }
+      // The patient's side: right findings lie in the image's left half, and vice versa.
+      if (inst.side == "right" || inst.side == "left") {
+        int64_t left_half = 0, total = 0;
+        for (int64_t y = 0; y < st.size; ++y)
+          for (int64_t x = 0; x < st.size; ++x)
+            if (inst.mask.pixels[static_cast<size_t>(y * st.size + x)]) {
+              ++total;
+              left_half += x < st.size / 2;
+            }
+        if (inst.side == "right") {
+          EXPECT_EQ(left_half, total) << inst.sentence;
+        } else {
+          EXPECT_EQ(left_half, 0) << inst.sentence;
+        }
+      }
+    }
+    // A finding that is present is never negated.
+    for (const auto& inst : st.instances) {
+      if (inst.finding == phantom::Finding::kPneumothorax) {
+        EXPECT_EQ(report.find("No pneumothorax"), std::string::npos);
+      }
+      if (inst.finding == phantom::Finding::kEffusion) {
+        EXPECT_EQ(report.find("no pleural effusion"), std::string::npos);
+      }
+    }
+  }
+}
+
+TEST(Phantom, UnseenFindingNeverInPretraining) {
+  for (uint64_t s = 0; s < 300; ++s) {
+    const phantom::Study st = phantom::render_study(s);
+    EXPECT_EQ(st.report().find("ground glass"), std::string::npos);
+    for (const auto& i : st.instances) EXPECT_NE(i.finding, phantom::Finding::kGroundGlass);
+  }
+  phantom::PhantomOptions o;
+  o.unseen = true;
+  const phantom::Study u = phantom::render_study(3, o);
+  ASSERT_EQ(u.instances.size(), 1u);
+  EXPECT_EQ(u.instances[0].finding, phantom::Finding::kGroundGlass);
+}
+
+TEST(Phantom, WorldOnDiskInThePublicFormats) {
+  const std::string dir = temp_dir("world");
+  phantom::SynthOptions o;
+  o.out = dir;
+  o.n_train = 12;
+  o.n_val = 3;
+  o.n_test = 10;
+  o.n_unseen = 4;
+  o.size = 96;
+  o.seed = 5;
+  o.progress = false;
+  const auto sum = phantom::write_phantom_world(o);
+  EXPECT_EQ(sum.train, 12);
+  EXPECT_EQ(sum.val, 3);
+  EXPECT_EQ(sum.test, 10);
+  EXPECT_EQ(sum.unseen, 4);
+  // The MIMIC reader sees exactly the train split, all with reports.
+  MimicOptions mo;
+  mo.root = dir + "/mimic-cxr-jpg";
+  const PairList train = read_mimic(mo);
+  EXPECT_EQ(train.samples.size(), 12u);
+  EXPECT_EQ(train.skipped.total(), 0) << train.skipped.summary();
+  for (const auto& s : train.samples) {
+    EXPECT_TRUE(fs::exists(s.image)) << s.image;
+    EXPECT_EQ(s.report.find("FINDINGS"), std::string::npos) << "section headers are stripped";
+  }
+  mo.splits = {"validate"};
+  EXPECT_EQ(read_mimic(mo).samples.size(), 3u);
+  // Ground truth: SIIM (leading-space column), CheXlocalize (COCO RLE), MS-CXR, RSNA all parse and agree
+  // with instances.jsonl.
+  const CsvTable siim = read_csv(dir + "/siim/train-rle.csv");
+  EXPECT_EQ(siim.column(" EncodedPixels"), 1u);
+  const CsvTable ms = read_csv(dir + "/ms_cxr/MS_CXR_Local_Alignment_v1.0.0.csv");
+  for (const char* col : {"dicom_id", "category_name", "label_text", "path", "x", "y", "w", "h", "image_width", "image_height", "split"}) {
+    EXPECT_NO_THROW(ms.column(col)) << col;
+  }
+  const CsvTable rsna = read_csv(dir + "/rsna/stage_2_train_labels.csv");
+  EXPECT_EQ(rsna.header, (std::vector<std::string>{"patientId", "x", "y", "width", "height", "Target"}));
+  const auto chex = nlohmann::json::parse(read_file(dir + "/chexlocalize/gt_segmentations_test.json"));
+  EXPECT_EQ(chex.size(), 10u);
+  int64_t pixels_jsonl = 0, pixels_chex = 0;
+  std::istringstream gt(read_file(dir + "/ground_truth/instances.jsonl"));
+  std::string line;
+  int lines = 0;
+  while (std::getline(gt, line)) {
+    const auto j = nlohmann::json::parse(line);
+    ++lines;
+    if (j["split"] != "test") continue;
+    for (const auto& inst : j["instances"]) {
+      if (inst["category"] == "Pneumothorax") pixels_jsonl += inst["pixels"].get<int64_t>();
+    }
+  }
+  EXPECT_EQ(lines, 14);
+  for (auto it = chex.begin(); it != chex.end(); ++it) {
+    const auto& t = it.value().at("Pneumothorax");
+    pixels_chex += coco_decode(t.at("counts").get<std::string>(), t.at("size")[0].get<int64_t>(), t.at("size")[1].get<int64_t>()).count();
+  }
+  EXPECT_EQ(pixels_jsonl, pixels_chex);
+  int64_t pixels_siim = 0;
+  for (size_t r = 0; r < siim.rows.size(); ++r) pixels_siim += siim_decode(siim.at(r, 1), 96, 96).count();
+  EXPECT_EQ(pixels_siim, pixels_jsonl);
+  EXPECT_TRUE(fs::exists(dir + "/covid_rural/pngs_masks/phantom_0.png"));
+  EXPECT_TRUE(fs::exists(dir + "/covid_rural/jpgs/phantom_3.jpg"));
+}
+
+TEST(Mimic, ReportSections) {
+  EXPECT_EQ(report_sections("                                 FINAL REPORT\n EXAMINATION:  CHEST (PA AND LAT)\n\n INDICATION:  "
+                            "cough\n\n FINDINGS: \n \n Heart size is normal.\n Lungs are clear.\n \n IMPRESSION: \n \n No acute "
+                            "process.\n"),
+            "Heart size is normal. Lungs are clear. No acute process.");
+  EXPECT_EQ(report_sections("IMPRESSION: Only impression."), "Only impression.");
+  EXPECT_EQ(report_sections("INDICATION: pain\nCOMPARISON: none"), "");
+  EXPECT_EQ(report_sections("FINDINGS: Opacity at 3:00 position."), "Opacity at 3:00 position.");
+}
+
+TEST(Mimic, BadRowsAreCountedSkips) {
+  const std::string root = temp_dir("mimic");
+  write(root + "/mimic-cxr-2.0.0-metadata.csv",
+        "dicom_id,subject_id,study_id,ViewPosition\n"
+        "d1,10000001,50000001,PA\n"    // ok
+        "d2,10000002,50000002,AP\n"    // image missing
+        "d3,10000003,50000003,PA\n"    // report without sections
+        "d4,10000004,50000004,LATERAL\n"  // not frontal: filtered, not a skip
+        "d5,10000005,50000005,PA\n"    // empty report
+        "d6,10000006,50000006,PA\n"    // not in split.csv
+        "d7,10000007,50000007,PA\n");  // report not UTF-8
+  write(root + "/mimic-cxr-2.0.0-split.csv",
+        "dicom_id,study_id,subject_id,split\nd1,50000001,10000001,train\nd2,50000002,10000002,train\n"
+        "d3,50000003,10000003,train\nd4,50000004,10000004,train\nd5,50000005,10000005,train\nd7,50000007,10000007,train\n");
+  for (int i : {1, 3, 4, 5, 6, 7}) {
+    const std::string s = std::to_string(i);
+    write(root + "/files/p10/p1000000" + s + "/s5000000" + s + "/d" + s + ".jpg", "not decoded here");
+  }
+  write(root + "/files/p10/p10000001/s50000001.txt", "FINDINGS: Small left effusion.\nIMPRESSION: Effusion.");
+  write(root + "/files/p10/p10000002/s50000002.txt", "FINDINGS: x y.");
+  write(root + "/files/p10/p10000003/s50000003.txt", "INDICATION: cough.");
+  write(root + "/files/p10/p10000004/s50000004.txt", "FINDINGS: lateral view.");
+  write(root + "/files/p10/p10000005/s50000005.txt", "   \n");
+  write(root + "/files/p10/p10000007/s50000007.txt", "FINDINGS: bad \xff\xfe bytes.");
+  MimicOptions o;
+  o.root = root;
+  const PairList pl = read_mimic(o);
+  ASSERT_EQ(pl.samples.size(), 1u);
+  EXPECT_EQ(pl.samples[0].report, "Small left effusion. Effusion.");
+  EXPECT_EQ(pl.skipped.counts.at("missing image"), 1);
+  EXPECT_EQ(pl.skipped.counts.at("report without FINDINGS/IMPRESSION"), 1);
+  EXPECT_EQ(pl.skipped.counts.at("empty report"), 1);
+  EXPECT_EQ(pl.skipped.counts.at("not in split.csv"), 1);
+  EXPECT_EQ(pl.skipped.counts.at("report not UTF-8"), 1);
+  EXPECT_EQ(pl.skipped.total(), 5);
+  EXPECT_NE(pl.skipped.summary().find("5 skipped"), std::string::npos) << pl.skipped.summary();
+  o.views = {};
+  EXPECT_EQ(read_mimic(o).samples.size(), 2u);  // the lateral view too
+  // A missing CSV or column is an error naming the file.
+  fs::remove(root + "/mimic-cxr-2.0.0-split.csv");
+  try {
+    read_mimic(o);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("mimic-cxr-2.0.0-split.csv"), std::string::npos) << e.what();
+  }
+  write(root + "/mimic-cxr-2.0.0-split.csv", "dicom_id,study_id\n");
+  EXPECT_THROW(read_mimic(o), Error);
+}
+
+TEST(Manifest, CsvAndJsonlWithSkips) {
+  const std::string root = temp_dir("manifest");
+  write(root + "/img/a.png", "x");
+  write(root + "/img/b.png", "x");
+  write(root + "/m.csv",
+        "image,report,split\nimg/a.png,\"Left effusion, small.\",train\nimg/missing.png,Text here.,train\n"
+        "img/b.png,,train\nimg/b.png,Val report.,validate\n");
+  ManifestOptions o;
+  o.path = root + "/m.csv";
+  const PairList pl = read_manifest(o);
+  ASSERT_EQ(pl.samples.size(), 1u);
+  EXPECT_EQ(pl.samples[0].image, root + "/img/a.png");
+  EXPECT_EQ(pl.skipped.counts.at("missing image"), 1);
+  EXPECT_EQ(pl.skipped.counts.at("empty report"), 1);
+  write(root + "/m.jsonl",
+        "{\"image\": \"img/a.png\", \"text\": \"One two.\"}\nnot json\n{\"path\": \"img/b.png\", \"report\": \"Three "
+        "four.\", \"split\": \"train\"}\n\n");
+  o.path = root + "/m.jsonl";
+  const PairList pj = read_manifest(o);
+  EXPECT_EQ(pj.samples.size(), 2u);
+  EXPECT_EQ(pj.skipped.counts.at("invalid JSON line"), 1);
+  write(root + "/bad.csv", "file,text\nx,y\n");
+  o.path = root + "/bad.csv";
+  try {
+    read_manifest(o);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("missing column 'image'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(RunConfig, DefaultsAreTheAuthorsAndParsingIsStrict) {
+  const train::RunConfig d;
+  EXPECT_EQ(d.optim.name, "adam");
+  EXPECT_DOUBLE_EQ(d.optim.lr, 2e-5);
+  EXPECT_DOUBLE_EQ(d.optim.beta1, 0.5);
+  EXPECT_DOUBLE_EQ(d.optim.beta2, 0.999);
+  EXPECT_DOUBLE_EQ(d.optim.weight_decay, 1e-6);
+  EXPECT_DOUBLE_EQ(d.optim.gamma, 0.9);
+  EXPECT_DOUBLE_EQ(d.optim.clip_norm, 0.25);
+  EXPECT_EQ(d.loop.epochs, 5);
+  EXPECT_EQ(d.data.views, (std::vector<std::string>{"PA", "AP"}));
+  // Round trip.
+  const train::RunConfig back = train::parse_run_config(train::run_config_to_string(d), "rt");
+  EXPECT_EQ(train::run_config_to_string(back), train::run_config_to_string(d));
+  const auto c = train::parse_run_config(R"({"model": {"preset": "tiny"}, "optim": {"lr": 0.001, "schedule": "cosine"}})", "x");
+  EXPECT_EQ(c.model.name, "tiny");
+  EXPECT_DOUBLE_EQ(c.optim.lr, 0.001);
+  for (const char* bad : {R"({"optim": {"lr": "fast"}})", R"({"loop": {"batchsize": 3}})", R"({"loop": {"batch_size": 1}})",
+                          R"({"optim": {"name": "sgd"}})", R"({"nope": 1})", "{"}) {
+    try {
+      train::parse_run_config(bad, "run.json");
+      FAIL() << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("run"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Metrics, HandCheckedCases) {
+  // 2x3 maps; heatmap NaN at one pixel.
+  const eval::Map gt = {1, 1, 0, 0, 0, 0};
+  const eval::Map h = {0.9f, 0.2f, 0.8f, -1.0f, NAN, 0.0f};
+  // t = 0.5: P = {0, 2}, G = {0, 1}: inter 1, union 3.
+  EXPECT_DOUBLE_EQ(eval::iou(gt, h, 0.5), 1.0 / 3.0);
+  EXPECT_DOUBLE_EQ(eval::dice(gt, h, 0.5), 2.0 * 1 / (2 + 2));
+  EXPECT_EQ(eval::predicted_pixels(h, 0.5), 2);
+  EXPECT_TRUE(std::isnan(eval::iou(gt, h, 0.95)));        // empty prediction: undefined
+  EXPECT_DOUBLE_EQ(eval::iou(gt, h, 0.95, false), 0.0);  // only_pos off: defined
+  EXPECT_TRUE(eval::hit(gt, h));
+  const eval::Map h2 = {0.1f, 0.2f, 0.8f, -1.0f, NAN, 0.0f};
+  EXPECT_FALSE(eval::hit(gt, h2));
+  // CNR on the renormalised map: in = {1, 0.2/... }; check the sign and a flat map.
+  EXPECT_GT(eval::cnr(gt, h), 0.0);
+  EXPECT_DOUBLE_EQ(eval::cnr(gt, eval::Map{0, 0, 0, 0, 0, 0}), 0.0);
+  EXPECT_TRUE(std::isnan(eval::nanmean({NAN, NAN})));
+  EXPECT_DOUBLE_EQ(eval::nanmean({1.0, NAN, 3.0}), 2.0);
+  eval::LocalizationMetric m;
+  m.update("a", gt, h);
+  m.update("a", gt, h2);
+  m.update("b", gt, h);
+  const auto agg = m.aggregate();
+  ASSERT_EQ(agg.size(), 2u);
+  EXPECT_DOUBLE_EQ(agg[0].second.hit_rate, 0.5);
+  EXPECT_DOUBLE_EQ(m.macro().hit_rate, 0.75);
+}
+
+}  // namespace
+}  // namespace afloc::data

@@ -1,0 +1,163 @@
+// Trainer pieces in-process: the batch loader's determinism (worker count, resume position,
+// distributed shards) and the heatmap path on a model.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "afloc/data/datasets.h"
+#include "afloc/data/phantom_writer.h"
+#include "afloc/eval/localization_eval.h"
+#include "afloc/infer/heatmap.h"
+#include "afloc/text/clean.h"
+#include "afloc/text/vocab_builder.h"
+#include "afloc/train/loader.h"
+
+namespace fs = std::filesystem;
+
+namespace afloc::train {
+namespace {
+
+class LoaderTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = (fs::path(::testing::TempDir()) / "afloc_loader_world").string();
+    fs::remove_all(dir_);
+    data::phantom::SynthOptions o;
+    o.out = dir_;
+    o.n_train = 40;
+    o.n_val = 0;
+    o.n_test = 0;
+    o.size = 64;
+    o.progress = false;
+    data::phantom::write_phantom_world(o);
+  }
+  static PairData pairs() {
+    data::MimicOptions mo;
+    mo.root = dir_ + "/mimic-cxr-jpg";
+    data::SkipLog skipped;
+    return prepare_pairs(data::read_mimic(mo).samples, skipped);
+  }
+  static std::function<model::TokenBatch(const std::vector<std::string>&)> tokenizer() {
+    // A fixed tiny vocab is enough: only determinism is checked here.
+    static const text::Vocab vocab = text::build_wordpiece_vocab({"heart size is normal no pleural effusion"}, {});
+    static const model::AflocModel net = [] {
+      model::AflocConfig c = model::preset("tiny");
+      c.bert.vocab_size = vocab.size();
+      return model::AflocModel(c, vocab);
+    }();
+    return [](const std::vector<std::string>& caps) { return net->tokenize(caps, model::TextMode::kCaption); };
+  }
+  static std::vector<Batch> epoch(const PairData& d, LoaderOptions o, int64_t e, int64_t first = 0) {
+    BatchLoader l(d, o, tokenizer());
+    l.start_epoch(e, first);
+    std::vector<Batch> out;
+    Batch b;
+    while (l.next(b)) out.push_back(b);
+    return out;
+  }
+  static std::string dir_;
+};
+std::string LoaderTest::dir_;
+
+TEST_F(LoaderTest, SameBatchesWhateverTheWorkersAndAfterAResume) {
+  const PairData d = pairs();
+  ASSERT_EQ(d.samples.size(), 40u);
+  LoaderOptions o;
+  o.batch_size = 8;
+  o.image_size = 64;
+  o.workers = 1;
+  const auto a = epoch(d, o, 2);
+  o.workers = 3;
+  o.prefetch = 2;
+  const auto b = epoch(d, o, 2);
+  ASSERT_EQ(a.size(), 5u);
+  ASSERT_EQ(b.size(), 5u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].samples, b[i].samples);
+    EXPECT_TRUE(torch::equal(a[i].images, b[i].images));
+    EXPECT_TRUE(torch::equal(a[i].tokens.ids, b[i].tokens.ids));
+  }
+  // Starting at batch 3 (a resume) gives batches 3 and 4 of the same epoch.
+  const auto c = epoch(d, o, 2, 3);
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[0].samples, a[3].samples);
+  EXPECT_TRUE(torch::equal(c[1].tokens.ids, a[4].tokens.ids));
+  // Another epoch: another order and other captions.
+  const auto e3 = epoch(d, o, 3);
+  EXPECT_NE(e3[0].samples, a[0].samples);
+  // Images are (x/255 - 0.5)/0.5 of the resized file.
+  EXPECT_LE(a[0].images.max().item<float>(), 1.0f);
+  EXPECT_GE(a[0].images.min().item<float>(), -1.0f);
+}
+
+TEST_F(LoaderTest, DistributedShardsPartitionTheGlobalBatch) {
+  const PairData d = pairs();
+  LoaderOptions o;
+  o.batch_size = 8;
+  o.image_size = 64;
+  const auto whole = epoch(d, o, 0);  // world 1, batch 8
+  LoaderOptions r = o;
+  r.batch_size = 4;
+  r.world = 2;
+  r.rank = 0;
+  const auto r0 = epoch(d, r, 0);
+  r.rank = 1;
+  const auto r1 = epoch(d, r, 0);
+  ASSERT_EQ(r0.size(), whole.size());
+  for (size_t i = 0; i < whole.size(); ++i) {
+    std::vector<int64_t> joined = r0[i].samples;
+    joined.insert(joined.end(), r1[i].samples.begin(), r1[i].samples.end());
+    EXPECT_EQ(joined, whole[i].samples) << "global batch " << i;
+  }
+}
+
+TEST_F(LoaderTest, UnreadableImagesAreReplacedAndCounted) {
+  PairData d = pairs();
+  d.samples[0].image = dir_ + "/missing.jpg";
+  LoaderOptions o;
+  o.batch_size = 8;
+  o.image_size = 64;
+  o.shuffle = false;
+  BatchLoader l(d, o, tokenizer());
+  l.start_epoch(0);
+  Batch b;
+  int n = 0;
+  while (l.next(b)) ++n;
+  EXPECT_EQ(n, 5);
+  EXPECT_EQ(l.bad_images(), 1);
+}
+
+TEST(Heatmap, FollowsTheQueryAndIsNormalised) {
+  // Regions (D=4, 10x10) equal to the query in a 3x3 patch: the heatmap peaks there.
+  torch::Tensor regions = torch::zeros({4, 10, 10});
+  const torch::Tensor q = torch::tensor({1.0f, 0.5f, -0.5f, 2.0f});
+  regions.index_put_({torch::indexing::Slice(), torch::indexing::Slice(6, 9), torch::indexing::Slice(1, 4)},
+                     q.view({4, 1, 1}).expand({4, 3, 3}));
+  const torch::Tensor h = infer::heatmap(infer::similarity_map(regions, q), 224);
+  ASSERT_EQ(h.sizes(), (torch::IntArrayRef{224, 224}));
+  const torch::Tensor valid = h.masked_select(~torch::isnan(h));
+  EXPECT_FLOAT_EQ(valid.max().item<float>(), 1.0f);
+  EXPECT_FLOAT_EQ(valid.min().item<float>(), -1.0f);
+  EXPECT_TRUE(std::isnan(h[0][0].item<float>()));  // 14-px margin
+  EXPECT_TRUE(std::isnan(h[223][100].item<float>()));
+  const auto arg = torch::argmax(torch::nan_to_num(h, -2.0f)).item<int64_t>();
+  const int64_t y = arg / 224, x = arg % 224;
+  EXPECT_GT(y, 6 * 224 / 10);
+  EXPECT_LT(y, 9 * 224 / 10);
+  EXPECT_GT(x, 1 * 224 / 10);
+  EXPECT_LT(x, 4 * 224 / 10);
+  // scipy "reflect" smoothing of a constant map stays constant.
+  const torch::Tensor c = infer::gaussian_smooth(torch::full({5, 7}, 3.0f), 1.5);
+  EXPECT_NEAR((c - 3.0f).abs().max().item<float>(), 0.0f, 1e-6);
+  // The centre prior peaks in the middle of the chest.
+  const torch::Tensor p = eval::centre_prior(100);
+  // Centre at (x, y) = (50, 45) in continuous coordinates = between pixels 49/50 and 44/45.
+  const int64_t am = torch::argmax(p).item<int64_t>();
+  EXPECT_EQ(am / 100, 44);
+  EXPECT_EQ(am % 100, 49);
+  EXPECT_FLOAT_EQ(p[44][49].item<float>(), p[45][50].item<float>());
+}
+
+}  // namespace
+}  // namespace afloc::train
