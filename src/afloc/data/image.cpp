@@ -32,6 +32,18 @@ cv::Mat to_mat(const Gray8& g) {
 }  // namespace
 
 Gray8 read_gray8(const std::string& path, const ImageReadOptions& options) {
+  if (is_dicom(path)) {
+    const DicomImage d = read_dicom(path);
+    if (d.rows * d.cols > options.max_pixels) {
+      throw Error(path + ": image " + std::to_string(d.cols) + "x" + std::to_string(d.rows) + " exceeds the decode limit of " +
+                  std::to_string(options.max_pixels) + " pixels");
+    }
+    Gray8 g;
+    g.height = d.rows;
+    g.width = d.cols;
+    g.pixels = dicom_to_gray8(d, options.dicom_voi);
+    return g;
+  }
   const std::string bytes = read_file(path);
   // A header over the file bytes, not a copy; imdecode only reads it.
   const cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));

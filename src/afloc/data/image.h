@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "afloc/data/dicom.h"
+
 namespace afloc::data {
 
 /// An 8-bit grayscale image, row-major (H, W).
@@ -17,9 +19,11 @@ struct Gray8 {
 /// Limits on what is decoded (a hospital folder may hold anything).
 struct ImageReadOptions {
   int64_t max_pixels = int64_t{1} << 28;  ///< refuse images with more pixels (268 M) than this
+  DicomVoi dicom_voi = DicomVoi::kAuto;   ///< how DICOM stored values become 8 bits
 };
 
-/// Reads PNG or JPEG (8- or 16-bit, grey or colour) as 8-bit grey. 8-bit files give exactly what the
+/// Reads PNG, JPEG (8- or 16-bit, grey or colour) or DICOM (recognised by its "DICM" preamble; first
+/// frame, see read_dicom) as 8-bit grey. 8-bit files give exactly what the
 /// authors' `cv2.imread(path, 0)` gives; 16-bit files are scaled min-max to 0..255. Error naming the
 /// file when it is missing, not a decodable image, or too large.
 Gray8 read_gray8(const std::string& path, const ImageReadOptions& options = {});

@@ -1,0 +1,124 @@
+// Pretraining throughput: the data loader alone (JPEG decode + resize + caption sampling +
+// tokenization, no cache, all workers) against one optimiser step of the model (forward +
+// backward + Adam) on the same batches, for the tiny and paper configurations. The loader must
+// outrun the model by >= 3x; report both from the same run.
+//   build/bin/bench_train --benchmark_min_time=3
+// The data is a phantom world written to $TMPDIR (224-px JPEGs, as MIMIC-CXR-JPG after the
+// authors' offline resize).
+#include <benchmark/benchmark.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "afloc/common/threads.h"
+#include "afloc/data/datasets.h"
+#include "afloc/data/phantom_writer.h"
+#include "afloc/text/clean.h"
+#include "afloc/text/vocab_builder.h"
+#include "afloc/train/loader.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct World {
+  afloc::train::PairData pairs;
+  afloc::text::Vocab vocab;
+};
+
+const World& world() {
+  static const World w = [] {
+    const std::string dir = (fs::temp_directory_path() / "afloc_bench_world").string();
+    if (!fs::exists(dir + "/phantom.json")) {
+      afloc::data::phantom::SynthOptions o;
+      o.out = dir;
+      o.n_train = 512;
+      o.n_test = 0;
+      o.progress = false;
+      afloc::data::phantom::write_phantom_world(o);
+    }
+    afloc::data::MimicOptions mo;
+    mo.root = dir + "/mimic-cxr-jpg";
+    afloc::data::SkipLog skipped;
+    World r;
+    r.pairs = afloc::train::prepare_pairs(afloc::data::read_mimic(mo).samples, skipped);
+    std::vector<std::string> corpus;
+    for (const auto& s : r.pairs.sentences) corpus.push_back(afloc::text::join_caption(s));
+    r.vocab = afloc::text::build_wordpiece_vocab(corpus, {});
+    return r;
+  }();
+  return w;
+}
+
+afloc::model::AflocModel make_model(const std::string& preset) {
+  afloc::model::AflocConfig c = afloc::model::preset(preset);
+  c.bert.vocab_size = world().vocab.size();
+  if (preset == "paper") c.text.lowercase = true;
+  torch::manual_seed(0);
+  return afloc::model::AflocModel(c, world().vocab);
+}
+
+// Images per second of the loader alone: batches of `batch` at the preset's input size, no cache.
+void BM_Loader(benchmark::State& state, const std::string& preset) {
+  const auto net = make_model(preset);
+  afloc::train::LoaderOptions o;
+  o.batch_size = state.range(0);
+  o.image_size = net->config().image_size;
+  o.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  o.cache_bytes = 0;
+  afloc::train::BatchLoader loader(world().pairs, o, [&net](const std::vector<std::string>& caps) {
+    return net->tokenize(caps, afloc::model::TextMode::kCaption);
+  });
+  int64_t epoch = 0, images = 0;
+  loader.start_epoch(epoch);
+  afloc::train::Batch b;
+  for (auto _ : state) {
+    if (!loader.next(b)) {
+      loader.start_epoch(++epoch);
+      loader.next(b);
+    }
+    images += b.images.size(0);
+  }
+  state.counters["images/s"] = benchmark::Counter(static_cast<double>(images), benchmark::Counter::kIsRate);
+}
+
+// Training pairs per second of the model alone (forward, backward, clip, Adam) on a fixed batch.
+void BM_TrainStep(benchmark::State& state, const std::string& preset) {
+  auto net = make_model(preset);
+  const int64_t b = state.range(0), s = net->config().image_size;
+  std::vector<std::string> caps;
+  std::mt19937_64 rng(0);
+  for (int64_t i = 0; i < b; ++i) caps.push_back(afloc::text::sample_caption(world().pairs.sentences[static_cast<size_t>(i)], rng));
+  const auto tokens = net->tokenize(caps, afloc::model::TextMode::kCaption);
+  const torch::Tensor images = torch::rand({b, 3, s, s}) * 2 - 1;
+  torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(2e-5).betas({0.5, 0.999}).weight_decay(1e-6));
+  net->train();
+  int64_t pairs = 0;
+  for (auto _ : state) {
+    opt.zero_grad();
+    const auto l = net->loss(net->encode_images(images), net->encode_text(tokens));
+    l.total.backward();
+    torch::nn::utils::clip_grad_norm_(net->parameters(), 0.25);
+    opt.step();
+    benchmark::DoNotOptimize(l.total.item<float>());
+    pairs += b;
+  }
+  state.counters["pairs/s"] = benchmark::Counter(static_cast<double>(pairs), benchmark::Counter::kIsRate);
+}
+
+BENCHMARK_CAPTURE(BM_Loader, tiny, std::string("tiny"))->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_TrainStep, tiny, std::string("tiny"))->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Loader, paper, std::string("paper"))->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_TrainStep, paper, std::string("paper"))->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  afloc::set_threads(0);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,40 @@
+#pragma once
+/// DICOM reading through GDCM (SPEC §4): the first frame, rescale slope/intercept, VOI window (or
+/// min-max), MONOCHROME1 inversion, to 8-bit grey; every transfer syntax GDCM decodes (JPEG
+/// baseline/lossless/LS, JPEG 2000, RLE, deflate, big endian).
+#include <cstdint>
+#include <string>
+
+#include "afloc/data/rle.h"
+
+namespace afloc::data {
+
+/// How stored values become 8 bits.
+enum class DicomVoi {
+  kAuto,     ///< the first VOI window (0028,1050/1051) when present, else min-max of the rescaled frame
+  kMinMax,   ///< min-max of the rescaled frame
+  kAuthors,  ///< the authors' read_from_dicom: stored values x 255 / max, |.| saturated (no rescale, no window)
+};
+
+struct DicomImage {
+  int64_t rows = 0, cols = 0, frames = 1;
+  int samples_per_pixel = 1;
+  std::string photometric;  ///< "MONOCHROME1", "MONOCHROME2", "RGB", ...
+  double slope = 1, intercept = 0;
+  bool has_window = false;
+  double window_center = 0, window_width = 0;
+  std::vector<double> stored;  ///< first frame, stored values (before rescale), row-major; grey only
+};
+
+/// True when the file starts like DICOM Part 10 ("DICM" at byte 128).
+bool is_dicom(const std::string& path);
+
+/// Decodes the first frame's stored values and the attributes needed to display them. Error naming
+/// the file for unreadable files, undecodable pixel data, or colour images other than RGB (RGB
+/// is converted to grey with OpenCV's weights).
+DicomImage read_dicom(const std::string& path);
+
+/// 8-bit grey (H, W) from a decoded DICOM: rescale, VOI (window or min-max), MONOCHROME1 inversion.
+std::vector<uint8_t> dicom_to_gray8(const DicomImage& image, DicomVoi voi = DicomVoi::kAuto);
+
+}  // namespace afloc::data
