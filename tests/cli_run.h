@@ -13,8 +13,9 @@ struct CliRun {
   std::string out;  // stdout + stderr
 };
 
-inline CliRun run_cli(const std::string& args) {
-  const std::string cmd = std::string(AFLOC_BIN) + " " + args + " 2>&1";
+/// env: "NAME=value ..." prefixed to the command (shell syntax).
+inline CliRun run_cli_env(const std::string& env, const std::string& args) {
+  const std::string cmd = env + " " + std::string(AFLOC_BIN) + " " + args + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf{};
@@ -23,5 +24,7 @@ inline CliRun run_cli(const std::string& args) {
   const int status = ::pclose(p);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
+
+inline CliRun run_cli(const std::string& args) { return run_cli_env("", args); }
 
 }  // namespace afloc::test

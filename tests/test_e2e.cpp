@@ -8,6 +8,12 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include <thread>
+#include <unistd.h>
+
+#include <torch/torch.h>
+
+#include "afloc/io/tensor_file.h"
 #include "cli_run.h"
 
 namespace fs = std::filesystem;
@@ -126,6 +132,72 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
   int pngs = 0;
   for (const auto& e : fs::directory_iterator(ev + "/overlays")) pngs += e.path().extension() == ".png";
   EXPECT_EQ(pngs, 5);  // four overlays and the sheet
+}
+
+nlohmann::json last_json(const std::string& out) {
+  const size_t at = out.rfind("\n{");
+  return nlohmann::json::parse(out.substr(at == std::string::npos ? out.find('{') : at + 1));
+}
+
+// Two ranks on 127.0.0.1 through the launcher's environment variables.
+std::pair<CliRun, CliRun> run_two_ranks(const std::string& args) {
+  const int port = 20000 + static_cast<int>(::getpid() % 20000);
+  const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " WORLD_SIZE=2 ";
+  CliRun r1{};
+  std::thread t([&] { r1 = run_cli_env(env + "RANK=1 LOCAL_RANK=1", args); });
+  const CliRun r0 = run_cli_env(env + "RANK=0 LOCAL_RANK=0", args);
+  t.join();
+  return {r0, r1};
+}
+
+TEST_F(E2E, TwoProcessesStayInStepAndWithGatheringMatchOneProcess) {
+  // No dropout and frozen BatchNorm: then the global batch's loss does not depend on how it is split.
+  const std::string cfg = tmp("dist_cfg") + ".json";
+  std::ofstream(cfg) << R"({"model": {"preset": "tiny", "bert": {"hidden_dropout": 0.0, "attention_dropout": 0.0}},
+    "loop": {"freeze_batchnorm": true, "log_every": 1, "max_steps": 4, "validate": false, "epochs": 1,
+             "checkpoint_every": 0}})";
+  const std::string d2 = tmp("dist2"), d1 = tmp("dist1"), dn = tmp("dist_nogather");
+  const std::string base = "--log-level warn train -c " + cfg + " -d " + world_ + "/mimic-cxr-jpg --json ";
+  auto [a0, a1] = run_two_ranks(base + "-b 4 --gather -o " + d2);
+  ASSERT_EQ(a0.code, 0) << a0.out;
+  ASSERT_EQ(a1.code, 0) << a1.out;
+  const auto j0 = last_json(a0.out), j1 = last_json(a1.out);
+  EXPECT_EQ(j0["world"], 2);
+  EXPECT_EQ(j1["rank"], 1);
+  EXPECT_EQ(j0["parameter_checksum"].get<double>(), j1["parameter_checksum"].get<double>()) << "replicas diverged";
+
+  const CliRun single = run_cli(base + "-b 8 -o " + d1);
+  ASSERT_EQ(single.code, 0) << single.out;
+  const auto l2 = step_losses(d2 + "/metrics.jsonl"), l1 = step_losses(d1 + "/metrics.jsonl");
+  ASSERT_EQ(l2.size(), 4u);
+  ASSERT_EQ(l1.size(), 4u);
+  for (const auto& [step, loss] : l1) EXPECT_NEAR(l2.at(step), loss, 1e-4 * std::abs(loss)) << "step " << step;
+  // Weights after 4 Adam steps (lr 2e-5): equal up to sign flips of near-zero gradients (<= 2 lr per step).
+  const auto w2 = io::load_tensor_file(d2 + "/checkpoints/final/model.pt");
+  const auto w1 = io::load_tensor_file(d1 + "/checkpoints/final/model.pt");
+  ASSERT_EQ(w1.size(), w2.size());
+  double worst = 0;
+  for (const auto& [k, t] : w1) {
+    if (!t.is_floating_point()) continue;
+    worst = std::max(worst, (t.to(torch::kDouble) - w2.at(k).to(torch::kDouble)).abs().max().item<double>());
+  }
+  std::printf("[e2e] 2 ranks with gathering vs 1 process: max |weight diff| %.3g after 4 steps\n", worst);
+  EXPECT_LE(worst, 4 * 2 * 2e-5 + 1e-6);
+
+  // Without gathering (gradient averaging, negatives from the local batch) the replicas still agree.
+  auto [b0, b1] = run_two_ranks(base + "-b 4 -o " + dn);
+  ASSERT_EQ(b0.code, 0) << b0.out;
+  ASSERT_EQ(b1.code, 0) << b1.out;
+  EXPECT_EQ(last_json(b0.out)["parameter_checksum"].get<double>(), last_json(b1.out)["parameter_checksum"].get<double>());
+}
+
+TEST(Distributed, BadLauncherEnvironmentIsAClearError) {
+  const CliRun r = run_cli_env("WORLD_SIZE=2 RANK=5", "train -d /tmp -o /tmp/afloc_never");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("RANK=5"), std::string::npos) << r.out;
+  const CliRun p = run_cli_env("WORLD_SIZE=two RANK=0", "train -d /tmp -o /tmp/afloc_never");
+  EXPECT_EQ(p.code, 1);
+  EXPECT_NE(p.out.find("WORLD_SIZE"), std::string::npos) << p.out;
 }
 
 }  // namespace

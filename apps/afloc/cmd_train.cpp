@@ -47,6 +47,9 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--log-every", o->d.loop.log_every, "Steps between metrics.jsonl lines");
   c->add_option("--checkpoint-every", o->d.loop.checkpoint_every, "Steps between checkpoints (0 = epoch ends only)");
   c->add_option("--keep", o->d.loop.keep_checkpoints, "Step checkpoints kept");
+  c->add_flag("--gather", o->d.loop.gather_embeddings,
+              "Distributed: all-gather embeddings so contrastive negatives span the global batch");
+  c->add_flag("--freeze-bn", o->d.loop.freeze_batchnorm, "BatchNorm uses running statistics (small per-process batches)");
   c->add_flag("--no-validate", o->no_validate, "Skip the validation loss after each epoch");
   c->add_flag("-r,--resume", o->t.resume, "Continue the run in --out from its latest checkpoint");
   c->add_flag("--print-config", o->print_config, "Print the resolved run config and exit");
@@ -83,6 +86,8 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
     if (given("--checkpoint-every")) cfg.loop.checkpoint_every = o->d.loop.checkpoint_every;
     if (given("--keep")) cfg.loop.keep_checkpoints = o->d.loop.keep_checkpoints;
     if (o->no_validate) cfg.loop.validate = false;
+    if (o->d.loop.gather_embeddings) cfg.loop.gather_embeddings = true;
+    if (o->d.loop.freeze_batchnorm) cfg.loop.freeze_batchnorm = true;
     train::validate(cfg);
     if (o->print_config) {
       std::printf("%s\n", train::run_config_to_string(cfg).c_str());
@@ -101,11 +106,15 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
                              {"seconds", r.seconds},
                              {"samples_per_second", r.samples_per_second},
                              {"loader_wait_fraction", r.loader_wait_fraction},
-                             {"checkpoint", r.final_checkpoint}};
+                             {"checkpoint", r.final_checkpoint},
+                             {"rank", r.rank},
+                             {"world", r.world},
+                             {"parameter_checksum", r.parameter_checksum}};
     if (o->json) {
       std::printf("%s\n", j.dump().c_str());
       return;
     }
+    if (r.rank != 0) return;  // rank 0 reports for the job
     std::printf("trained %lld steps on %lld pairs in %.1f s (%.1f pairs/s, %.0f%% waiting for data)\n",
                 static_cast<long long>(r.steps), static_cast<long long>(r.train_samples), r.seconds,
                 r.samples_per_second, 100.0 * r.loader_wait_fraction);

@@ -101,6 +101,7 @@ RunConfig parse_run_config(const std::string& text, const std::string& origin) {
       x.get("validate", c.loop.validate);
       x.get("amp", c.loop.amp);
       x.get("gather_embeddings", c.loop.gather_embeddings);
+      x.get("freeze_batchnorm", c.loop.freeze_batchnorm);
       x.finish();
     }
     r.get("out", c.out);
@@ -149,7 +150,8 @@ std::string run_config_to_string(const RunConfig& c) {
            {"keep_checkpoints", c.loop.keep_checkpoints},
            {"validate", c.loop.validate},
            {"amp", c.loop.amp},
-           {"gather_embeddings", c.loop.gather_embeddings}}},
+           {"gather_embeddings", c.loop.gather_embeddings},
+           {"freeze_batchnorm", c.loop.freeze_batchnorm}}},
          {"out", c.out}};
   return j.dump(2);
 }

@@ -51,6 +51,7 @@ struct LoopConfig {
   bool validate = true;          ///< validation loss after every epoch
   bool amp = true;               ///< autocast (fp16) on CUDA; ignored on CPU
   bool gather_embeddings = false;  ///< distributed: contrastive negatives from the global batch
+  bool freeze_batchnorm = false;   ///< BatchNorm layers use running statistics (small per-process batches)
 };
 
 struct RunConfig {

@@ -21,6 +21,7 @@
 #include "afloc/text/clean.h"
 #include "afloc/text/vocab_builder.h"
 #include "afloc/train/checkpoint.h"
+#include "afloc/train/distributed.h"
 #include "afloc/train/loader.h"
 
 namespace fs = std::filesystem;
@@ -227,9 +228,14 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
   const auto t_start = std::chrono::steady_clock::now();
   RunConfig cfg = config_in;
   validate(cfg);
-  const torch::Device device(opt.device);
+  const DistEnv env = dist_env_from_environment();
+  torch::Device device(opt.device);
+  // One GPU per process: "cuda" means this process's LOCAL_RANK device.
+  if (device.is_cuda() && !device.has_index() && env.enabled()) device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+  Communicator comm(env, device);
+  const bool main = comm.is_main();
   const bool amp = cfg.loop.amp && device.is_cuda();
-  fs::create_directories(cfg.out);
+  if (main) fs::create_directories(cfg.out);
   const std::string metrics_path = (fs::path(cfg.out) / "metrics.jsonl").string();
 
   // --- resume: the checkpoint's run config and vocab win ------------------------------------------
@@ -255,16 +261,16 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
     st.batch = sj.at("batch").get<int64_t>();
     st.elapsed = sj.value("elapsed_seconds", 0.0);
     if (sj.contains("val_loss")) st.val_loss = sj.at("val_loss").get<double>();
-    truncate_metrics(metrics_path, st.step);
-    log::info("resuming " + cfg.out + " from " + resume_dir + " (step " + std::to_string(st.step) + ", epoch " +
+    if (main) truncate_metrics(metrics_path, st.step);
+    if (main) log::info("resuming " + cfg.out + " from " + resume_dir + " (step " + std::to_string(st.step) + ", epoch " +
               std::to_string(st.epoch + 1) + ", batch " + std::to_string(st.batch) + ")");
   } else if (!latest_checkpoint(cfg.out).empty()) {
     throw Error(cfg.out + " already holds checkpoints: pass --resume to continue it, or choose another --out");
-  } else {
+  } else if (main) {
     std::error_code ec;
     fs::remove(metrics_path, ec);
   }
-  write_file_atomic((fs::path(cfg.out) / "run.json").string(), run_config_to_string(cfg) + "\n");
+  if (main) write_file_atomic((fs::path(cfg.out) / "run.json").string(), run_config_to_string(cfg) + "\n");
 
   // --- data ------------------------------------------------------------------------------------------
   TrainResult res;
@@ -278,15 +284,15 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
   res.train_samples = static_cast<int64_t>(train_data.samples.size());
   res.val_samples = static_cast<int64_t>(val_data.samples.size());
   res.skipped = skipped.total() + val_skipped.total();
-  log::info("training pairs: " + std::to_string(res.train_samples) + " (" + skipped.summary() + "); validation pairs: " +
-            std::to_string(res.val_samples) + " (" + val_skipped.summary() + ")");
-  {
+  if (main) {
+    log::info("training pairs: " + std::to_string(res.train_samples) + " (" + skipped.summary() + "); validation pairs: " +
+              std::to_string(res.val_samples) + " (" + val_skipped.summary() + ")");
     nlohmann::ordered_json dr{{"train", res.train_samples}, {"validate", res.val_samples},
                               {"skipped_train", skipped.counts}, {"skipped_validate", val_skipped.counts},
                               {"skip_examples", skipped.examples}};
     write_file_atomic((fs::path(cfg.out) / "data_report.json").string(), dr.dump(2) + "\n");
   }
-  if (res.train_samples < cfg.loop.batch_size) {
+  if (res.train_samples < cfg.loop.batch_size * comm.world()) {
     throw Error("training set has " + std::to_string(res.train_samples) + " usable pairs, fewer than one batch of " +
                 std::to_string(cfg.loop.batch_size) + " (" + skipped.summary() + ")");
   }
@@ -306,7 +312,7 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
     vo.min_frequency = cfg.vocab.min_frequency;
     vo.lowercase = cfg.model.text.lowercase;
     vocab = text::build_wordpiece_vocab(corpus, vo);
-    log::info("built a WordPiece vocabulary of " + std::to_string(vocab.size()) + " tokens from the training reports");
+    if (main) log::info("built a WordPiece vocabulary of " + std::to_string(vocab.size()) + " tokens from the training reports");
   }
   cfg.model.bert.vocab_size = vocab.size();
   torch::manual_seed(cfg.loop.seed);
@@ -330,6 +336,9 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
                         (fs::path(resume_dir) / "model.pt").string());
     torch::load(*optimizer, (fs::path(resume_dir) / "optimizer.pt").string(), device);
   }
+  // Every rank starts from rank 0's weights (identical anyway with the same seed).
+  comm.broadcast(net->parameters());
+  comm.broadcast(net->buffers());
 
   LoaderOptions lo;
   lo.batch_size = cfg.loop.batch_size;
@@ -338,17 +347,21 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
   lo.prefetch = cfg.loop.prefetch;
   lo.seed = cfg.loop.seed;
   lo.cache_bytes = cfg.data.cache_mb << 20;
+  lo.rank = comm.rank();
+  lo.world = comm.world();
   auto tokenize = [&net](const std::vector<std::string>& caps) { return net->tokenize(caps, model::TextMode::kCaption); };
   BatchLoader loader(train_data, lo, tokenize);
   std::unique_ptr<BatchLoader> val_loader;
-  if (res.val_samples >= 2) {
+  if (res.val_samples >= 2 && main) {
     LoaderOptions vo = lo;
+    vo.rank = 0;
+    vo.world = 1;
     vo.shuffle = false;
     vo.random_captions = false;
     vo.batch_size = std::min<int64_t>(cfg.loop.batch_size, res.val_samples);
     vo.workers = 1;
     val_loader = std::make_unique<BatchLoader>(val_data, vo, tokenize);
-  } else if (cfg.loop.validate) {
+  } else if (cfg.loop.validate && main) {
     log::warn("validation skipped: fewer than 2 validation pairs");
   }
 
@@ -371,8 +384,18 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
   } restore{old_int, old_term};
 
   // On a resume the bar counts the remaining steps, so rate and ETA are this session's.
-  ProgressBar bar(st.step > 0 ? "train (resumed)" : "train", std::max<int64_t>(0, total - st.step), "step", opt.progress);
-  net->train();
+  ProgressBar bar(st.step > 0 ? "train (resumed)" : "train", std::max<int64_t>(0, total - st.step), "step",
+                  opt.progress && main);
+  auto set_train_mode = [&] {
+    net->train();
+    if (cfg.loop.freeze_batchnorm) {
+      for (auto& m : net->modules(/*include_self=*/false)) {
+        if (m->as<torch::nn::BatchNorm2d>()) m->eval();
+      }
+    }
+  };
+  set_train_mode();
+  const bool gather = cfg.loop.gather_embeddings && comm.world() > 1;
   double win_loss = 0, win_word = 0, win_sent = 0, win_rep = 0;
   int64_t win_n = 0;
   auto win_t0 = std::chrono::steady_clock::now();
@@ -384,7 +407,8 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
   auto checkpoint = [&](const std::string& name) {
     LoopState s = st;
     s.elapsed = st.elapsed + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    save_checkpoint(cfg.out, name, net, *optimizer, cfg, vocab, s, cfg.loop.keep_checkpoints);
+    if (main) save_checkpoint(cfg.out, name, net, *optimizer, cfg, vocab, s, cfg.loop.keep_checkpoints);
+    comm.barrier();
     return (fs::path(cfg.out) / "checkpoints" / name).string();
   };
 
@@ -401,26 +425,45 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
       loss::AlignmentLoss l;
       {
         AutocastGuard ag(amp);
-        const auto ie = net->encode_images(b.images.to(device));
-        const auto te = net->encode_text(b.tokens.to(device));
+        auto ie = net->encode_images(b.images.to(device));
+        auto te = net->encode_text(b.tokens.to(device));
+        if (gather) {
+          // Every rank computes the loss of the global batch; gradients reach only its own samples and
+          // are summed below, which is the single-process gradient of the global batch.
+          ie = comm.all_gather(ie);
+          te = comm.all_gather(te);
+        }
         l = net->loss(ie, te);
       }
-      const double lv = l.total.item<double>();
-      if (!std::isfinite(lv)) {
+      double lv = l.total.item<double>();
+      // One small collective per step: the mean loss, whether any rank saw a non-finite loss or a signal.
+      torch::Tensor flags = torch::tensor({std::isfinite(lv) ? lv : 0.0, std::isfinite(lv) ? 0.0 : 1.0,
+                                           g_signal != 0 ? 1.0 : 0.0},
+                                          torch::TensorOptions().dtype(torch::kDouble).device(device));
+      comm.allreduce_sum(flags);
+      flags = flags.cpu();
+      const bool any_nonfinite = flags[1].item<double>() > 0, any_signal = flags[2].item<double>() > 0;
+      if (!any_nonfinite && comm.world() > 1) lv = gather ? lv : flags[0].item<double>() / comm.world();
+      if (any_nonfinite) {
         std::string ids;
         for (size_t k = 0; k < b.samples.size() && k < 8; ++k) {
           ids += (k ? ", " : "") + train_data.samples[static_cast<size_t>(b.samples[k])].id;
         }
-        append_line(metrics_path, {{"step", st.step + 1}, {"epoch", st.epoch + 1}, {"event", "non-finite loss"},
-                                   {"loss", std::to_string(lv)}});
+        if (main) {
+          append_line(metrics_path, {{"step", st.step + 1}, {"epoch", st.epoch + 1}, {"event", "non-finite loss"},
+                                     {"loss", std::to_string(lv)}, {"rank", comm.rank()}});
+        }
         throw Error("non-finite loss (" + std::to_string(lv) + ") at step " + std::to_string(st.step + 1) + ", epoch " +
                     std::to_string(st.epoch + 1) + ", batch " + std::to_string(b.index) + " (samples " + ids +
                     (b.samples.size() > 8 ? ", ..." : "") + "); the last checkpoint is intact: fix the data or lower "
                     "optim.lr, then --resume");
       }
       l.total.backward();
+      comm.allreduce_gradients(net->parameters(), /*average=*/!gather);
       if (cfg.optim.clip_norm > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), cfg.optim.clip_norm);
       optimizer->step();
+      // BatchNorm running statistics follow rank 0's, as DistributedDataParallel's broadcast_buffers.
+      if (comm.world() > 1) comm.broadcast(net->buffers());
       ++st.step;
       ++st.batch;
       samples_done += static_cast<int64_t>(b.samples.size());
@@ -442,8 +485,8 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
                                  {"report", win_rep / static_cast<double>(win_n)},
                                  {"step_loss", lv},
                                  {"lr", lr},
-                                 {"samples_per_s", dt > 0 ? static_cast<double>(win_n * cfg.loop.batch_size) / dt : 0.0}};
-        append_line(metrics_path, j);
+                                 {"samples_per_s", dt > 0 ? static_cast<double>(win_n * cfg.loop.batch_size * comm.world()) / dt : 0.0}};
+        if (main) append_line(metrics_path, j);
         res.last_loss = win_loss / static_cast<double>(win_n);
         win_loss = win_word = win_sent = win_rep = 0;
         win_n = 0;
@@ -455,14 +498,14 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
       if (!done && !end_of_epoch && cfg.loop.checkpoint_every > 0 && st.step % cfg.loop.checkpoint_every == 0) {
         checkpoint(step_name(st.step));
       }
-      if (g_signal != 0) {
+      if (any_signal) {
         if (end_of_epoch) {
           ++st.epoch;
           st.batch = 0;
         }
         const std::string ck = checkpoint(step_name(st.step));
         bar.finish();
-        throw Error("interrupted by signal " + std::to_string(g_signal.load()) + " at step " + std::to_string(st.step) +
+        throw Error("interrupted by a signal at step " + std::to_string(st.step) +
                     "; checkpoint saved in " + ck + "; continue with --resume");
       }
     }
@@ -470,6 +513,7 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
       // End of epoch: validation, then the next epoch (the step schedule multiplies lr by gamma).
       if (val_loader) {
         st.val_loss = validation_loss(net, *val_loader, device, amp);
+        set_train_mode();
         append_line(metrics_path, {{"step", st.step}, {"epoch", st.epoch + 1}, {"val_loss", st.val_loss}});
         log::info("epoch " + std::to_string(st.epoch + 1) + ": validation loss " + std::to_string(st.val_loss));
       }
@@ -483,8 +527,17 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
   res.final_checkpoint = checkpoint("final");
   res.steps = st.step;
   res.val_loss = st.val_loss;
+  res.rank = comm.rank();
+  res.world = comm.world();
+  {
+    torch::NoGradGuard ng;
+    for (const auto& p : net->parameters()) {
+      const torch::Tensor d = p.detach().to(torch::kCPU, torch::kDouble).reshape(-1);
+      res.parameter_checksum += (d * (torch::arange(d.numel(), torch::kDouble) + 1)).sum().item<double>();
+    }
+  }
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-  res.samples_per_second = loop_s > 0 ? static_cast<double>(samples_done) / loop_s : 0;
+  res.samples_per_second = loop_s > 0 ? static_cast<double>(samples_done * comm.world()) / loop_s : 0;
   res.loader_wait_fraction = loop_s > 0 ? (loader.wait_seconds() - wait0) / loop_s : 0;
   if (loader.bad_images() > 0) log::warn(std::to_string(loader.bad_images()) + " unreadable images were replaced");
   return res;

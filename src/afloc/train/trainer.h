@@ -26,6 +26,10 @@ struct TrainResult {
   double samples_per_second = 0;
   double loader_wait_fraction = 0;  ///< share of the loop spent waiting for data
   std::string final_checkpoint;     ///< directory of the final checkpoint
+  int rank = 0, world = 1;          ///< this process in a distributed run
+  /// Sum over parameters of sum(p * (1 + index in p)) in double: equal on every rank when the
+  /// replicas agree (checked by the distributed tests).
+  double parameter_checksum = 0;
 };
 
 /// Runs (or resumes) a pretraining run. Error for bad configs, data or checkpoints; a non-finite
