@@ -8,6 +8,9 @@
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#include <torch/csrc/autograd/profiler_legacy.h>
+
+#include <cstdlib>
 #include <filesystem>
 #include <thread>
 
@@ -107,6 +110,61 @@ void BM_TrainStep(benchmark::State& state, const std::string& preset) {
   state.counters["pairs/s"] = benchmark::Counter(static_cast<double>(pairs), benchmark::Counter::kIsRate);
 }
 
+// Where a step's time goes: forward + backward of one part with the rest held fixed.
+void BM_StepPart(benchmark::State& state, const std::string& preset) {
+  auto net = make_model(preset);
+  const int64_t b = state.range(0), part = state.range(1), s = net->config().image_size;
+  std::vector<std::string> caps;
+  std::mt19937_64 rng(0);
+  for (int64_t i = 0; i < b; ++i) caps.push_back(afloc::text::sample_caption(world().pairs.sentences[static_cast<size_t>(i)], rng));
+  const auto tokens = net->tokenize(caps, afloc::model::TextMode::kCaption);
+  const torch::Tensor images = torch::rand({b, 3, s, s}) * 2 - 1;
+  net->train();
+  afloc::model::ImageEmbeddings ie_fixed;
+  afloc::model::TextEmbeddings te_fixed;
+  {
+    torch::NoGradGuard ng;
+    ie_fixed = net->encode_images(images);
+    te_fixed = net->encode_text(tokens);
+  }
+  // AFLOC_PROFILE=trace.json records one iteration as a chrome trace (for finding the hot ops).
+  std::unique_ptr<torch::autograd::profiler::RecordProfile> prof;
+  if (const char* p = std::getenv("AFLOC_PROFILE")) prof = std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(p));
+  for (auto _ : state) {
+    torch::Tensor l;
+    if (part == 0) {  // image encoder
+      const auto ie = net->encode_images(images);
+      l = ie.shallow.sum() + ie.deep.sum() + ie.global.sum();
+    } else if (part == 1) {  // text encoder
+      const auto te = net->encode_text(tokens);
+      l = te.words.sum() + te.sentences.nan_to_num().sum() + te.report.sum();
+    } else {  // the three losses on fixed embeddings (leaves with gradients)
+      afloc::model::ImageEmbeddings ie = ie_fixed;
+      afloc::model::TextEmbeddings te = te_fixed;
+      ie.shallow = ie.shallow.detach().requires_grad_();
+      ie.deep = ie.deep.detach().requires_grad_();
+      ie.global = ie.global.detach().requires_grad_();
+      te.words = te.words.detach().requires_grad_();
+      te.sentences = te.sentences.detach().requires_grad_();
+      te.report = te.report.detach().requires_grad_();
+      if (part == 2) {
+        l = net->loss(ie, te).total;
+      } else if (part == 3) {
+        const auto r = afloc::loss::local_loss(ie.shallow, te.words, te.word_lens);
+        l = r.loss0 + r.loss1;
+      } else {
+        const auto r = afloc::loss::local_loss(ie.deep, te.sentences, te.sent_lens);
+        l = r.loss0 + r.loss1;
+      }
+    }
+    l.backward();
+    benchmark::DoNotOptimize(l.item<float>());
+  }
+  const char* labels[] = {"image encoder", "text encoder", "losses", "word loss", "sentence loss"};
+  state.SetLabel(labels[part]);
+}
+
+BENCHMARK_CAPTURE(BM_StepPart, tiny, std::string("tiny"))->Args({32, 0})->Args({32, 1})->Args({32, 2})->Args({32, 3})->Args({32, 4})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_Loader, tiny, std::string("tiny"))->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_TrainStep, tiny, std::string("tiny"))->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_Loader, paper, std::string("paper"))->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -116,9 +174,26 @@ BENCHMARK_CAPTURE(BM_TrainStep, paper, std::string("paper"))->Arg(8)->Unit(bench
 
 int main(int argc, char** argv) {
   afloc::set_threads(0);
+  // afloc::set_threads flushes denormals; AFLOC_BENCH_DENORMALS=1 measures without that.
+  if (std::getenv("AFLOC_BENCH_DENORMALS")) at::globalContext().setFlushDenormal(false);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;
 }
+
+namespace {
+void BM_BmmProbe(benchmark::State& state) {
+  const int64_t B = 32, D = 128, R = 400, C = 32, T = 40;
+  torch::Tensor ctx = torch::randn({B, D, R}, torch::requires_grad());
+  torch::Tensor att = torch::randn({B, R, C * T}, torch::requires_grad());
+  torch::Tensor g = torch::randn({B, D, C * T});
+  for (auto _ : state) {
+    auto w = torch::bmm(ctx, att);
+    w.backward(g);
+  }
+  state.SetLabel("probe: bmm fwd+bwd (Python 1.13 here: ~114 ms)");
+}
+BENCHMARK(BM_BmmProbe)->Unit(benchmark::kMillisecond)->UseRealTime();
+}  // namespace

@@ -37,10 +37,13 @@ LocalLossResult local_loss(const torch::Tensor& regions, const torch::Tensor& un
   // (pads, NaN) never reaches the result or its gradient, as the authors' slicing guarantees.
   const torch::Tensor valid =
       (torch::arange(t).unsqueeze(0) < lens.unsqueeze(1)).to(device);  // (B, T)
+  // Contiguous (B, D, T): the text encoder's units are a transposed view of (B, T, D), and with that
+  // layout the gradients reaching the bmm below get strides that drop it off the BLAS path (10x).
   const torch::Tensor q = torch::where(valid.unsqueeze(1), units.narrow(2, 0, t),
-                                       torch::zeros({}, units.options()));  // (B, D, T)
+                                       torch::zeros({}, units.options()))
+                              .contiguous();  // (B, D, T)
   const torch::Tensor ctx = regions.reshape({b, d, r});                        // (B, D, R)
-  const torch::Tensor ctx_t = ctx.transpose(1, 2);                             // (B, R, D)
+  const torch::Tensor ctx_rows = ctx.transpose(1, 2).reshape({b * r, d});      // (B*R, D)
 
   const int64_t per_caption = b * std::max(r, d) * t;
   int64_t chunk = b;
@@ -56,8 +59,10 @@ LocalLossResult local_loss(const torch::Tensor& regions, const torch::Tensor& un
     const torch::Tensor vc = valid.narrow(0, k0, c);         // (C, T)
     // Layout (B, R, C, T) throughout, so both contractions are one large matmul per image:
     // scores[b, r, c, i] = <region r of image b, unit i of caption c>.
-    torch::Tensor attn = torch::matmul(ctx_t, qd.reshape({d, c * t}))
-                             .view({b, r, c, t});
+    // One (B*R, D) x (D, C*T) gemm. (matmul on the transposed 3-D view would not fold it into one
+    // gemm when it needs a gradient; it would run a bmm against a stride-0 expanded operand, whose
+    // backward is ~10x slower.)
+    torch::Tensor attn = torch::mm(ctx_rows, qd.reshape({d, c * t})).view({b, r, c, t});
     attn = attn.masked_fill(vc.logical_not().view({1, 1, c, t}), -std::numeric_limits<float>::infinity());
     attn = torch::softmax(attn, -1) * opt.temp1;  // over units
     attn = torch::softmax(attn, 1);               // over regions
