@@ -12,6 +12,10 @@
 #include "afloc/text/clean.h"
 #include "afloc/text/vocab_builder.h"
 #include "afloc/train/loader.h"
+#include "afloc/train/checkpoint.h"
+#include "afloc/io/state_dict.h"
+#include "afloc/common/error.h"
+#include <fstream>
 
 namespace fs = std::filesystem;
 
@@ -126,6 +130,35 @@ TEST_F(LoaderTest, UnreadableImagesAreReplacedAndCounted) {
   while (l.next(b)) ++n;
   EXPECT_EQ(n, 5);
   EXPECT_EQ(l.bad_images(), 1);
+}
+
+TEST(Checkpoint, WeightsFromAnotherConfigAreAClearError) {
+  const std::string dir = (fs::path(::testing::TempDir()) / "afloc_ckpt_mismatch").string();
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const text::Vocab vocab = text::build_wordpiece_vocab({"small left pleural effusion"}, {});
+  model::AflocConfig c = model::preset("tiny");
+  c.bert.vocab_size = vocab.size();
+  model::AflocModel net(c, vocab);
+  io::save_tensor_file(dir + "/model.pt", io::state_dict(*net));
+  vocab.save(dir + "/vocab.txt");
+  // The config beside the weights says ResNet-34: the weights do not fit it.
+  c.resnet.depth = 34;
+  std::ofstream(dir + "/model.json") << model::config_to_string(c);
+  try {
+    load_trained_model(dir, torch::kCPU);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(dir), std::string::npos) << what;
+    EXPECT_NE(what.find("model.pt"), std::string::npos) << what;
+    EXPECT_NE(what.find("layer"), std::string::npos) << what;  // names the missing/mis-shaped tensors
+  }
+  // With the right config it loads, in eval mode.
+  c.resnet.depth = 18;
+  std::ofstream(dir + "/model.json") << model::config_to_string(c);
+  const TrainedModel t = load_trained_model(dir, torch::kCPU);
+  EXPECT_FALSE(t.model->is_training());
 }
 
 TEST(Heatmap, FollowsTheQueryAndIsNormalised) {
