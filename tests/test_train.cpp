@@ -12,7 +12,8 @@
 #include "afloc/text/clean.h"
 #include "afloc/text/vocab_builder.h"
 #include "afloc/train/loader.h"
-#include "afloc/train/checkpoint.h"
+#include "afloc/io/model_io.h"
+#include "afloc/io/safetensors.h"
 #include "afloc/io/state_dict.h"
 #include "afloc/common/error.h"
 #include <fstream>
@@ -146,7 +147,7 @@ TEST(Checkpoint, WeightsFromAnotherConfigAreAClearError) {
   c.resnet.depth = 34;
   std::ofstream(dir + "/model.json") << model::config_to_string(c);
   try {
-    load_trained_model(dir, torch::kCPU);
+    io::load_model(dir, torch::kCPU);
     FAIL() << "no error";
   } catch (const Error& e) {
     const std::string what = e.what();
@@ -157,8 +158,43 @@ TEST(Checkpoint, WeightsFromAnotherConfigAreAClearError) {
   // With the right config it loads, in eval mode.
   c.resnet.depth = 18;
   std::ofstream(dir + "/model.json") << model::config_to_string(c);
-  const TrainedModel t = load_trained_model(dir, torch::kCPU);
+  const io::LoadedModel t = io::load_model(dir, torch::kCPU);
   EXPECT_FALSE(t.model->is_training());
+}
+
+TEST(Safetensors, RoundTripHandBuiltFileAndErrors) {
+  const std::string dir = ::testing::TempDir();
+  io::TensorMap t = {{"a.f32", torch::randn({2, 3})},
+                     {"b.i64", torch::arange(5)},
+                     {"c.bf16", torch::randn({4}).to(torch::kBFloat16)},
+                     {"d.u8", torch::tensor({1, 2, 255}).to(torch::kByte)},
+                     {"e.empty", torch::zeros({0, 3})}};
+  io::save_safetensors(dir + "/afloc_rt.safetensors", t, {{"format", "test"}});
+  const auto back = io::load_safetensors(dir + "/afloc_rt.safetensors");
+  ASSERT_EQ(back.tensors.size(), t.size());
+  for (const auto& [k, v] : t) EXPECT_TRUE(torch::equal(back.tensors.at(k), v)) << k;
+  EXPECT_EQ(back.metadata.at("format"), "test");
+  // A file written by hand from the format description: two F32 values 1.0 and 2.0.
+  const std::string header = R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  std::string bytes(8, '\0');
+  bytes[0] = static_cast<char>(header.size());
+  bytes += header;
+  const float v[2] = {1.0f, 2.0f};
+  bytes.append(reinterpret_cast<const char*>(v), 8);
+  std::ofstream(dir + "/afloc_hand.safetensors", std::ios::binary) << bytes;
+  const auto hand = io::load_safetensors(dir + "/afloc_hand.safetensors");
+  EXPECT_TRUE(torch::equal(hand.tensors.at("x"), torch::tensor({1.0f, 2.0f})));
+  // Truncated data and absurd headers are errors naming the file.
+  std::ofstream(dir + "/afloc_short.safetensors", std::ios::binary) << bytes.substr(0, bytes.size() - 4);
+  EXPECT_THROW(io::load_safetensors(dir + "/afloc_short.safetensors"), Error);
+  std::string huge(8, '\xff');
+  std::ofstream(dir + "/afloc_huge.safetensors", std::ios::binary) << huge << "{}";
+  try {
+    io::load_safetensors(dir + "/afloc_huge.safetensors");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("afloc_huge.safetensors"), std::string::npos);
+  }
 }
 
 TEST(Heatmap, FollowsTheQueryAndIsNormalised) {

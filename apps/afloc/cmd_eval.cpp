@@ -7,8 +7,7 @@
 #include "afloc/common/error.h"
 #include "afloc/common/log.h"
 #include "afloc/eval/localization_eval.h"
-#include "afloc/train/checkpoint.h"
-#include "afloc/train/trainer.h"
+#include "afloc/io/model_io.h"
 #include "commands.h"
 
 namespace afloc::cli {
@@ -28,8 +27,9 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
   auto* c = app.add_subcommand("eval-phantom",
                                "Zero-shot localization on a phantom world's hidden masks: pointing-game hit rate,\n"
                                "5-threshold mean IoU, Dice and CNR per finding, next to a centre-prior baseline");
-  c->add_option("-k,--checkpoint", o->checkpoint, "Checkpoint directory (model.pt, model.json, vocab.txt)");
-  c->add_option("-r,--run", o->run, "Run directory: use its latest checkpoint");
+  c->add_option("-M,--model,-k,--checkpoint", o->checkpoint,
+                 "Model: a model directory (afloc import/export), a checkpoint directory, or a run directory");
+  c->add_option("-r,--run", o->run, "Run directory: use its latest checkpoint (same as --model RUN)");
   c->add_option("-w,--world", o->world, "Phantom world directory (afloc synth --out)")->required();
   c->add_option("--split", o->splits, "Ground-truth splits: test and/or unseen");
   c->add_option("-o,--out", o->out, "Output directory (metrics.json, cases.csv, table.txt, overlays/)");
@@ -41,10 +41,9 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
   c->add_flag("--json", o->json, "Print metrics as JSON");
   c->callback([o, &g] {
     apply_global(g);
-    std::string ck = o->checkpoint;
-    if (ck.empty() && !o->run.empty()) ck = train::latest_checkpoint(o->run);
-    if (ck.empty()) throw Error("eval-phantom: give --checkpoint DIR or --run DIR (with a checkpoint)");
-    auto tm = train::load_trained_model(ck, torch::Device(g.device));
+    const std::string ck = !o->checkpoint.empty() ? o->checkpoint : o->run;
+    if (ck.empty()) throw Error("eval-phantom: give --model DIR (a model directory, checkpoint or run)");
+    auto tm = io::load_model(ck, torch::Device(g.device));
     const auto images = eval::read_phantom_ground_truth(o->world, o->splits);
     if (images.empty()) throw Error(o->world + ": no ground-truth images in the requested splits");
     o->loc.overlays_dir = o->loc.n_overlays > 0 ? (std::filesystem::path(o->out) / "overlays").string() : "";

@@ -36,6 +36,7 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& g) {
   register_data_commands(*app, g);
   register_train_commands(*app, g);
   register_eval_commands(*app, g);
+  register_import_commands(*app, g);
   return app;
 }
 

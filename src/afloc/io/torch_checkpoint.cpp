@@ -278,6 +278,7 @@ class Unpickler {
     // Reported: every class or function the file names that is neither torch's own rebuilding
     // machinery nor a Python builtin (all of them stay inert placeholders).
     const bool known = name == "collections.OrderedDict" || name.rfind("torch._utils.", 0) == 0 ||
+                       name.rfind("torch.jit._pickle.", 0) == 0 ||
                        (name.rfind("torch.", 0) == 0 && name.size() > 7 && name.find("Storage") != std::string::npos) ||
                        name.rfind("__builtin__.", 0) == 0 || name.rfind("builtins.", 0) == 0 ||
                        name.rfind("copyreg.", 0) == 0 || name.rfind("copy_reg.", 0) == 0;
@@ -301,6 +302,9 @@ class Unpickler {
       }
       if (name == "torch._utils._rebuild_tensor_v2" || name == "torch._utils._rebuild_tensor") return rebuild_tensor(args);
       if (name == "torch._utils._rebuild_parameter" && !args->items.empty()) return args->items[0];
+      // LibTorch's own pickler (torch::pickle_save) tags containers: restore_type_tag(value, type),
+      // build_intlist(list), ...: the value is the first argument.
+      if (name.rfind("torch.jit._pickle.", 0) == 0 && !args->items.empty()) return args->items[0];
     }
     return opaque(callable->kind == Value::Kind::kGlobal ? name : "<call>", args);
   }

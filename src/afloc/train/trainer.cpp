@@ -20,7 +20,6 @@
 #include "afloc/io/tensor_file.h"
 #include "afloc/text/clean.h"
 #include "afloc/text/vocab_builder.h"
-#include "afloc/train/checkpoint.h"
 #include "afloc/train/distributed.h"
 #include "afloc/train/loader.h"
 
@@ -208,20 +207,6 @@ std::string latest_checkpoint(const std::string& run_dir) {
   const fs::path p = dir / name;
   if (!fs::is_directory(p, ec)) throw Error(latest.string() + ": names " + name + ", which does not exist");
   return p.string();
-}
-
-TrainedModel load_trained_model(const std::string& checkpoint_dir, const torch::Device& device) {
-  return with_context("loading checkpoint " + checkpoint_dir, [&] {
-    const fs::path d(checkpoint_dir);
-    TrainedModel t;
-    t.config = model::load_config((d / "model.json").string());
-    t.vocab = text::Vocab::load((d / "vocab.txt").string());
-    t.model = model::AflocModel(t.config, t.vocab);
-    io::load_state_dict(*t.model, io::load_tensor_file((d / "model.pt").string()), (d / "model.pt").string());
-    t.model->to(device);
-    t.model->eval();
-    return t;
-  });
 }
 
 TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
