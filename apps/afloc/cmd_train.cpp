@@ -13,7 +13,7 @@ namespace afloc::cli {
 namespace {
 
 struct TrainCli {
-  std::string config, preset, model_config, data, format, manifest, vocab, out, optimizer, schedule;
+  std::string config, preset, model_config, data, format, manifest, vocab, out, optimizer, schedule, init;
   train::RunConfig d;  // flag defaults shown by --help are the run defaults
   train::TrainOptions t;
   bool no_validate = false, json = false, print_config = false;
@@ -32,6 +32,7 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("-m,--manifest", o->manifest, "Manifest CSV/JSONL (image, report, split columns); implies --format manifest");
   c->add_option("--vocab", o->vocab, "vocab.txt to use (default: build a WordPiece vocab from the training reports)");
   c->add_option("-o,--out", o->out, "Run directory (default: " + o->d.out + ")");
+  c->add_option("--init", o->init, "Initial weights: a model directory from afloc import (its config and vocab are used)");
   c->add_option("-e,--epochs", o->d.loop.epochs, "Epochs");
   c->add_option("-b,--batch-size", o->d.loop.batch_size, "Pairs per batch (per process)");
   c->add_option("--max-steps", o->d.loop.max_steps, "Stop after this many optimiser steps (0 = all epochs)");
@@ -70,6 +71,7 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
     if (!o->format.empty()) cfg.data.format = o->format;
     if (!o->vocab.empty()) cfg.vocab.path = o->vocab;
     if (!o->out.empty()) cfg.out = o->out;
+    if (!o->init.empty()) cfg.init = o->init;
     if (!o->optimizer.empty()) cfg.optim.name = o->optimizer;
     if (!o->schedule.empty()) cfg.optim.schedule = o->schedule;
     if (given("--epochs")) cfg.loop.epochs = o->d.loop.epochs;

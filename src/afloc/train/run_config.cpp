@@ -105,6 +105,7 @@ RunConfig parse_run_config(const std::string& text, const std::string& origin) {
       x.finish();
     }
     r.get("out", c.out);
+    r.get("init", c.init);
     r.finish();
     return 0;
   });
@@ -152,7 +153,8 @@ std::string run_config_to_string(const RunConfig& c) {
            {"amp", c.loop.amp},
            {"gather_embeddings", c.loop.gather_embeddings},
            {"freeze_batchnorm", c.loop.freeze_batchnorm}}},
-         {"out", c.out}};
+         {"out", c.out},
+         {"init", c.init}};
   return j.dump(2);
 }
 

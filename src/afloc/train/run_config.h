@@ -61,6 +61,9 @@ struct RunConfig {
   OptimConfig optim;
   LoopConfig loop;
   std::string out = "runs/afloc";  ///< run directory: metrics.jsonl, checkpoints/, run.json
+  /// Initial weights: a model directory (afloc import, e.g. Bio_ClinicalBERT + ImageNet ResNet-50),
+  /// checkpoint or run; its config and vocabulary replace `model` and `vocab`. "" = random init.
+  std::string init;
 };
 
 /// Strict parsing: unknown keys and wrong types raise Error naming the key path. "model" may be a

@@ -16,6 +16,7 @@
 #include "afloc/common/error.h"
 #include "afloc/common/log.h"
 #include "afloc/common/progress.h"
+#include "afloc/io/model_io.h"
 #include "afloc/io/state_dict.h"
 #include "afloc/io/tensor_file.h"
 #include "afloc/text/clean.h"
@@ -240,6 +241,8 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
     cfg.loop.max_steps = loop.max_steps;
     cfg.loop.workers = loop.workers;
     cfg.loop.prefetch = loop.prefetch;
+    // The checkpoint's own model config (it differs from run.json's when the run started from --init).
+    cfg.model = model::load_config((fs::path(resume_dir) / "model.json").string());
     const auto sj = nlohmann::json::parse(read_file((fs::path(resume_dir) / "state.json").string()));
     st.step = sj.at("step").get<int64_t>();
     st.epoch = sj.at("epoch").get<int64_t>();
@@ -284,7 +287,14 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
 
   // --- vocabulary and model ----------------------------------------------------------------------------
   text::Vocab vocab;
-  if (!resume_dir.empty()) {
+  io::TensorMap init_weights;
+  if (resume_dir.empty() && !cfg.init.empty()) {
+    io::LoadedModel init = io::load_model(cfg.init, torch::kCPU);
+    cfg.model = init.config;
+    vocab = init.vocab;
+    init_weights = io::state_dict(*init.model);
+    if (main) log::info("initial weights from " + init.source);
+  } else if (!resume_dir.empty()) {
     vocab = text::Vocab::load((fs::path(resume_dir) / "vocab.txt").string());
   } else if (!cfg.vocab.path.empty()) {
     vocab = text::Vocab::load(cfg.vocab.path);
@@ -302,6 +312,7 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
   cfg.model.bert.vocab_size = vocab.size();
   torch::manual_seed(cfg.loop.seed);
   model::AflocModel net(cfg.model, vocab);
+  if (!init_weights.empty()) io::load_state_dict(*net, init_weights, cfg.init);
   net->to(device);
 
   std::unique_ptr<torch::optim::Optimizer> optimizer;
