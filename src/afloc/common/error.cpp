@@ -23,6 +23,16 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+bool path_exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+bool is_regular_file(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
 void write_file_atomic(const std::string& path, const std::string& data) {
   const std::string tmp = path + ".tmp";
   {

@@ -26,6 +26,10 @@ auto with_context(const std::string& context, Fn&& fn) -> decltype(fn()) {
 /// Reads a whole file into a string; Error naming the path when it cannot be opened or read.
 std::string read_file(const std::string& path);
 
+/// True when path exists (any kind) / is a regular file; never throws.
+bool path_exists(const std::string& path);
+bool is_regular_file(const std::string& path);
+
 /// Writes a whole file atomically (temp file + rename), creating no directories.
 void write_file_atomic(const std::string& path, const std::string& data);
 

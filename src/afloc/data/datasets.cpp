@@ -15,16 +15,11 @@ namespace fs = std::filesystem;
 namespace afloc::data {
 namespace {
 
-bool file_exists(const std::string& p) {
-  std::error_code ec;
-  return fs::is_regular_file(p, ec);
-}
-
 // The first existing of name.csv and name.csv.gz under dir.
 std::string find_csv(const std::string& dir, const std::string& name) {
   for (const std::string ext : {".csv", ".csv.gz"}) {
     const std::string p = (fs::path(dir) / (name + ext)).string();
-    if (file_exists(p)) return p;
+    if (is_regular_file(p)) return p;
   }
   throw Error((fs::path(dir) / (name + ".csv")).string() + ": not found (nor .csv.gz)");
 }
@@ -146,7 +141,7 @@ PairList read_mimic(const MimicOptions& o) {
     if (!o.views.empty() && std::find(o.views.begin(), o.views.end(), meta.at(r, m_view)) == o.views.end()) continue;
     const std::string pdir = "files/p" + subject.substr(0, 2) + "/p" + subject;
     const std::string image = (fs::path(o.root) / pdir / ("s" + study) / (dicom + ".jpg")).string();
-    if (o.check_images && !file_exists(image)) {
+    if (o.check_images && !is_regular_file(image)) {
       out.skipped.add("missing image", image);
       continue;
     }
@@ -154,7 +149,7 @@ PairList read_mimic(const MimicOptions& o) {
     auto it = report_cache.find(report_path);
     if (it == report_cache.end()) {
       std::string text;
-      if (file_exists(report_path)) text = read_file(report_path);
+      if (is_regular_file(report_path)) text = read_file(report_path);
       else text = "\x01missing";
       it = report_cache.emplace(report_path, text).first;
     }
@@ -186,7 +181,7 @@ PairList read_manifest(const ManifestOptions& o) {
     if (std::find(o.splits.begin(), o.splits.end(), split) == o.splits.end()) return;
     if (image.empty()) return out.skipped.add("no image path", where);
     const std::string path = resolve(root, image);
-    if (o.check_images && !file_exists(path)) return out.skipped.add("missing image", path);
+    if (o.check_images && !is_regular_file(path)) return out.skipped.add("missing image", path);
     if (!valid_utf8(report)) return out.skipped.add("report not UTF-8", where);
     if (blank(report)) return out.skipped.add("empty report", where);
     out.samples.push_back({id.empty() ? image : id, path, report, split});

@@ -16,6 +16,7 @@
 
 #include "afloc/common/error.h"
 #include "afloc/common/progress.h"
+#include "afloc/common/seed.h"
 #include "afloc/data/csv.h"
 #include "afloc/data/phantom.h"
 #include "afloc/data/rle.h"
@@ -84,11 +85,8 @@ std::string upper_name(Finding f) { return category(f); }
 }  // namespace
 
 uint64_t study_seed(uint64_t seed, int64_t index) {
-  // SplitMix64 of (seed, index): independent streams per study, the same whatever the thread count.
-  uint64_t z = seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(index) + 0x632BE59BD9B4E019ULL;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
+  // Independent streams per study, the same whatever the thread count.
+  return mix_seed(seed, static_cast<uint64_t>(index));
 }
 
 SynthSummary write_phantom_world(const SynthOptions& o) {

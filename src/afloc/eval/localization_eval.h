@@ -43,7 +43,8 @@ struct LocEvalResult {
   std::vector<CaseResult> cases;
 };
 
-/// The prompt for a category ("Pleural Effusion" -> "Findings suggesting pleural effusion.").
+/// The prompt for a category ("Pleural Effusion" -> "Findings suggesting pleural effusion."); a
+/// template without {finding} is used as is for every category (a prompt-independent control).
 std::string prompt_for(const std::string& template_, const std::string& category);
 
 /// The centre prior: a Gaussian at (0.5, 0.45) of the image with sigma 0.2 of its side, (size, size).

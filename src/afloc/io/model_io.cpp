@@ -13,11 +13,6 @@ namespace fs = std::filesystem;
 namespace afloc::io {
 namespace {
 
-bool path_exists(const fs::path& p) {
-  std::error_code ec;
-  return fs::exists(p, ec);
-}
-
 std::string latest_in_run(const std::string& run_dir) {
   const fs::path latest = fs::path(run_dir) / "checkpoints" / "latest.txt";
   std::string name = read_file(latest.string());
@@ -78,22 +73,22 @@ LoadedModel load_model(const std::string& path_in, const torch::Device& device) 
   return with_context("loading model " + path_in, [&] {
     std::string path = path_in;
     if (!path_exists(path)) throw Error("no such file or directory");
-    if (path_exists(fs::path(path) / "checkpoints" / "latest.txt")) path = latest_in_run(path);
+    if (path_exists((fs::path(path) / "checkpoints" / "latest.txt").string())) path = latest_in_run(path);
     const fs::path d(path);
     LoadedModel m;
     m.source = path;
     std::string weights, config;
-    if (path_exists(d / "model.safetensors")) {
+    if (path_exists((d / "model.safetensors").string())) {
       weights = (d / "model.safetensors").string();
       config = (d / "config.json").string();
-    } else if (path_exists(d / "model.pt")) {
+    } else if (path_exists((d / "model.pt").string())) {
       weights = (d / "model.pt").string();
       config = (d / "model.json").string();
     } else {
       throw Error("neither model.safetensors (a model directory) nor model.pt (a training checkpoint) in " + path);
     }
     if (!path_exists(config)) throw Error("missing " + config);
-    if (!path_exists(d / "vocab.txt")) throw Error("missing " + (d / "vocab.txt").string());
+    if (!path_exists((d / "vocab.txt").string())) throw Error("missing " + (d / "vocab.txt").string());
     m.config = model::load_config(config);
     m.vocab = text::Vocab::load((d / "vocab.txt").string());
     m.model = model::AflocModel(m.config, m.vocab);
@@ -144,7 +139,7 @@ ImportReport import_hf_bert(model::AflocModel& net, const std::string& dir) {
   const fs::path d(dir);
   std::string weights;
   for (const char* f : {"model.safetensors", "pytorch_model.bin"})
-    if (path_exists(d / f)) {
+    if (path_exists((d / f).string())) {
       weights = (d / f).string();
       break;
     }

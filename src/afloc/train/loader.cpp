@@ -4,17 +4,12 @@
 
 #include "afloc/common/error.h"
 #include "afloc/common/log.h"
+#include "afloc/common/seed.h"
 #include "afloc/text/clean.h"
 
 namespace afloc::train {
 namespace {
 
-uint64_t mix(uint64_t a, uint64_t b) {
-  uint64_t z = a * 0x9E3779B97F4A7C15ULL + b + 0x632BE59BD9B4E019ULL;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
 
 }  // namespace
 
@@ -54,9 +49,9 @@ std::vector<int64_t> BatchLoader::epoch_order(int64_t epoch) const {
   for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
   if (!o_.shuffle) return order;
   // Fisher-Yates with our own generator: std::shuffle differs between standard libraries.
-  uint64_t state = mix(o_.seed, static_cast<uint64_t>(epoch) + 1);
+  uint64_t state = mix_seed(o_.seed, static_cast<uint64_t>(epoch) + 1);
   for (int64_t i = n - 1; i > 0; --i) {
-    state = mix(state, static_cast<uint64_t>(i));
+    state = mix_seed(state, static_cast<uint64_t>(i));
     const int64_t j = static_cast<int64_t>(state % static_cast<uint64_t>(i + 1));
     std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(j)]);
   }
@@ -154,15 +149,15 @@ Batch BatchLoader::build(int64_t epoch, int64_t index) {
           }
         }
         if (attempt > 20) throw Error("too many unreadable images in a row; last: " + std::string(e.what()));
-        sample = static_cast<int64_t>(mix(static_cast<uint64_t>(sample), static_cast<uint64_t>(attempt)) % static_cast<uint64_t>(n));
+        sample = static_cast<int64_t>(mix_seed(static_cast<uint64_t>(sample), static_cast<uint64_t>(attempt)) % static_cast<uint64_t>(n));
       }
     }
     b.samples.push_back(sample);
     // (u8 / 255 - 0.5) / 0.5, replicated to 3 channels (SPEC §4).
     auto img = torch::from_blob(g.pixels.data(), {s, s}, torch::kUInt8).to(torch::kFloat).div_(255.0).sub_(0.5).div_(0.5);
     b.images[k].copy_(img.unsqueeze(0).expand({3, s, s}));
-    std::mt19937_64 rng(o_.random_captions ? mix(mix(o_.seed, static_cast<uint64_t>(epoch)), static_cast<uint64_t>(sample))
-                                           : mix(o_.seed, static_cast<uint64_t>(sample)));
+    std::mt19937_64 rng(o_.random_captions ? mix_seed(mix_seed(o_.seed, static_cast<uint64_t>(epoch)), static_cast<uint64_t>(sample))
+                                           : mix_seed(o_.seed, static_cast<uint64_t>(sample)));
     captions.push_back(text::sample_caption(data_.sentences[static_cast<size_t>(sample)], rng));
   }
   b.tokens = tokenize_(captions);

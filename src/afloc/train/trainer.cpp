@@ -15,6 +15,7 @@
 
 #include "afloc/common/error.h"
 #include "afloc/common/log.h"
+#include "afloc/common/seed.h"
 #include "afloc/common/progress.h"
 #include "afloc/io/model_io.h"
 #include "afloc/io/state_dict.h"
@@ -32,12 +33,6 @@ namespace {
 std::atomic<int> g_signal{0};
 extern "C" void on_signal(int sig) { g_signal = sig; }
 
-uint64_t mix(uint64_t a, uint64_t b) {
-  uint64_t z = a * 0x9E3779B97F4A7C15ULL + b + 0x632BE59BD9B4E019ULL;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
 
 // Autocast on CUDA in bfloat16 (no loss scaling needed); the API was renamed in LibTorch 2.4.
 class AutocastGuard {
@@ -416,7 +411,7 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
       lr = learning_rate(cfg.optim, st.step, st.epoch, total);
       set_lr(*optimizer, lr);
       // Dropout draws from a generator seeded per step, so a resumed run repeats them exactly.
-      torch::manual_seed(mix(cfg.loop.seed, static_cast<uint64_t>(st.step)));
+      torch::manual_seed(mix_seed(cfg.loop.seed, static_cast<uint64_t>(st.step)));
       optimizer->zero_grad();
       loss::AlignmentLoss l;
       {
