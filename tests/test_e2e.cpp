@@ -14,7 +14,9 @@
 
 #include <torch/torch.h>
 
+#include "afloc/io/safetensors.h"
 #include "afloc/io/tensor_file.h"
+#include "afloc/io/torch_checkpoint.h"
 #include "cli_run.h"
 
 namespace fs = std::filesystem;
@@ -22,8 +24,10 @@ namespace fs = std::filesystem;
 namespace afloc::test {
 namespace {
 
+// CTest runs every test of this program as its own process, in parallel: each process works in
+// its own directories.
 std::string tmp(const std::string& name) {
-  const fs::path p = fs::path(::testing::TempDir()) / ("afloc_e2e_" + name);
+  const fs::path p = fs::path(::testing::TempDir()) / ("afloc_e2e_" + std::to_string(::getpid()) + "_" + name);
   fs::remove_all(p);
   return p.string();
 }
@@ -219,6 +223,50 @@ TEST_F(E2E, ImportLightningCheckpointAndModelDirectoriesRoundTrip) {
   const CliRun bad = run_cli("import --lightning " + ckpt + " --vocab " + run + "/checkpoints/final/vocab.txt --preset paper -o " + tmp("bad"));
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.out.find("img_encoder"), std::string::npos) << bad.out;
+}
+
+TEST_F(E2E, ImportHuggingFaceBertAndTorchvisionResNet) {
+  // Files in the layouts users download (written by torchvision / torch.save here), imported
+  // without Python: every tensor lands under the model's names unchanged.
+  const std::string run = tmp("run_hf"), files = tmp("hf_files"), out = tmp("hf_model");
+  ASSERT_EQ(run_cli("--log-level warn train -d " + world_ + "/mimic-cxr-jpg -o " + run + " -b 8 --max-steps 1 --no-validate").code, 0);
+  const std::string ck = run + "/checkpoints/final";
+  const std::string py = "/usr/bin/python3 " + std::string(AFLOC_SOURCE_DIR) + "/scripts/make_hf_torchvision.py " + ck +
+                         "/model.pt " + ck + "/model.json " + ck + "/vocab.txt " + files;
+  ASSERT_EQ(std::system(py.c_str()), 0) << py;
+  const std::string cfg = tmp("r18cfg") + ".json";
+  std::ofstream(cfg) << R"({"preset": "tiny", "resnet": {"depth": 18, "width": 64}})";
+  const CliRun r = run_cli("import --hf-bert " + files + "/bert --torchvision " + files + "/resnet18.pth --model-config " + cfg +
+                           " -o " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto got = io::load_safetensors(out + "/model.safetensors").tensors;
+  const auto resnet = io::read_torch_checkpoint(files + "/resnet18.pth").tensors;
+  const auto bert = io::read_torch_checkpoint(files + "/bert/pytorch_model.bin").tensors;
+  int64_t checked = 0;
+  for (const auto& [k, v] : resnet) {
+    if (k.rfind("fc.", 0) == 0) continue;
+    ASSERT_TRUE(got.count("img_encoder.model." + k)) << k;
+    EXPECT_TRUE(torch::equal(got.at("img_encoder.model." + k), v)) << k;
+    ++checked;
+  }
+  for (const auto& [k, v] : bert) {
+    if (k.rfind("cls.", 0) == 0) continue;
+    const std::string name = "text_encoder.model." + k.substr(5);
+    ASSERT_TRUE(got.count(name)) << name;
+    EXPECT_TRUE(torch::equal(got.at(name), v)) << name;
+    ++checked;
+  }
+  std::printf("[e2e] import: %lld torchvision + Hugging Face tensors identical\n", static_cast<long long>(checked));
+  // The imported directory starts a training run.
+  EXPECT_EQ(run_cli("--log-level warn train --init " + out + " -d " + world_ + "/mimic-cxr-jpg -o " + tmp("run_from_init") +
+                    " -b 8 --max-steps 1 --no-validate").code, 0);
+  // A ResNet of another depth does not fit: an error naming the file.
+  const std::string cfg50 = tmp("r50cfg") + ".json";
+  std::ofstream(cfg50) << R"({"preset": "tiny", "resnet": {"depth": 34, "width": 64}})";
+  const CliRun bad = run_cli("import --torchvision " + files + "/resnet18.pth --vocab " + ck + "/vocab.txt --model-config " + cfg50 +
+                             " -o " + tmp("bad_r"));
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.out.find("resnet18.pth"), std::string::npos) << bad.out;
 }
 
 TEST(Distributed, BadLauncherEnvironmentIsAClearError) {

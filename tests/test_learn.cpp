@@ -7,6 +7,8 @@
 // training; nothing here is tuned on it.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -18,7 +20,7 @@ namespace afloc::test {
 namespace {
 
 TEST(Learn, LocalizationEmergesFromReportsAlone) {
-  const std::string root = (fs::path(::testing::TempDir()) / "afloc_learn").string();
+  const std::string root = (fs::path(::testing::TempDir()) / ("afloc_learn_" + std::to_string(::getpid()))).string();
   fs::remove_all(root);
   const std::string world = root + "/world", run = root + "/run", ev = root + "/eval";
   const CliRun s = run_cli("--log-level warn synth --out " + world + " -n 6000 -m 150 --seed 11");

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "afloc/data/datasets.h"
@@ -26,7 +28,8 @@ namespace {
 class LoaderTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = (fs::path(::testing::TempDir()) / "afloc_loader_world").string();
+    // Per process: CTest runs these tests as parallel processes.
+    dir_ = (fs::path(::testing::TempDir()) / ("afloc_loader_world_" + std::to_string(::getpid()))).string();
     fs::remove_all(dir_);
     data::phantom::SynthOptions o;
     o.out = dir_;

@@ -62,7 +62,7 @@ void register_import_commands(CLI::App& app, GlobalOptions& g) {
       cfg.bert = io::read_hf_bert_config(o->hf_bert + "/config.json");
       vocab = text::Vocab::load(o->vocab.empty() ? o->hf_bert + "/vocab.txt" : o->vocab);
     } else {
-      if (o->vocab.empty()) throw Error("import --lightning: --vocab is required (the authors use Bio_ClinicalBERT's vocab.txt)");
+      if (o->vocab.empty()) throw Error("import: --vocab is required (the BERT vocabulary; the authors use Bio_ClinicalBERT's vocab.txt)");
       vocab = text::Vocab::load(o->vocab);
     }
     cfg.bert.vocab_size = vocab.size();
