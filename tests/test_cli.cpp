@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "afloc/model/config.h"
+#include "afloc/train/run_config.h"
 #include "cli_run.h"
 #include "afloc/text/vocab_builder.h"
 
@@ -37,6 +38,20 @@ TEST(Cli, HelpShowsTheCodesDefaults) {
   const CliRun t = run("tokenize --help");
   EXPECT_NE(t.out.find("=97"), std::string::npos) << t.out;
   EXPECT_NE(t.out.find("=prompt"), std::string::npos) << t.out;
+}
+
+TEST(Cli, TrainAndLocalizeHelpShowTheCodesDefaults) {
+  const afloc::train::RunConfig d;
+  const CliRun t = run("train --help");
+  ASSERT_EQ(t.code, 0);
+  EXPECT_NE(t.out.find("--lr FLOAT=2e-05"), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("--epochs INT=" + std::to_string(d.loop.epochs)), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("--clip FLOAT=0.25"), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("default: " + d.optim.schedule), std::string::npos) << t.out;
+  const CliRun l = run("localize --help");
+  ASSERT_EQ(l.code, 0);
+  EXPECT_NE(l.out.find("--interpolation TEXT=bilinear"), std::string::npos) << l.out;  // infer::HeatmapOptions
+  EXPECT_NE(l.out.find("--size INT=224"), std::string::npos) << l.out;
 }
 
 TEST(Cli, UsageErrorsExit2AndErrorsExit1NamingTheFile) {

@@ -14,6 +14,7 @@
 
 #include <torch/torch.h>
 
+#include "afloc/io/npy.h"
 #include "afloc/io/safetensors.h"
 #include "afloc/io/tensor_file.h"
 #include "afloc/io/torch_checkpoint.h"
@@ -267,6 +268,62 @@ TEST_F(E2E, ImportHuggingFaceBertAndTorchvisionResNet) {
                              " -o " + tmp("bad_r"));
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.out.find("resnet18.pth"), std::string::npos) << bad.out;
+}
+
+TEST_F(E2E, LocalizeWritesHeatmapsMasksBoxesAndReportsFailures) {
+  const std::string run = tmp("run_loc"), out = tmp("loc"), in = tmp("loc_in");
+  ASSERT_EQ(run_cli("--log-level warn train -d " + world_ + "/mimic-cxr-jpg -o " + run + " -b 8 --max-steps 1 --no-validate").code, 0);
+  fs::create_directories(in);
+  int copied = 0;
+  for (const auto& e : fs::recursive_directory_iterator(world_ + "/mimic-cxr-jpg/files")) {
+    if (e.path().extension() == ".jpg" && copied < 3) fs::copy_file(e.path(), in + "/" + std::to_string(copied++) + ".jpg");
+  }
+  std::ofstream(in + "/broken.png") << "not an image";
+  std::ofstream(tmp("prompts") + ".json") << R"(["Findings suggesting pleural effusion.", "Small right pneumothorax."])";
+  const CliRun r = run_cli("--log-level warn localize -M " + run + " --prompt-file " + tmp("prompts") + ".json -p \"Heart size is enlarged.\" " +
+                           in + " -o " + out + " --margin 10 --thresholds 0.2,0.6");
+  EXPECT_EQ(r.code, 1) << r.out;  // one unreadable file: reported, the rest done
+  EXPECT_NE(r.out.find("broken.png"), std::string::npos) << r.out;
+  std::istringstream lines(read(out + "/results.jsonl"));
+  std::string line;
+  int ok = 0, errors = 0;
+  while (std::getline(lines, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("error")) {
+      ++errors;
+      continue;
+    }
+    ++ok;
+    EXPECT_EQ(j["options"]["margin"], 10);
+    EXPECT_EQ(j["options"]["thresholds"].size(), 2u);
+    std::vector<int64_t> shape;
+    const auto h = io::load_npy(j["files"]["heatmap_npy"].get<std::string>(), &shape);
+    EXPECT_EQ(shape, (std::vector<int64_t>{224, 224}));
+    int64_t nan = 0;
+    float mx = -2;
+    for (float v : h) {
+      if (std::isnan(v)) ++nan;
+      else mx = std::max(mx, v);
+    }
+    EXPECT_EQ(nan, 224 * 224 - 204 * 204);  // the 10-px margin
+    EXPECT_FLOAT_EQ(mx, 1.0f);
+    EXPECT_FLOAT_EQ(j["peak"]["value"].get<float>(), 1.0f);
+    if (ok == 1) {  // numpy reads it as the same array
+      const std::string py = "/usr/bin/python3 -c \"import numpy as n; a = n.load('" + j["files"]["heatmap_npy"].get<std::string>() +
+                             "'); assert a.shape == (224, 224) and a.dtype == n.float32 and n.isnan(a).sum() == " +
+                             std::to_string(nan) + "\"";
+      EXPECT_EQ(std::system(py.c_str()), 0) << py;
+    }
+    for (const auto& reg : j["regions"]) EXPECT_GE(reg["score_max"].get<double>(), reg["threshold"].get<double>());
+    EXPECT_TRUE(fs::exists(j["files"]["overlay_png"].get<std::string>()));
+    EXPECT_EQ(j["files"]["masks"].size(), 2u);
+  }
+  EXPECT_EQ(ok, 3 * 3);
+  EXPECT_EQ(errors, 1);
+  EXPECT_TRUE(fs::exists(out + "/options.json"));
+  const CliRun bad = run_cli("localize -M " + run + " -p \"x y\" " + in + "/0.jpg --interpolation cubic -o " + tmp("loc_bad"));
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.out.find("cubic"), std::string::npos) << bad.out;
 }
 
 TEST(Distributed, BadLauncherEnvironmentIsAClearError) {

@@ -15,7 +15,9 @@
 #include "afloc/text/vocab_builder.h"
 #include "afloc/train/loader.h"
 #include "afloc/io/model_io.h"
+#include "afloc/io/npy.h"
 #include "afloc/io/safetensors.h"
+#include "afloc/infer/localizer.h"
 #include "afloc/io/state_dict.h"
 #include "afloc/common/error.h"
 #include <fstream>
@@ -198,6 +200,32 @@ TEST(Safetensors, RoundTripHandBuiltFileAndErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("afloc_huge.safetensors"), std::string::npos);
   }
+}
+
+TEST(Localizer, RegionsAndNpyRoundTrip) {
+  // Two blobs above 0.5, one of them also above 0.8.
+  torch::Tensor h = torch::full({20, 30}, -1.0f);
+  h.index_put_({torch::indexing::Slice(2, 6), torch::indexing::Slice(3, 8)}, 0.9f);
+  h.index_put_({torch::indexing::Slice(10, 12), torch::indexing::Slice(20, 29)}, 0.6f);
+  h[0][0] = NAN;
+  const auto regs = infer::find_regions(h, {0.5, 0.8});
+  ASSERT_EQ(regs.size(), 3u);
+  EXPECT_EQ(regs[0].threshold, 0.5);
+  EXPECT_EQ(regs[0].pixels, 20);  // 4x5, largest first
+  EXPECT_EQ(regs[0].x, 3);
+  EXPECT_EQ(regs[0].w, 5);
+  EXPECT_EQ(regs[1].pixels, 18);
+  EXPECT_NEAR(regs[1].score_mean, 0.6, 1e-6);
+  EXPECT_EQ(regs[2].threshold, 0.8);
+  EXPECT_EQ(infer::slug("Findings suggesting pneumothorax."), "findings_suggesting_pneumothorax");
+  const std::string f = ::testing::TempDir() + "/afloc_rt.npy";
+  std::vector<float> v(h.data_ptr<float>(), h.data_ptr<float>() + h.numel());
+  io::save_npy(f, v, {20, 30});
+  std::vector<int64_t> shape;
+  const auto back = io::load_npy(f, &shape);
+  EXPECT_EQ(shape, (std::vector<int64_t>{20, 30}));
+  EXPECT_TRUE(std::isnan(back[0]));
+  EXPECT_EQ(back[45], v[45]);
 }
 
 TEST(Heatmap, FollowsTheQueryAndIsNormalised) {

@@ -37,6 +37,7 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& g) {
   register_train_commands(*app, g);
   register_eval_commands(*app, g);
   register_import_commands(*app, g);
+  register_localize_commands(*app, g);
   return app;
 }
 

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "afloc/common/error.h"
+
 namespace afloc::infer {
 namespace {
 
@@ -52,18 +54,33 @@ torch::Tensor gaussian_smooth(const torch::Tensor& map, double sigma, double tru
   return smooth_axis(smooth_axis(x, w, 0), w, 1).to(map.scalar_type());
 }
 
-torch::Tensor upsample(const torch::Tensor& map, int64_t height, int64_t width) {
-  namespace F = torch::nn::functional;
-  return F::interpolate(map.unsqueeze(0).unsqueeze(0),
-                        F::InterpolateFuncOptions()
-                            .size(std::vector<int64_t>{height, width})
-                            .mode(torch::kBilinear)
-                            .align_corners(false))
-      .squeeze(0)
-      .squeeze(0);
+void validate(const HeatmapOptions& o) {
+  if (o.interpolation != "bilinear" && o.interpolation != "bicubic" && o.interpolation != "nearest") {
+    throw Error("heatmap interpolation '" + o.interpolation + "': expected bilinear, bicubic or nearest");
+  }
+  if (o.normalization != "minmax" && o.normalization != "minmax01" && o.normalization != "none") {
+    throw Error("heatmap normalization '" + o.normalization + "': expected minmax, minmax01 or none");
+  }
+  if (o.truncate <= 0) throw Error("heatmap truncate " + std::to_string(o.truncate) + ": must be > 0");
 }
 
-torch::Tensor normalize(const torch::Tensor& map, int64_t margin) {
+torch::Tensor upsample(const torch::Tensor& map, int64_t height, int64_t width, const std::string& mode) {
+  namespace F = torch::nn::functional;
+  auto opts = F::InterpolateFuncOptions().size(std::vector<int64_t>{height, width});
+  if (mode == "nearest") {
+    opts.mode(torch::kNearest);
+  } else {
+    if (mode == "bicubic") {
+      opts.mode(torch::kBicubic);
+    } else {
+      opts.mode(torch::kBilinear);
+    }
+    opts.align_corners(false);
+  }
+  return F::interpolate(map.unsqueeze(0).unsqueeze(0), opts).squeeze(0).squeeze(0);
+}
+
+torch::Tensor normalize(const torch::Tensor& map, int64_t margin, const std::string& mode) {
   torch::Tensor h = map.clone();
   if (margin > 0) {
     const int64_t H = h.size(0), W = h.size(1);
@@ -73,13 +90,15 @@ torch::Tensor normalize(const torch::Tensor& map, int64_t margin) {
     h.slice(1, 0, margin).fill_(NAN);
     h.slice(1, W - margin, W).fill_(NAN);
   }
+  if (mode == "none") return h;
   const torch::Tensor valid = ~torch::isnan(h);
   const torch::Tensor v = h.masked_select(valid);
   if (v.numel() == 0) return h;
   const double lo = v.min().item<double>(), hi = v.max().item<double>();
   if (hi - lo == 0) return h;
   // The authors compute (x - min) / (max - min) * 2 - 1 in the map's dtype.
-  const torch::Tensor n = (v - v.min()) / (v.max() - v.min()) * 2 - 1;
+  torch::Tensor n = (v - v.min()) / (v.max() - v.min());
+  if (mode != "minmax01") n = n * 2 - 1;
   h.masked_scatter_(valid, n);
   return h;
 }
@@ -87,7 +106,7 @@ torch::Tensor normalize(const torch::Tensor& map, int64_t margin) {
 torch::Tensor heatmap(const torch::Tensor& sim, int64_t size, const HeatmapOptions& o) {
   const double sigma = o.sigma > 0 ? o.sigma : 1.5 * static_cast<double>(sim.size(0)) / 19.0;
   const int64_t margin = o.margin >= 0 ? o.margin : static_cast<int64_t>(std::lround(14.0 * static_cast<double>(size) / 224.0));
-  return normalize(upsample(gaussian_smooth(sim, sigma, o.truncate), size, size), margin);
+  return normalize(upsample(gaussian_smooth(sim, sigma, o.truncate), size, size, o.interpolation), margin, o.normalization);
 }
 
 }  // namespace afloc::infer

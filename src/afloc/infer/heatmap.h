@@ -4,24 +4,31 @@
 /// bilinear upsampling (align_corners=False), optional NaN margin, min-max to [-1, 1].
 #include <torch/torch.h>
 
+#include <string>
+
 namespace afloc::infer {
 
 struct HeatmapOptions {
   double sigma = -1;          ///< Gaussian sigma in feature cells; < 0 = 1.5 * side / 19 (1.5 at 19x19)
   double truncate = 4.0;      ///< kernel radius = int(truncate * sigma + 0.5)
   int64_t margin = -1;        ///< NaN border in output pixels; < 0 = round(14 * size / 224); 0 = none
+  std::string interpolation = "bilinear";  ///< upsampling: bilinear (authors'), bicubic or nearest
+  std::string normalization = "minmax";    ///< minmax: [-1, 1] (authors' mode 0); minmax01: [0, 1]; none
 };
+
+/// Error naming the option for unknown interpolation/normalization names or negative values.
+void validate(const HeatmapOptions& options);
 
 /// sim = regions . query: regions (D, h, w), query (D) -> (h, w).
 torch::Tensor similarity_map(const torch::Tensor& regions, const torch::Tensor& query);
 /// scipy.ndimage.gaussian_filter(map, sigma) with mode "reflect" (edge sample repeated), in double
 /// precision, returned in the input's dtype. map: (h, w).
 torch::Tensor gaussian_smooth(const torch::Tensor& map, double sigma, double truncate = 4.0);
-/// Bilinear (align_corners=False) resize of (h, w) to (height, width).
-torch::Tensor upsample(const torch::Tensor& map, int64_t height, int64_t width);
+/// Resize of (h, w) to (height, width): bilinear/bicubic with align_corners=False, or nearest.
+torch::Tensor upsample(const torch::Tensor& map, int64_t height, int64_t width, const std::string& mode = "bilinear");
 /// NaN outside the central region (margin pixels on each side), then min-max over non-NaN pixels to
 /// [-1, 1] (the authors' set_margin + norm_heatmap(mode=0)); a constant map is returned unchanged.
-torch::Tensor normalize(const torch::Tensor& map, int64_t margin);
+torch::Tensor normalize(const torch::Tensor& map, int64_t margin, const std::string& mode = "minmax");
 /// The whole path for a square output of side `size`: (h, w) raw map -> (size, size) in [-1, 1].
 torch::Tensor heatmap(const torch::Tensor& sim, int64_t size, const HeatmapOptions& options = {});
 

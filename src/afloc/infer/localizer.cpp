@@ -1,0 +1,198 @@
+#include "afloc/infer/localizer.h"
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <cctype>
+#include <cmath>
+#include <filesystem>
+
+#include "afloc/common/error.h"
+#include "afloc/text/clean.h"
+
+namespace fs = std::filesystem;
+
+namespace afloc::infer {
+namespace {
+
+// Blue (-1) - white (0) - red (+1), as BGR, for heatmaps in [-1, 1].
+cv::Vec3b diverging(float v) {
+  const float t = std::clamp((v + 1.0f) / 2.0f, 0.0f, 1.0f);
+  const auto mix = [](float a, float b, float u) { return static_cast<uint8_t>(std::lround(a + (b - a) * u)); };
+  if (t < 0.5f) {
+    const float u = t / 0.5f;  // blue (59, 76, 192) -> white
+    return {mix(192, 245, u), mix(76, 245, u), mix(59, 245, u)};
+  }
+  const float u = (t - 0.5f) / 0.5f;  // white -> red (180, 4, 38)
+  return {mix(245, 38, u), mix(245, 4, u), mix(245, 180, u)};
+}
+
+cv::Mat colour_heatmap(const torch::Tensor& heat) {
+  const torch::Tensor h = heat.to(torch::kCPU, torch::kFloat).contiguous();
+  const int rows = static_cast<int>(h.size(0)), cols = static_cast<int>(h.size(1));
+  cv::Mat out(rows, cols, CV_8UC3, cv::Scalar(0, 0, 0));
+  const float* p = h.data_ptr<float>();
+  for (int y = 0; y < rows; ++y)
+    for (int x = 0; x < cols; ++x) {
+      const float v = p[y * cols + x];
+      if (!std::isnan(v)) out.at<cv::Vec3b>(y, x) = diverging(v);
+    }
+  return out;
+}
+
+void write_png(const std::string& path, const cv::Mat& m) {
+  const fs::path parent = fs::path(path).parent_path();
+  if (!parent.empty()) fs::create_directories(parent);
+  bool ok = false;
+  try {
+    ok = cv::imwrite(path, m);
+  } catch (const cv::Exception& e) {
+    throw Error(path + ": cannot write PNG (" + e.msg + ")");
+  }
+  if (!ok) throw Error(path + ": cannot write PNG");
+}
+
+}  // namespace
+
+Localizer::Localizer(model::AflocModel& net, LocalizeOptions options) : net_(net), o_(std::move(options)) {
+  validate(o_.heatmap);
+  if (o_.size < 16) throw Error("localize: size " + std::to_string(o_.size) + " is too small");
+  if (o_.batch < 1) throw Error("localize: batch must be >= 1");
+}
+
+torch::Tensor Localizer::prompt_vector(const std::string& prompt) {
+  const auto it = cache_.find(prompt);
+  if (it != cache_.end()) return it->second;
+  torch::InferenceMode guard;
+  const auto tokens = net_->tokenize({prompt}, model::TextMode::kPrompt).to(net_->device());
+  torch::Tensor v = net_->encode_text(tokens).report[0].to(torch::kFloat);
+  cache_[prompt] = v;
+  return v;
+}
+
+std::vector<Localization> Localizer::run(const std::vector<data::Gray8>& images, const std::vector<std::string>& names,
+                                         const std::vector<std::string>& prompts) {
+  TORCH_CHECK(images.size() == names.size(), "one name per image");
+  std::vector<torch::Tensor> queries;
+  for (const auto& p : prompts) queries.push_back(prompt_vector(p));
+  std::vector<Localization> out;
+  const int64_t s = net_->config().image_size;
+  for (size_t start = 0; start < images.size(); start += static_cast<size_t>(o_.batch)) {
+    const size_t end = std::min(images.size(), start + static_cast<size_t>(o_.batch));
+    std::vector<torch::Tensor> batch;
+    for (size_t i = start; i < end; ++i) batch.push_back(data::preprocess(images[i], s));
+    torch::Tensor deep;
+    {
+      torch::InferenceMode guard;
+      deep = net_->encode_images(torch::stack(batch).to(net_->device())).deep.to(torch::kFloat);
+    }
+    for (size_t i = start; i < end; ++i) {
+      for (size_t q = 0; q < prompts.size(); ++q) {
+        torch::InferenceMode guard;
+        Localization l;
+        l.image = names[i];
+        l.prompt = prompts[q];
+        l.cleaned_prompt = text::clean_prompt(prompts[q]);
+        const torch::Tensor sim = similarity_map(deep[static_cast<int64_t>(i - start)], queries[q]).cpu();
+        l.heatmap = heatmap(sim, o_.size, o_.heatmap).clone();
+        const torch::Tensor filled = torch::nan_to_num(l.heatmap, -std::numeric_limits<float>::infinity());
+        const int64_t arg = torch::argmax(filled).item<int64_t>();
+        l.peak_y = arg / o_.size;
+        l.peak_x = arg % o_.size;
+        l.peak = l.heatmap.flatten()[arg].item<double>();
+        l.regions = find_regions(l.heatmap, o_.thresholds, o_.min_region_pixels);
+        out.push_back(std::move(l));
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<Region> find_regions(const torch::Tensor& heatmap, const std::vector<double>& thresholds, int64_t min_pixels) {
+  const torch::Tensor h = heatmap.to(torch::kCPU, torch::kFloat).contiguous();
+  const int rows = static_cast<int>(h.size(0)), cols = static_cast<int>(h.size(1));
+  const cv::Mat hm(rows, cols, CV_32F, const_cast<float*>(h.data_ptr<float>()));
+  std::vector<Region> out;
+  for (double t : thresholds) {
+    cv::Mat mask = hm > static_cast<float>(t);  // NaN compares false
+    cv::Mat labels, stats, centroids;
+    const int n = cv::connectedComponentsWithStats(mask, labels, stats, centroids, 8, CV_32S);
+    std::vector<Region> at;
+    for (int k = 1; k < n; ++k) {
+      Region r;
+      r.threshold = t;
+      r.x = stats.at<int>(k, cv::CC_STAT_LEFT);
+      r.y = stats.at<int>(k, cv::CC_STAT_TOP);
+      r.w = stats.at<int>(k, cv::CC_STAT_WIDTH);
+      r.h = stats.at<int>(k, cv::CC_STAT_HEIGHT);
+      r.pixels = stats.at<int>(k, cv::CC_STAT_AREA);
+      if (r.pixels < min_pixels) continue;
+      double sum = 0, mx = -1e30;
+      for (int y = static_cast<int>(r.y); y < r.y + r.h; ++y)
+        for (int x = static_cast<int>(r.x); x < r.x + r.w; ++x)
+          if (labels.at<int>(y, x) == k) {
+            const double v = hm.at<float>(y, x);
+            sum += v;
+            mx = std::max(mx, v);
+          }
+      r.score_mean = sum / static_cast<double>(r.pixels);
+      r.score_max = mx;
+      at.push_back(r);
+    }
+    std::sort(at.begin(), at.end(), [](const Region& a, const Region& b) { return a.pixels > b.pixels; });
+    out.insert(out.end(), at.begin(), at.end());
+  }
+  return out;
+}
+
+void write_overlay(const std::string& path, const data::Gray8& image, const torch::Tensor& heatmap, const std::string& title,
+                   const std::vector<std::array<int64_t, 4>>& boxes) {
+  const int rows = static_cast<int>(image.height), cols = static_cast<int>(image.width);
+  TORCH_CHECK(heatmap.size(0) == rows && heatmap.size(1) == cols, "overlay: heatmap and image sizes differ");
+  cv::Mat grey(rows, cols, CV_8UC1, const_cast<uint8_t*>(image.pixels.data()));
+  cv::Mat colour;
+  cv::cvtColor(grey, colour, cv::COLOR_GRAY2BGR);
+  const cv::Mat heat = colour_heatmap(heatmap);
+  // Opacity grows with |value|, so the film stays visible where the map is near 0 (white).
+  const torch::Tensor h = heatmap.to(torch::kCPU, torch::kFloat).contiguous();
+  const float* hp = h.data_ptr<float>();
+  for (int y = 0; y < rows; ++y)
+    for (int x = 0; x < cols; ++x) {
+      const float v = hp[y * cols + x];
+      if (std::isnan(v)) continue;
+      const float a = 0.15f + 0.55f * std::min(1.0f, std::abs(v));
+      cv::Vec3b& px = colour.at<cv::Vec3b>(y, x);
+      const cv::Vec3b& hc = heat.at<cv::Vec3b>(y, x);
+      for (int k = 0; k < 3; ++k) px[k] = static_cast<uint8_t>(std::lround(px[k] * (1 - a) + hc[k] * a));
+    }
+  for (const auto& b : boxes) {
+    cv::rectangle(colour, cv::Rect(static_cast<int>(b[0]), static_cast<int>(b[1]), static_cast<int>(b[2]), static_cast<int>(b[3])),
+                  cv::Scalar(60, 220, 60), 1);
+  }
+  cv::Mat canvas(rows + 18, cols, CV_8UC3, cv::Scalar(20, 20, 20));
+  colour.copyTo(canvas(cv::Rect(0, 0, cols, rows)));
+  cv::putText(canvas, title, cv::Point(3, rows + 13), cv::FONT_HERSHEY_SIMPLEX, 0.35, cv::Scalar(230, 230, 230), 1, cv::LINE_AA);
+  write_png(path, canvas);
+}
+
+void write_heatmap_png(const std::string& path, const torch::Tensor& heatmap) { write_png(path, colour_heatmap(heatmap)); }
+
+void write_mask_png(const std::string& path, const torch::Tensor& heatmap, double threshold) {
+  const torch::Tensor m = (heatmap.to(torch::kCPU) > threshold).to(torch::kByte).mul(255).contiguous();
+  write_png(path, cv::Mat(static_cast<int>(m.size(0)), static_cast<int>(m.size(1)), CV_8UC1, m.data_ptr<uint8_t>()).clone());
+}
+
+std::string slug(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (std::isalnum(u)) out += static_cast<char>(std::tolower(u));
+    else if (!out.empty() && out.back() != '_') out += '_';
+  }
+  while (!out.empty() && out.back() == '_') out.pop_back();
+  if (out.size() > 60) out.resize(60);
+  return out.empty() ? "prompt" : out;
+}
+
+}  // namespace afloc::infer

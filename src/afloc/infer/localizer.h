@@ -1,0 +1,74 @@
+#pragma once
+/// Zero-shot localization for users' images: batched image encoding, prompt embeddings computed
+/// once, SPEC §4 heatmaps, binary masks at thresholds, connected-component boxes with scores, and
+/// the files a user opens (heatmap .npy/.png, overlay .png, masks, one JSON record per image and
+/// prompt).
+#include <torch/torch.h>
+
+#include <array>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "afloc/data/image.h"
+#include "afloc/infer/heatmap.h"
+#include "afloc/model/afloc_model.h"
+
+namespace afloc::infer {
+
+struct LocalizeOptions {
+  int64_t size = 224;  ///< output side (SPEC §4: 224); images are shown resize-padded to it
+  HeatmapOptions heatmap;
+  std::vector<double> thresholds = {0.1, 0.2, 0.3, 0.4, 0.5};  ///< masks: heatmap > t
+  int64_t batch = 16;
+  int64_t min_region_pixels = 1;  ///< smaller connected components are not reported
+};
+
+/// One connected region of (heatmap > threshold).
+struct Region {
+  double threshold = 0;
+  int64_t x = 0, y = 0, w = 0, h = 0;  ///< box in output pixels
+  int64_t pixels = 0;
+  double score_max = 0, score_mean = 0;  ///< heatmap values inside the region
+};
+
+struct Localization {
+  std::string image, prompt, cleaned_prompt;
+  torch::Tensor heatmap;  ///< (size, size) float, NaN in the margin
+  double peak = 0;
+  int64_t peak_x = 0, peak_y = 0;
+  std::vector<Region> regions;
+};
+
+class Localizer {
+ public:
+  Localizer(model::AflocModel& net, LocalizeOptions options);
+  /// The prompt's report vector (computed once per prompt, then cached).
+  torch::Tensor prompt_vector(const std::string& prompt);
+  /// Heatmaps for every (image, prompt); images are 8-bit grey of any size.
+  std::vector<Localization> run(const std::vector<data::Gray8>& images, const std::vector<std::string>& names,
+                                const std::vector<std::string>& prompts);
+  const LocalizeOptions& options() const { return o_; }
+
+ private:
+  model::AflocModel& net_;
+  LocalizeOptions o_;
+  std::map<std::string, torch::Tensor> cache_;
+};
+
+/// Connected components of (heatmap > t) for each threshold, largest first within a threshold.
+std::vector<Region> find_regions(const torch::Tensor& heatmap, const std::vector<double>& thresholds, int64_t min_pixels = 1);
+
+/// Overlay PNG: the heatmap in a diverging blue-white-red colormap over the grey image (same size),
+/// optional ground-truth boxes in green, a title line underneath.
+void write_overlay(const std::string& path, const data::Gray8& image, const torch::Tensor& heatmap, const std::string& title,
+                   const std::vector<std::array<int64_t, 4>>& boxes = {});
+/// The heatmap alone as a colour PNG (same colormap; margin black).
+void write_heatmap_png(const std::string& path, const torch::Tensor& heatmap);
+/// A binary mask PNG (0/255) of heatmap > t.
+void write_mask_png(const std::string& path, const torch::Tensor& heatmap, double threshold);
+
+/// A file-name-safe short form of a prompt ("Findings suggesting pneumothorax." -> "findings_suggesting_pneumothorax").
+std::string slug(const std::string& text);
+
+}  // namespace afloc::infer
