@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "afloc/common/error.h"
@@ -86,6 +88,73 @@ TEST(GoldenHeatmap, SmoothUpsampleMarginNormaliseAndMetricsMatchTheAuthors) {
                     m.at("mean_over_thresholds").at("iou").get<double>(), 1e-12);
       expect_metric(std::string("mean dice ") + variant, eval::nanmean(dices),
                     m.at("mean_over_thresholds").at("dice").get<double>(), 1e-12);
+    }
+  }
+}
+
+TEST(GoldenPipeline, PerItemMetricsAndCategoryMeansMatchTheAuthorsTest) {
+  // The authors' Pipeline.test (MS-CXR branch, margin on) over positives: per item and threshold
+  // IoU/Dice/predicted pixels and CNR, then per-category means and their macro mean.
+  const auto files = golden_files("localization_pipeline", ".json");
+  AFLOC_REQUIRE_CASES(files, "localization_pipeline*.json");
+  for (const auto& file : files) {
+    SCOPED_TRACE(file);
+    const auto j = nlohmann::json::parse(read_file(file));
+    const io::TensorMap c = io::load_tensor_file(file.substr(0, file.size() - 5) + ".pt");
+    const torch::Tensor iel = io::require(c, "iel", file);
+    const auto& items = j.at("items");
+    const auto& per_item = j.at("results").at("test_per_item");
+    std::map<std::string, std::vector<std::vector<double>>> ious, dices;  // category -> items x thresholds
+    std::map<std::string, std::vector<double>> cnrs;
+    size_t k = 0;
+    double worst = 0;
+    for (size_t i = 0; i < items.size(); ++i) {
+      const auto& it = items[i];
+      if (it.at("label").get<int>() != 1) continue;
+      const auto& want = per_item.at(k++);
+      ASSERT_EQ(want.at("path"), it.at("path"));
+      const std::string cat = it.at("category");
+      const torch::Tensor teg = io::require(c, "teg." + it.at("label_text").get<std::string>(), file)[0];
+      // iel [19,19,D] @ teg -> [19,19]
+      const torch::Tensor sim = torch::matmul(iel[static_cast<int64_t>(i)], teg);
+      const eval::Map hm = to_map(infer::heatmap(sim, 224));
+      eval::Map gt(224 * 224, 0.0f);
+      for (const auto& b : it.at("boxes_xywh_224")) eval::add_box(gt, b.get<std::vector<int64_t>>(), 224, 224);
+      std::vector<double> iou_row, dice_row;
+      for (const auto& row : want.at("per_threshold")) {
+        const double t = row.at("threshold").get<double>();
+        const double iou = eval::iou(gt, hm, t), dice = eval::dice(gt, hm, t);
+        worst = std::max({worst, std::abs(iou - row.at("iou").get<double>()), std::abs(dice - row.at("dice").get<double>())});
+        EXPECT_EQ(eval::predicted_pixels(hm, t), row.at("pred_pixels").get<int64_t>()) << want.at("path") << " t=" << t;
+        iou_row.push_back(iou);
+        dice_row.push_back(dice);
+      }
+      const double cnr = eval::cnr(gt, hm);
+      EXPECT_NEAR(cnr, want.at("cnr").get<double>(), 1e-5) << want.at("path");
+      ious[cat].push_back(iou_row);
+      dices[cat].push_back(dice_row);
+      cnrs[cat].push_back(cnr);
+    }
+    EXPECT_EQ(k, per_item.size());
+    std::printf("[golden] localization_pipeline: %zu items, max |IoU/Dice diff| %.3g\n", k, worst);
+    EXPECT_LE(worst, 1e-6);
+    const auto& macro = j.at("results").at("test_category_macro_unrounded").at("per_threshold");
+    for (size_t t = 0; t < macro.size(); ++t) {
+      double iou_cat = 0, dice_cat = 0, cnr_cat = 0;
+      for (const auto& [cat, rows] : ious) {
+        double si = 0, sd = 0;
+        for (size_t r = 0; r < rows.size(); ++r) {
+          si += rows[r][t];
+          sd += dices[cat][r][t];
+        }
+        iou_cat += si / static_cast<double>(rows.size());
+        dice_cat += sd / static_cast<double>(rows.size());
+        cnr_cat += eval::nanmean(cnrs[cat]);
+      }
+      const double n = static_cast<double>(ious.size());
+      EXPECT_NEAR(iou_cat / n, macro[t].at("iou_cat").get<double>(), 1e-6) << t;
+      EXPECT_NEAR(dice_cat / n, macro[t].at("dice_cat").get<double>(), 1e-6) << t;
+      EXPECT_NEAR(cnr_cat / n, macro[t].at("cnr_cat").get<double>(), 1e-5) << t;
     }
   }
 }
