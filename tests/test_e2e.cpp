@@ -279,6 +279,8 @@ TEST_F(E2E, LocalizeWritesHeatmapsMasksBoxesAndReportsFailures) {
     if (e.path().extension() == ".jpg" && copied < 3) fs::copy_file(e.path(), in + "/" + std::to_string(copied++) + ".jpg");
   }
   std::ofstream(in + "/broken.png") << "not an image";
+  fs::create_directories(in + "/sub");
+  fs::copy_file(in + "/0.jpg", in + "/sub/0.jpg");  // same file stem as in/0.jpg: its own folder
   std::ofstream(tmp("prompts") + ".json") << R"(["Findings suggesting pleural effusion.", "Small right pneumothorax."])";
   const CliRun r = run_cli("--log-level warn localize -M " + run + " --prompt-file " + tmp("prompts") + ".json -p \"Heart size is enlarged.\" " +
                            in + " -o " + out + " --margin 10 --thresholds 0.2,0.6");
@@ -318,8 +320,13 @@ TEST_F(E2E, LocalizeWritesHeatmapsMasksBoxesAndReportsFailures) {
     EXPECT_TRUE(fs::exists(j["files"]["overlay_png"].get<std::string>()));
     EXPECT_EQ(j["files"]["masks"].size(), 2u);
   }
-  EXPECT_EQ(ok, 3 * 3);
+  EXPECT_EQ(ok, 4 * 3);
   EXPECT_EQ(errors, 1);
+  for (const char* d : {"/0", "/0_2"}) {
+    int npy = 0;
+    for (const auto& e : fs::directory_iterator(out + d)) npy += e.path().extension() == ".npy";
+    EXPECT_EQ(npy, 3) << d;
+  }
   EXPECT_TRUE(fs::exists(out + "/options.json"));
   const CliRun bad = run_cli("localize -M " + run + " -p \"x y\" " + in + "/0.jpg --interpolation cubic -o " + tmp("loc_bad"));
   EXPECT_EQ(bad.code, 1);

@@ -143,7 +143,8 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
     write_file_atomic((fs::path(o->out) / "options.json").string(), echo.dump(2) + "\n");
     std::ofstream jsonl(fs::path(o->out) / "results.jsonl");
     std::vector<std::pair<std::string, std::string>> failed;
-    std::set<std::string> used;
+    std::set<std::string> used;  // output folders taken (two inputs may share a file stem)
+    std::string dir;
     ProgressBar bar("localize", static_cast<int64_t>(images.size()), "img");
     const size_t chunk = static_cast<size_t>(std::max<int64_t>(1, o->o.batch));
     int64_t records = 0;
@@ -165,10 +166,12 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
       for (size_t k = 0; k < results.size(); ++k) {
         const auto& r = results[k];
         const data::Gray8& src = grey[k / prompts.size()];
-        std::string stem = fs::path(r.image).stem().string();
-        std::string dir = stem;
-        for (int n = 2; used.count(dir) && k % prompts.size() == 0; ++n) dir = stem + "_" + std::to_string(n);
-        if (k % prompts.size() == 0) used.insert(dir);
+        if (k % prompts.size() == 0) {  // a new image: choose its folder once, for all its prompts
+          const std::string stem = fs::path(r.image).stem().string();
+          dir = stem;
+          for (int n = 2; used.count(dir); ++n) dir = stem + "_" + std::to_string(n);
+          used.insert(dir);
+        }
         const fs::path base = fs::path(o->out) / dir / infer::slug(r.prompt);
         fs::create_directories(base.parent_path());
         nlohmann::ordered_json files;
