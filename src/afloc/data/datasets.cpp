@@ -54,6 +54,17 @@ void SkipLog::add(const std::string& reason, const std::string& example) {
   if (ex.size() < 3) ex.push_back(example);
 }
 
+void SkipLog::merge(const SkipLog& other) {
+  for (const auto& [reason, n] : other.counts) {
+    counts[reason] += n;
+    auto& ex = examples[reason];
+    const auto it = other.examples.find(reason);
+    if (it == other.examples.end()) continue;
+    for (const auto& e : it->second)
+      if (ex.size() < 3) ex.push_back(e);
+  }
+}
+
 int64_t SkipLog::total() const {
   int64_t n = 0;
   for (const auto& [k, v] : counts) n += v;

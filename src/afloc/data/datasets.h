@@ -21,6 +21,8 @@ struct SkipLog {
   std::map<std::string, int64_t> counts;
   std::map<std::string, std::vector<std::string>> examples;  ///< up to 3 per reason
   void add(const std::string& reason, const std::string& example);
+  /// Adds another log's counts and examples (still at most 3 examples per reason).
+  void merge(const SkipLog& other);
   int64_t total() const;
   /// "12 skipped: 10 missing image (e.g. files/...), 2 empty report (e.g. ...)" or "none skipped".
   std::string summary() const;

@@ -80,8 +80,6 @@ std::string hex_id(uint64_t v) {
   return buf;
 }
 
-std::string upper_name(Finding f) { return category(f); }
-
 }  // namespace
 
 uint64_t study_seed(uint64_t seed, int64_t index) {
@@ -240,7 +238,7 @@ SynthSummary write_phantom_world(const SynthOptions& o) {
     // MS-CXR: one row per box; the boxes of one phrase form its mask.
     for (const auto& inst : st.instances) {
       for (const auto& b : inst.boxes) {
-        mscxr += csv_row({r.dicom_id, upper_name(inst.finding), inst.sentence, r.rel_image, std::to_string(b.x),
+        mscxr += csv_row({r.dicom_id, category(inst.finding), inst.sentence, r.rel_image, std::to_string(b.x),
                           std::to_string(b.y), std::to_string(b.w), std::to_string(b.h), sz, sz, "test"});
       }
     }

@@ -17,6 +17,7 @@
 #include "afloc/common/progress.h"
 #include "afloc/data/csv.h"
 #include "afloc/data/image.h"
+#include "afloc/infer/localizer.h"
 
 namespace fs = std::filesystem;
 
@@ -178,24 +179,12 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
         const torch::Tensor sim = infer::similarity_map(deep[static_cast<int64_t>(i - start)], query.at(cat)).cpu();
         const torch::Tensor heat = infer::heatmap(sim, E, o.heatmap);
         const Map hm = to_map(heat), gm = mask_map(m);
-        mm.update(cat, gm, hm);
-        bm.update(cat, gm, prior_map);
-        std::vector<double> ious, bious;
-        for (double t : default_thresholds()) {
-          ious.push_back(iou(gm, hm, t));
-          bious.push_back(iou(gm, prior_map, t));
-        }
-        std::vector<double> dices;
-        for (double t : default_thresholds()) dices.push_back(dice(gm, hm, t));
-        res.cases.push_back({im.id, cat, nanmean(ious), nanmean(dices), cnr(gm, hm), nanmean(bious), cnr(gm, prior_map),
-                             hit(gm, hm), hit(gm, prior_map)});
+        const auto model = mm.update(cat, gm, hm), base = bm.update(cat, gm, prior_map);
+        res.cases.push_back({im.id, cat, model.iou, model.dice, model.cnr, base.iou, base.cnr, model.hit, base.hit});
         if (!o.overlays_dir.empty() && overlays < o.n_overlays) {
           char name[64];
           std::snprintf(name, sizeof name, "%03lld_", static_cast<long long>(overlays));
-          std::string safe = lower(cat);
-          for (auto& c : safe)
-            if (c == ' ') c = '_';
-          tiles.push_back(write_overlay((fs::path(o.overlays_dir) / (name + safe + ".png")).string(), shown[i - start], heat, m,
+          tiles.push_back(write_overlay((fs::path(o.overlays_dir) / (name + infer::slug(cat) + ".png")).string(), shown[i - start], heat, m,
                                         prompt_for(o.prompt_template, cat) + (res.cases.back().hit ? " (hit)" : " (miss)")));
           ++overlays;
         }

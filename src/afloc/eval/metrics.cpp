@@ -137,13 +137,15 @@ double nanmean(const std::vector<double>& v) {
   return n ? s / static_cast<double>(n) : kNaN;
 }
 
-void LocalizationMetric::update(const std::string& category, const Map& gt, const Map& heatmap) {
+LocalizationMetric::CaseMetrics LocalizationMetric::update(const std::string& category, const Map& gt, const Map& heatmap) {
   std::vector<double> ious, dices;
   for (double t : default_thresholds()) {
     ious.push_back(iou(gt, heatmap, t));
     dices.push_back(dice(gt, heatmap, t));
   }
-  cases_.push_back({category, nanmean(ious), nanmean(dices), cnr(gt, heatmap), hit(gt, heatmap)});
+  const CaseMetrics m{nanmean(ious), nanmean(dices), cnr(gt, heatmap), hit(gt, heatmap)};
+  cases_.push_back({category, m});
+  return m;
 }
 
 std::vector<std::pair<std::string, LocalizationMetric::Summary>> LocalizationMetric::aggregate() const {
@@ -153,10 +155,10 @@ std::vector<std::pair<std::string, LocalizationMetric::Summary>> LocalizationMet
   for (const auto& [cat, cs] : by) {
     std::vector<double> i, d, c, h;
     for (const Case* k : cs) {
-      i.push_back(k->iou);
-      d.push_back(k->dice);
-      c.push_back(k->cnr);
-      h.push_back(k->hit ? 1.0 : 0.0);
+      i.push_back(k->m.iou);
+      d.push_back(k->m.dice);
+      c.push_back(k->m.cnr);
+      h.push_back(k->m.hit ? 1.0 : 0.0);
     }
     out.push_back({cat, {static_cast<int64_t>(cs.size()), nanmean(i), nanmean(d), nanmean(c), nanmean(h)}});
   }

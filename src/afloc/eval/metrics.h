@@ -48,7 +48,13 @@ class LocalizationMetric {
     int64_t n = 0;
     double iou = 0, dice = 0, cnr = 0, hit_rate = 0;  ///< means over cases (NaN-excluding)
   };
-  void update(const std::string& category, const Map& gt, const Map& heatmap);
+  /// One case's metrics: IoU and Dice averaged over the default thresholds (NaN-excluding), CNR, hit.
+  struct CaseMetrics {
+    double iou, dice, cnr;
+    bool hit;
+  };
+  /// Adds a case and returns its metrics.
+  CaseMetrics update(const std::string& category, const Map& gt, const Map& heatmap);
   /// Per category, sorted by name.
   std::vector<std::pair<std::string, Summary>> aggregate() const;
   /// Macro mean over categories.
@@ -58,8 +64,7 @@ class LocalizationMetric {
  private:
   struct Case {
     std::string category;
-    double iou, dice, cnr;
-    bool hit;
+    CaseMetrics m;
   };
   std::vector<Case> cases_;
 };

@@ -94,10 +94,10 @@ torch::Tensor normalize(const torch::Tensor& map, int64_t margin, const std::str
   const torch::Tensor valid = ~torch::isnan(h);
   const torch::Tensor v = h.masked_select(valid);
   if (v.numel() == 0) return h;
-  const double lo = v.min().item<double>(), hi = v.max().item<double>();
-  if (hi - lo == 0) return h;
+  const torch::Tensor lo = v.min(), range = v.max() - lo;
+  if (range.item<double>() == 0) return h;
   // The authors compute (x - min) / (max - min) * 2 - 1 in the map's dtype.
-  torch::Tensor n = (v - v.min()) / (v.max() - v.min());
+  torch::Tensor n = (v - lo) / range;
   if (mode != "minmax01") n = n * 2 - 1;
   h.masked_scatter_(valid, n);
   return h;

@@ -13,13 +13,6 @@ namespace fs = std::filesystem;
 namespace afloc::io {
 namespace {
 
-std::string latest_in_run(const std::string& run_dir) {
-  const fs::path latest = fs::path(run_dir) / "checkpoints" / "latest.txt";
-  std::string name = read_file(latest.string());
-  while (!name.empty() && (name.back() == '\n' || name.back() == '\r')) name.pop_back();
-  return (fs::path(run_dir) / "checkpoints" / name).string();
-}
-
 // Tensors from a state-dict file of any kind we read: safetensors, torch zip (plain dict or
 // OrderedDict, with or without foreign objects).
 TensorMap read_weights(const std::string& path, std::vector<std::string>* foreign = nullptr) {
@@ -69,11 +62,23 @@ void save_model_dir(const std::string& dir, model::AflocModel& net, const text::
   save_safetensors((fs::path(dir) / "model.safetensors").string(), state_dict(*net), meta);
 }
 
+std::string latest_checkpoint(const std::string& run_dir) {
+  const fs::path dir = fs::path(run_dir) / "checkpoints";
+  const fs::path latest = dir / "latest.txt";
+  if (!path_exists(latest.string())) return "";
+  std::string name = read_file(latest.string());
+  while (!name.empty() && (name.back() == '\n' || name.back() == '\r')) name.pop_back();
+  const fs::path p = dir / name;
+  std::error_code ec;
+  if (!fs::is_directory(p, ec)) throw Error(latest.string() + ": names " + name + ", which does not exist");
+  return p.string();
+}
+
 LoadedModel load_model(const std::string& path_in, const torch::Device& device) {
   return with_context("loading model " + path_in, [&] {
     std::string path = path_in;
     if (!path_exists(path)) throw Error("no such file or directory");
-    if (path_exists((fs::path(path) / "checkpoints" / "latest.txt").string())) path = latest_in_run(path);
+    if (const std::string latest = latest_checkpoint(path); !latest.empty()) path = latest;
     const fs::path d(path);
     LoadedModel m;
     m.source = path;

@@ -24,6 +24,10 @@ struct LoadedModel {
 void save_model_dir(const std::string& dir, model::AflocModel& net, const text::Vocab& vocab,
                     const std::map<std::string, std::string>& metadata = {});
 
+/// The newest checkpoint directory of a run (named by checkpoints/latest.txt), "" when the run has
+/// none; Error when latest.txt names a directory that does not exist.
+std::string latest_checkpoint(const std::string& run_dir);
+
 /// Loads a model directory, a training checkpoint directory or a run directory, in eval mode on
 /// device. Error naming the path and the missing file, or the tensors that do not fit the config.
 LoadedModel load_model(const std::string& path, const torch::Device& device);

@@ -165,11 +165,7 @@ std::vector<data::Sample> read_pairs(const RunConfig& c, const std::vector<std::
     mo.splits = splits;
     pl = data::read_manifest(mo);
   }
-  for (const auto& [k, v] : pl.skipped.counts) {
-    skipped.counts[k] += v;
-    for (const auto& e : pl.skipped.examples[k])
-      if (skipped.examples[k].size() < 3) skipped.examples[k].push_back(e);
-  }
+  skipped.merge(pl.skipped);
   return pl.samples;
 }
 
@@ -193,18 +189,6 @@ double validation_loss(model::AflocModel& net, BatchLoader& loader, const torch:
 
 }  // namespace
 
-std::string latest_checkpoint(const std::string& run_dir) {
-  const fs::path dir = fs::path(run_dir) / "checkpoints";
-  const fs::path latest = dir / "latest.txt";
-  std::error_code ec;
-  if (!fs::exists(latest, ec)) return "";
-  std::string name = read_file(latest.string());
-  while (!name.empty() && (name.back() == '\n' || name.back() == '\r')) name.pop_back();
-  const fs::path p = dir / name;
-  if (!fs::is_directory(p, ec)) throw Error(latest.string() + ": names " + name + ", which does not exist");
-  return p.string();
-}
-
 TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
   const auto t_start = std::chrono::steady_clock::now();
   RunConfig cfg = config_in;
@@ -223,12 +207,9 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
   LoopState st;
   std::string resume_dir;
   if (opt.resume) {
-    resume_dir = latest_checkpoint(cfg.out);
+    resume_dir = io::latest_checkpoint(cfg.out);
     if (resume_dir.empty()) throw Error("--resume: no checkpoint in " + cfg.out + "/checkpoints");
     const RunConfig saved = load_run_config((fs::path(resume_dir) / "run.json").string());
-    if (model::config_to_string(saved.model) != model::config_to_string(cfg.model) && !cfg.vocab.path.empty()) {
-      log::warn("--resume: using the model config saved in " + resume_dir);
-    }
     // Loop length settings may be extended on resume; everything else comes from the checkpoint.
     const LoopConfig loop = cfg.loop;
     cfg = saved;
@@ -247,7 +228,7 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
     if (main) truncate_metrics(metrics_path, st.step);
     if (main) log::info("resuming " + cfg.out + " from " + resume_dir + " (step " + std::to_string(st.step) + ", epoch " +
               std::to_string(st.epoch + 1) + ", batch " + std::to_string(st.batch) + ")");
-  } else if (!latest_checkpoint(cfg.out).empty()) {
+  } else if (!io::latest_checkpoint(cfg.out).empty()) {
     throw Error(cfg.out + " already holds checkpoints: pass --resume to continue it, or choose another --out");
   } else if (main) {
     std::error_code ec;

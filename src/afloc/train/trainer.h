@@ -37,7 +37,4 @@ struct TrainResult {
 /// stays intact); SIGINT/SIGTERM save a checkpoint and stop.
 TrainResult run_training(const RunConfig& config, const TrainOptions& options);
 
-/// The latest checkpoint directory of a run ("" when none).
-std::string latest_checkpoint(const std::string& run_dir);
-
 }  // namespace afloc::train
