@@ -13,6 +13,7 @@
 #include "afloc/data/image.h"
 #include "afloc/data/rle.h"
 #include "afloc/eval/metrics.h"
+#include "afloc/eval/opt_threshold.h"
 #include "afloc/infer/heatmap.h"
 #include "afloc/io/tensor_file.h"
 #include "golden.h"
@@ -156,6 +157,56 @@ TEST(GoldenPipeline, PerItemMetricsAndCategoryMeansMatchTheAuthorsTest) {
       EXPECT_NEAR(dice_cat / n, macro[t].at("dice_cat").get<double>(), 1e-6) << t;
       EXPECT_NEAR(cnr_cat / n, macro[t].at("cnr_cat").get<double>(), 1e-5) << t;
     }
+  }
+}
+
+TEST(GoldenPipeline, CheXlocalizeProtocolTunedThresholdsAucAndTestMatchTheAuthors) {
+  // get_opt_th on all 18 items (positives and negatives), then test_use_opt_th with and without
+  // only_pos: the authors' CSVs, as text.
+  const auto files = golden_files("localization_pipeline", ".json");
+  AFLOC_REQUIRE_CASES(files, "localization_pipeline*.json");
+  for (const auto& file : files) {
+    SCOPED_TRACE(file);
+    const auto j = nlohmann::json::parse(read_file(file));
+    const io::TensorMap c = io::load_tensor_file(file.substr(0, file.size() - 5) + ".pt");
+    const torch::Tensor iel = io::require(c, "iel", file);
+    // numpy arange values, bit for bit.
+    for (const auto& [key, got] : {std::pair{"thresholds_opt_mask", eval::np_arange(0.2, 0.8, 0.1)},
+                                   std::pair{"thresholds_opt_confidence", eval::np_arange(0.1, 0.9, 0.1)}}) {
+      std::vector<double> want;
+      for (const auto& v : j.at(key)) want.push_back(std::stod(v.get<std::string>()));
+      EXPECT_EQ(got, want) << key;
+    }
+    std::vector<eval::ProtocolItem> items;
+    const auto& its = j.at("items");
+    infer::HeatmapOptions raw;
+    raw.normalization = "none";  // get_hmaps output, then set_margin: NaN border, raw scale
+    for (size_t i = 0; i < its.size(); ++i) {
+      eval::ProtocolItem p;
+      p.category = its[i].at("category");
+      p.label = its[i].at("label");
+      const torch::Tensor teg = io::require(c, "teg." + its[i].at("label_text").get<std::string>(), file)[0];
+      p.raw = to_map(infer::heatmap(torch::matmul(iel[static_cast<int64_t>(i)], teg), 224, raw));
+      p.gt.assign(224 * 224, 0.0f);
+      if (p.label == 1)
+        for (const auto& b : its[i].at("boxes_xywh_224")) eval::add_box(p.gt, b.get<std::vector<int64_t>>(), 224, 224);
+      items.push_back(std::move(p));
+    }
+    const eval::OptThresholds th = eval::tune_thresholds(items);
+    const auto& conf = j.at("results").at("confidence_per_item");
+    ASSERT_EQ(th.confidences.size(), conf.size());
+    double worst = 0;
+    for (size_t i = 0; i < conf.size(); ++i) worst = std::max(worst, std::abs(th.confidences[i] - conf[i].get<double>()));
+    std::printf("[golden] confidence per item max|diff| = %.3g\n", worst);
+    EXPECT_LE(worst, 1e-6);
+    const auto& r = j.at("results");
+    EXPECT_EQ(th.mask.csv(), r.at("opt_th_only_pos.csv").get<std::string>());
+    EXPECT_EQ(th.confidence.csv(), r.at("opt_th.csv").get<std::string>());
+    EXPECT_EQ(th.auc.csv(), r.at("auc.csv").get<std::string>());
+    EXPECT_EQ(eval::apply_thresholds(items, th, true).csv(), r.at("metric_opt_th_test_only_pos.csv").get<std::string>());
+    EXPECT_EQ(eval::apply_thresholds(items, th, false).csv(), r.at("metric_opt_th_test.csv").get<std::string>());
+    std::printf("[golden] opt_th_only_pos.csv\n%s[golden] opt_th.csv\n%s[golden] auc.csv\n%s", th.mask.csv().c_str(),
+                th.confidence.csv().c_str(), th.auc.csv().c_str());
   }
 }
 

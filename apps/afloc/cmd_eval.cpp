@@ -9,6 +9,7 @@
 #include "afloc/eval/localization_eval.h"
 #include "afloc/io/model_io.h"
 #include "commands.h"
+#include "inputs.h"
 
 namespace afloc::cli {
 namespace {
@@ -17,7 +18,8 @@ struct EvalCli {
   std::string checkpoint, run, world, out = "eval";
   std::vector<std::string> splits = {"test"};
   eval::LocEvalOptions loc;
-  bool json = false;
+  bool json = false, no_classify = false;
+  PromptCacheFlags cache;
 };
 
 }  // namespace
@@ -26,7 +28,8 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
   auto o = std::make_shared<EvalCli>();
   auto* c = app.add_subcommand("eval-phantom",
                                "Zero-shot localization on a phantom world's hidden masks: pointing-game hit rate,\n"
-                               "5-threshold mean IoU, Dice and CNR per finding, next to a centre-prior baseline");
+                               "5-threshold mean IoU, Dice and CNR per finding, next to a centre-prior baseline;\n"
+                               "zero-shot classification AUROC per finding");
   c->add_option("-M,--model,-k,--checkpoint", o->checkpoint,
                  "Model: a model directory (afloc import/export), a checkpoint directory, or a run directory");
   c->add_option("-r,--run", o->run, "Run directory: use its latest checkpoint (same as --model RUN)");
@@ -38,7 +41,9 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--sigma", o->loc.heatmap.sigma, "Heatmap smoothing in feature cells (<0: 1.5 x side/19)");
   c->add_option("--margin", o->loc.heatmap.margin, "NaN border in pixels (<0: 14 x size/224)");
   c->add_option("--overlays", o->loc.n_overlays, "PNG overlays written (first cases)");
+  c->add_flag("--no-classify", o->no_classify, "Skip the zero-shot classification (AUROC) part");
   c->add_flag("--json", o->json, "Print metrics as JSON");
+  o->cache.add_to(c);
   c->callback([o, &g] {
     apply_global(g);
     const std::string ck = !o->checkpoint.empty() ? o->checkpoint : o->run;
@@ -48,6 +53,8 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
     if (images.empty()) throw Error(o->world + ": no ground-truth images in the requested splits");
     o->loc.overlays_dir = o->loc.n_overlays > 0 ? (std::filesystem::path(o->out) / "overlays").string() : "";
     o->loc.progress = log::level() <= log::Level::kInfo;
+    o->loc.classify = !o->no_classify;
+    o->loc.prompt_cache_dir = o->cache.resolved();
     const auto r = eval::evaluate_localization(tm.model, images, o->loc);
     const std::string table = eval::write_localization_report(r, o->out);
     if (o->json) {

@@ -1,4 +1,6 @@
 // `afloc localize`: heatmaps, masks and boxes for any prompt on users' images (PNG, JPEG, DICOM).
+#include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -11,11 +13,15 @@
 #include "afloc/common/progress.h"
 #include "afloc/data/csv.h"
 #include "afloc/data/image.h"
+#include "afloc/eval/localization_eval.h"
+#include "afloc/eval/metrics.h"
 #include "afloc/infer/localizer.h"
+#include "afloc/infer/prompt_bank.h"
 #include "afloc/text/clean.h"
 #include "afloc/io/model_io.h"
 #include "afloc/io/npy.h"
 #include "commands.h"
+#include "inputs.h"
 
 namespace fs = std::filesystem;
 
@@ -23,49 +29,51 @@ namespace afloc::cli {
 namespace {
 
 struct LocalizeCli {
-  std::string model, prompt_file, out = "localize";
-  std::vector<std::string> prompts, inputs;
+  std::string model, prompt_file, out = "localize", prompt_template = "Findings suggesting {finding}.", boxes;
+  std::vector<std::string> prompts, findings, inputs;
   infer::LocalizeOptions o;
   bool no_npy = false, no_masks = false;
+  PromptCacheFlags cache;
 };
 
-bool image_ext(const fs::path& p) {
-  std::string e = p.extension().string();
-  for (auto& c : e) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return e == ".png" || e == ".jpg" || e == ".jpeg" || e == ".dcm" || e == ".dicom";
-}
+// Ground-truth boxes for overlays: image, x, y, w, h in the image's own pixels, optionally a
+// `finding` or `prompt` column naming what the box is for (blank = every prompt).
+struct GtBox {
+  std::string image, label;
+  std::vector<double> xywh;
+};
 
-// Files, directories (recursive, sorted) and lists (.csv with an image/path column, .txt one per line).
-std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs) {
-  std::vector<std::string> out;
-  for (const auto& in : inputs) {
-    const fs::path p(in);
-    std::error_code ec;
-    if (fs::is_directory(p, ec)) {
-      std::vector<std::string> found;
-      for (const auto& e : fs::recursive_directory_iterator(p, ec))
-        if (e.is_regular_file() && image_ext(e.path())) found.push_back(e.path().string());
-      std::sort(found.begin(), found.end());
-      if (found.empty()) log::warn(in + ": no PNG/JPEG/DICOM files inside");
-      out.insert(out.end(), found.begin(), found.end());
-    } else if (p.extension() == ".csv") {
-      const data::CsvTable t = data::read_csv(in);
-      size_t c = t.find_column("image");
-      if (c == std::string::npos) c = t.column("path");
-      for (size_t r = 0; r < t.rows.size(); ++r) {
-        const std::string v = t.at(r, c);
-        out.push_back(fs::path(v).is_absolute() ? v : (p.parent_path() / v).string());
-      }
-    } else if (p.extension() == ".txt") {
-      std::istringstream lines(read_file(in));
-      std::string line;
-      while (std::getline(lines, line))
-        if (!line.empty()) out.push_back(line);
-    } else {
-      out.push_back(in);
+std::vector<GtBox> read_boxes(const std::string& path) {
+  const data::CsvTable t = data::read_csv(path);
+  size_t img = t.find_column("image");
+  if (img == std::string::npos) img = t.column("path");
+  const size_t x = t.column("x"), y = t.column("y"), w = t.column("w"), h = t.column("h");
+  size_t label = t.find_column("finding");
+  if (label == std::string::npos) label = t.find_column("prompt");
+  std::vector<GtBox> out;
+  for (size_t r = 0; r < t.rows.size(); ++r) {
+    GtBox b;
+    b.image = t.at(r, img);
+    b.label = label == std::string::npos ? "" : t.at(r, label);
+    for (size_t c : {x, y, w, h}) {
+      const std::string& v = t.at(r, c);
+      char* end = nullptr;
+      const double d = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !std::isfinite(d))
+        throw Error(path + " row " + std::to_string(r + 2) + " column " + t.header[c] + ": '" + v + "' is not a number");
+      b.xywh.push_back(d);
     }
+    out.push_back(b);
   }
   return out;
+}
+
+bool same_image(const std::string& box_image, const std::string& boxes_csv, const std::string& input) {
+  const fs::path b(box_image), in(input);
+  if (b.filename() != in.filename()) return false;
+  if (!b.has_parent_path()) return true;  // a bare file name matches by name
+  return b.lexically_normal() == in.lexically_normal() ||
+         (fs::path(boxes_csv).parent_path() / b).lexically_normal() == in.lexically_normal();
 }
 
 std::vector<std::string> read_prompt_file(const std::string& path) {
@@ -95,7 +103,9 @@ nlohmann::ordered_json options_json(const infer::LocalizeOptions& o) {
           {"interpolation", o.heatmap.interpolation},
           {"normalization", o.heatmap.normalization},
           {"thresholds", o.thresholds},
-          {"batch", o.batch}};
+          {"batch", o.batch},
+          {"present_threshold", o.present_threshold},
+          {"all", o.all}};
 }
 
 }  // namespace
@@ -109,6 +119,13 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("-p,--prompt", o->prompts, "Prompt (repeatable), e.g. \"Findings suggesting pneumothorax.\"")
       ->allow_extra_args(false);
   c->add_option("--prompt-file", o->prompt_file, "Prompts: one per line, or a .json array of strings");
+  c->add_option("-f,--finding", o->findings,
+                "Finding (repeatable): prompt from --template; presence from the authors' chest X-ray prompt table")
+      ->allow_extra_args(false);
+  c->add_option("--template", o->prompt_template, "Prompt template for --finding");
+  c->add_flag("--all", o->o.all, "Masks and regions for every prompt, also those classified absent");
+  c->add_option("--present-threshold", o->o.present_threshold, "A finding is present when its probability exceeds this");
+  c->add_option("--boxes", o->boxes, "Ground-truth boxes CSV (image,x,y,w,h[,finding|prompt]) drawn on the overlays");
   c->add_option("inputs", o->inputs, "Images, folders or lists")->required();
   c->add_option("-o,--out", o->out, "Output directory");
   c->add_option("--size", o->o.size, "Output side in pixels (SPEC: 224)");
@@ -121,6 +138,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("-b,--batch", o->o.batch, "Images per forward pass");
   c->add_flag("--no-npy", o->no_npy, "Do not write heatmaps as .npy");
   c->add_flag("--no-masks", o->no_masks, "Do not write mask PNGs");
+  o->cache.add_to(c);
   c->callback([o, &g] {
     apply_global(g);
     std::vector<std::string> prompts = o->prompts;
@@ -128,7 +146,22 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
       const auto more = read_prompt_file(o->prompt_file);
       prompts.insert(prompts.end(), more.begin(), more.end());
     }
-    if (prompts.empty()) throw Error("localize: give --prompt or --prompt-file");
+    // Presence test per prompt: a free prompt against its negative form; a --finding with the
+    // authors' chest X-ray prompt set for that category.
+    infer::PromptBank presence_bank;
+    presence_bank.name = "presence";
+    for (const auto& p : prompts) presence_bank.classes.push_back(infer::presence_prompts(p));
+    for (const auto& f : o->findings) {
+      prompts.push_back(eval::prompt_for(o->prompt_template, f));
+      infer::ClassPrompts c = infer::cxr_class_prompts(f);
+      c.name = prompts.back();
+      presence_bank.classes.push_back(c);
+    }
+    if (prompts.empty()) throw Error("localize: give --prompt, --finding or --prompt-file");
+    for (size_t i = 0; i < prompts.size(); ++i)
+      for (size_t j = 0; j < i; ++j)
+        if (prompts[i] == prompts[j]) throw Error("localize: prompt '" + prompts[i] + "' is given twice");
+    const std::vector<GtBox> boxes = o->boxes.empty() ? std::vector<GtBox>{} : read_boxes(o->boxes);
     for (const auto& p : prompts) {
       if (text::clean_prompt(p).empty()) {
         log::warn("prompt '" + p + "' is empty after AFLoc's cleaning (one word or no letters): its heatmap carries no meaning");
@@ -137,9 +170,16 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
     const auto images = expand_inputs(o->inputs);
     if (images.empty()) throw Error("localize: no images found in the inputs");
     io::LoadedModel m = io::load_model(o->model, torch::Device(g.device));
-    infer::Localizer loc(m.model, o->o);
+    infer::PromptEncoder encoder(m.model, o->cache.resolved());
+    infer::Localizer loc(m.model, o->o, encoder);
+    const infer::ClassHead presence = infer::build_class_head(encoder, presence_bank);
     fs::create_directories(o->out);
-    nlohmann::ordered_json echo{{"model", m.source}, {"prompts", prompts}, {"options", options_json(o->o)}};
+    nlohmann::ordered_json presence_json = nlohmann::ordered_json::object();
+    for (const auto& c : presence_bank.classes) presence_json[c.name] = {{"pos", c.pos}, {"neg", c.neg}};
+    nlohmann::ordered_json echo{{"model", m.source},
+                                {"prompts", prompts},
+                                {"presence_prompts", presence_json},
+                                {"options", options_json(o->o)}};
     write_file_atomic((fs::path(o->out) / "options.json").string(), echo.dump(2) + "\n");
     std::ofstream jsonl(fs::path(o->out) / "results.jsonl");
     std::vector<std::pair<std::string, std::string>> failed;
@@ -162,7 +202,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
         bar.update(1);
       }
       if (grey.empty()) continue;
-      const auto results = loc.run(grey, names, prompts);
+      const auto results = loc.run(grey, names, prompts, &presence);
       for (size_t k = 0; k < results.size(); ++k) {
         const auto& r = results[k];
         const data::Gray8& src = grey[k / prompts.size()];
@@ -182,10 +222,20 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
           files["heatmap_npy"] = base.string() + ".npy";
         }
         infer::write_heatmap_png(base.string() + "_heatmap.png", r.heatmap);
-        infer::write_overlay(base.string() + "_overlay.png", data::resize_pad(src, o->o.size), r.heatmap, r.prompt);
+        std::vector<std::array<int64_t, 4>> gt;
+        for (const auto& b : boxes) {
+          if (!same_image(b.image, o->boxes, r.image)) continue;
+          if (!b.label.empty() && b.label != r.prompt && eval::prompt_for(o->prompt_template, b.label) != r.prompt) continue;
+          const auto m4 = eval::box_mapping(b.xywh, src.width, src.height, o->o.size);
+          gt.push_back({m4[0], m4[1], m4[2], m4[3]});
+        }
+        char title[200];
+        std::snprintf(title, sizeof title, "%s\np(present) = %.2f: %s%s", r.prompt.c_str(), r.probability,
+                      r.present ? "present" : "absent", gt.empty() ? "" : "  (green: ground truth)");
+        infer::write_overlay(base.string() + "_overlay.png", data::resize_pad(src, o->o.size), r.heatmap, title, gt);
         files["heatmap_png"] = base.string() + "_heatmap.png";
         files["overlay_png"] = base.string() + "_overlay.png";
-        if (!o->no_masks) {
+        if (!o->no_masks && (r.present || o->o.all)) {
           nlohmann::ordered_json masks = nlohmann::ordered_json::object();
           for (double t : o->o.thresholds) {
             char tag[32];
@@ -208,6 +258,8 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
                                    {"cleaned_prompt", r.cleaned_prompt},
                                    {"size", o->o.size},
                                    {"original_size", {src.height, src.width}},
+                                   {"probability", r.probability},
+                                   {"present", r.present},
                                    {"peak", {{"x", r.peak_x}, {"y", r.peak_y}, {"value", r.peak}}},
                                    {"regions", regions},
                                    {"files", files},

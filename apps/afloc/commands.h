@@ -25,6 +25,7 @@ void register_train_commands(CLI::App& app, GlobalOptions& g);
 void register_eval_commands(CLI::App& app, GlobalOptions& g);
 void register_import_commands(CLI::App& app, GlobalOptions& g);
 void register_localize_commands(CLI::App& app, GlobalOptions& g);
+void register_classify_commands(CLI::App& app, GlobalOptions& g);
 
 /// Builds the whole CLI (used by main and by the test that checks documented defaults).
 std::unique_ptr<CLI::App> build_app(GlobalOptions& g);

@@ -38,6 +38,7 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& g) {
   register_eval_commands(*app, g);
   register_import_commands(*app, g);
   register_localize_commands(*app, g);
+  register_classify_commands(*app, g);
   return app;
 }
 

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -17,7 +18,10 @@
 #include "afloc/common/progress.h"
 #include "afloc/data/csv.h"
 #include "afloc/data/image.h"
+#include "afloc/infer/classifier.h"
 #include "afloc/infer/localizer.h"
+#include "afloc/infer/prompt_bank.h"
+#include "afloc/infer/prompt_encoder.h"
 
 namespace fs = std::filesystem;
 
@@ -137,20 +141,24 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
   net->eval();
   const torch::Device dev = net->device();
   const int64_t S = net->config().image_size, E = o.eval_size;
-  // One report vector per category prompt.
-  std::map<std::string, torch::Tensor> query;
+  // One report vector per category prompt; the classification head from the authors' prompt sets.
+  infer::PromptEncoder encoder(net, o.prompt_cache_dir);
+  std::set<std::string> cats;
   for (const auto& im : images)
-    for (const auto& [cat, m] : im.instances) {
-      if (query.count(cat)) continue;
-      const auto tokens = net->tokenize({prompt_for(o.prompt_template, cat)}, model::TextMode::kPrompt).to(dev);
-      query[cat] = net->encode_text(tokens).report[0].to(torch::kFloat);
-    }
+    for (const auto& [cat, m] : im.instances) cats.insert(cat);
+  std::map<std::string, torch::Tensor> query;
+  for (const auto& cat : cats) query[cat] = encoder.encode(prompt_for(o.prompt_template, cat));
+  LocEvalResult res;
+  infer::ClassHead head;
+  if (o.classify && !cats.empty()) {
+    res.class_names.assign(cats.begin(), cats.end());
+    head = infer::build_class_head(encoder, infer::cxr_bank(res.class_names));
+  }
   const int64_t margin = o.heatmap.margin >= 0 ? o.heatmap.margin : static_cast<int64_t>(std::lround(14.0 * static_cast<double>(E) / 224.0));
   const torch::Tensor prior = infer::normalize(centre_prior(E), margin);
   const Map prior_map = to_map(prior);
 
   LocalizationMetric mm, bm;
-  LocEvalResult res;
   ProgressBar bar("evaluate", static_cast<int64_t>(images.size()), "img", o.progress);
   int64_t overlays = 0;
   std::vector<cv::Mat> tiles;
@@ -163,9 +171,21 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
       batch.push_back(data::preprocess(g, S));
       shown.push_back(data::resize_pad(g, E));
     }
-    const torch::Tensor deep = net->encode_images(torch::stack(batch).to(dev)).deep.to(torch::kFloat);
+    const model::ImageEmbeddings emb = net->encode_images(torch::stack(batch).to(dev));
+    const torch::Tensor deep = emb.deep.to(torch::kFloat);
+    torch::Tensor prob;
+    if (!res.class_names.empty()) prob = infer::class_probabilities(emb.global.to(torch::kFloat), head).cpu().to(torch::kDouble).contiguous();
     for (size_t i = start; i < end; ++i) {
       const auto& im = images[i];
+      if (prob.defined()) {
+        const double* p = prob[static_cast<int64_t>(i - start)].data_ptr<double>();
+        res.probabilities.emplace_back(p, p + prob.size(1));
+        std::vector<int> y(res.class_names.size(), 0);
+        for (const auto& [cat, mpath] : im.instances)
+          y[static_cast<size_t>(std::find(res.class_names.begin(), res.class_names.end(), cat) - res.class_names.begin())] = 1;
+        res.labels.push_back(std::move(y));
+        res.image_ids.push_back(im.id);
+      }
       // Several instances of one category in an image form one mask (as MS-CXR merges boxes).
       std::map<std::string, data::Gray8> masks;
       for (const auto& [cat, mpath] : im.instances) {
@@ -198,6 +218,7 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
   res.baseline = bm.aggregate();
   res.model_macro = mm.macro();
   res.baseline_macro = bm.macro();
+  if (!res.class_names.empty()) res.classification = evaluate_classification(res.class_names, res.probabilities, res.labels);
   return res;
 }
 
@@ -251,6 +272,26 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
                           f(c.baseline_iou), f(c.baseline_cnr)});
   }
   write_file_atomic((fs::path(out_dir) / "cases.csv").string(), csv);
+  if (!r.class_names.empty()) {
+    t << "\nzero-shot classification (binary, the authors' chest X-ray prompt sets; chance AUROC 0.5)\n"
+      << classification_table(r.classification, false);
+    nlohmann::ordered_json per = nlohmann::ordered_json::object();
+    for (const auto& c : r.classification.classes)
+      per[c.name] = {{"n_pos", c.n_pos}, {"n_neg", c.n_neg}, {"auroc", num(c.auroc)}};
+    j["classification"] = {{"classes", per}, {"macro_auroc", num(r.classification.macro_auroc)}};
+    write_file_atomic((fs::path(out_dir) / "metrics.json").string(), j.dump(2) + "\n");
+    std::vector<std::string> header = {"id"};
+    for (const auto& c : r.class_names) header.push_back("p:" + c);
+    for (const auto& c : r.class_names) header.push_back("label:" + c);
+    std::string ccsv = data::csv_row(header);
+    for (size_t i = 0; i < r.image_ids.size(); ++i) {
+      std::vector<std::string> row = {r.image_ids[i]};
+      for (double p : r.probabilities[i]) row.push_back(f(p));
+      for (int y : r.labels[i]) row.push_back(std::to_string(y));
+      ccsv += data::csv_row(row);
+    }
+    write_file_atomic((fs::path(out_dir) / "classification.csv").string(), ccsv);
+  }
   write_file_atomic((fs::path(out_dir) / "table.txt").string(), t.str());
   return t.str();
 }

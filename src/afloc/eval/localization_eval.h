@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "afloc/eval/classification_eval.h"
 #include "afloc/eval/metrics.h"
 #include "afloc/infer/heatmap.h"
 #include "afloc/model/afloc_model.h"
@@ -29,6 +30,10 @@ struct LocEvalOptions {
   std::string overlays_dir;  ///< write PNG overlays of the first cases here ("" = none)
   int64_t n_overlays = 24;
   bool progress = true;
+  /// Also zero-shot classification of every image for the categories present in the ground
+  /// truth (the authors' chest X-ray prompt sets, binary), scored by AUROC.
+  bool classify = true;
+  std::string prompt_cache_dir;  ///< on-disk prompt cache ("" = memory only)
 };
 
 struct CaseResult {
@@ -41,6 +46,12 @@ struct LocEvalResult {
   std::vector<std::pair<std::string, LocalizationMetric::Summary>> model, baseline;  ///< per category
   LocalizationMetric::Summary model_macro, baseline_macro;
   std::vector<CaseResult> cases;
+  /// Classification (when LocEvalOptions::classify): classes, per-image probabilities and labels
+  /// (1 = the image holds the finding), the summary.
+  std::vector<std::string> class_names, image_ids;
+  std::vector<std::vector<double>> probabilities;
+  std::vector<std::vector<int>> labels;
+  ClassificationSummary classification;
 };
 
 /// The prompt for a category ("Pleural Effusion" -> "Findings suggesting pleural effusion."); a
@@ -53,7 +64,8 @@ torch::Tensor centre_prior(int64_t size);
 LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<GtImage>& images,
                                     const LocEvalOptions& options);
 
-/// Writes metrics.json, cases.csv and table.txt into out_dir; returns the table text.
+/// Writes metrics.json, cases.csv, table.txt (and classification.csv) into out_dir; returns the
+/// table text.
 std::string write_localization_report(const LocEvalResult& r, const std::string& out_dir);
 
 }  // namespace afloc::eval

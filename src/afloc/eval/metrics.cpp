@@ -1,5 +1,7 @@
 #include "afloc/eval/metrics.h"
 
+#include "afloc/common/error.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -176,6 +178,45 @@ LocalizationMetric::Summary LocalizationMetric::macro() const {
     n += s.n;
   }
   return {n, nanmean(i), nanmean(d), nanmean(c), nanmean(h)};
+}
+
+double roc_auc(const std::vector<double>& scores, const std::vector<int>& labels) {
+  if (scores.size() != labels.size()) throw afloc::Error("roc_auc: " + std::to_string(scores.size()) + " scores but " +
+                                                  std::to_string(labels.size()) + " labels");
+  std::vector<size_t> order(scores.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] < scores[b]; });
+  // Mid-ranks over ties; AUC = (sum of positive ranks - n_pos (n_pos + 1) / 2) / (n_pos n_neg).
+  double rank_sum = 0;
+  int64_t n_pos = 0;
+  for (size_t i = 0; i < order.size();) {
+    size_t j = i;
+    while (j < order.size() && scores[order[j]] == scores[order[i]]) ++j;
+    const double mid = (static_cast<double>(i) + static_cast<double>(j) + 1.0) / 2.0;
+    for (size_t k = i; k < j; ++k)
+      if (labels[order[k]] != 0) {
+        rank_sum += mid;
+        ++n_pos;
+      }
+    i = j;
+  }
+  const auto n_neg = static_cast<int64_t>(order.size()) - n_pos;
+  if (n_pos == 0 || n_neg == 0) return std::numeric_limits<double>::quiet_NaN();
+  const double np = static_cast<double>(n_pos);
+  return (rank_sum - np * (np + 1) / 2) / (np * static_cast<double>(n_neg));
+}
+
+double balanced_accuracy(const std::vector<int>& y_true, const std::vector<int>& y_pred) {
+  if (y_true.size() != y_pred.size()) throw afloc::Error("balanced_accuracy: label and prediction counts differ");
+  std::map<int, std::pair<int64_t, int64_t>> per;  // class -> (correct, total)
+  for (size_t i = 0; i < y_true.size(); ++i) {
+    auto& [correct, total] = per[y_true[i]];
+    ++total;
+    if (y_pred[i] == y_true[i]) ++correct;
+  }
+  std::vector<double> recall;
+  for (const auto& [c, ct] : per) recall.push_back(static_cast<double>(ct.first) / static_cast<double>(ct.second));
+  return nanmean(recall);
 }
 
 }  // namespace afloc::eval

@@ -41,6 +41,13 @@ void add_box(Map& mask, const std::vector<int64_t>& xywh, int64_t width, int64_t
 /// Mean of the non-NaN values (NaN when none).
 double nanmean(const std::vector<double>& v);
 
+/// Area under the ROC curve of scores for binary labels (0/1), as sklearn's roc_auc_score: the
+/// Mann-Whitney statistic with tied scores counted one half. NaN when only one class is present.
+double roc_auc(const std::vector<double>& scores, const std::vector<int>& labels);
+/// Balanced accuracy as sklearn's balanced_accuracy_score: the mean recall over the classes that
+/// occur in y_true. NaN for empty input.
+double balanced_accuracy(const std::vector<int>& y_true, const std::vector<int>& y_pred);
+
 /// Accumulates per-category localization results (MONAI-style update/aggregate/reset).
 class LocalizationMetric {
  public:

@@ -55,58 +55,64 @@ void write_png(const std::string& path, const cv::Mat& m) {
 
 }  // namespace
 
-Localizer::Localizer(model::AflocModel& net, LocalizeOptions options) : net_(net), o_(std::move(options)) {
+Localizer::Localizer(model::AflocModel& net, LocalizeOptions options, PromptEncoder& prompts)
+    : net_(net), o_(std::move(options)), prompts_(prompts) {
   validate(o_.heatmap);
   if (o_.size < 16) throw Error("localize: size " + std::to_string(o_.size) + " is too small");
   if (o_.batch < 1) throw Error("localize: batch must be >= 1");
 }
 
-torch::Tensor Localizer::prompt_vector(const std::string& prompt) {
-  const auto it = cache_.find(prompt);
-  if (it != cache_.end()) return it->second;
-  torch::InferenceMode guard;
-  const auto tokens = net_->tokenize({prompt}, model::TextMode::kPrompt).to(net_->device());
-  torch::Tensor v = net_->encode_text(tokens).report[0].to(torch::kFloat);
-  cache_[prompt] = v;
-  return v;
-}
-
 std::vector<Localization> Localizer::run(const std::vector<data::Gray8>& images, const std::vector<std::string>& names,
-                                         const std::vector<std::string>& prompts) {
+                                         const std::vector<std::string>& prompts, const ClassHead* presence) {
   TORCH_CHECK(images.size() == names.size(), "one name per image");
-  std::vector<torch::Tensor> queries;
-  for (const auto& p : prompts) queries.push_back(prompt_vector(p));
+  TORCH_CHECK(!presence || (presence->mode == ClassifyMode::kBinary && presence->names.size() == prompts.size()),
+              "presence head: binary, one class per prompt");
+  const torch::Tensor queries = prompts_.encode(prompts);  // (P, D)
   std::vector<Localization> out;
   const int64_t s = net_->config().image_size;
   for (size_t start = 0; start < images.size(); start += static_cast<size_t>(o_.batch)) {
     const size_t end = std::min(images.size(), start + static_cast<size_t>(o_.batch));
     std::vector<torch::Tensor> batch;
     for (size_t i = start; i < end; ++i) batch.push_back(data::preprocess(images[i], s));
-    torch::Tensor deep;
-    {
-      torch::InferenceMode guard;
-      deep = net_->encode_images(torch::stack(batch).to(net_->device())).deep.to(torch::kFloat);
-    }
+    torch::InferenceMode guard;
+    const model::ImageEmbeddings emb = net_->encode_images(torch::stack(batch).to(net_->device()));
+    const torch::Tensor deep = emb.deep.to(torch::kFloat);
+    torch::Tensor prob;
+    if (presence) prob = class_probabilities(emb.global.to(torch::kFloat), *presence).cpu();
     for (size_t i = start; i < end; ++i) {
+      const auto b = static_cast<int64_t>(i - start);
       for (size_t q = 0; q < prompts.size(); ++q) {
-        torch::InferenceMode guard;
         Localization l;
         l.image = names[i];
         l.prompt = prompts[q];
         l.cleaned_prompt = text::clean_prompt(prompts[q]);
-        const torch::Tensor sim = similarity_map(deep[static_cast<int64_t>(i - start)], queries[q]).cpu();
+        const torch::Tensor sim = similarity_map(deep[b], queries[static_cast<int64_t>(q)]).cpu();
         l.heatmap = heatmap(sim, o_.size, o_.heatmap).clone();
         const torch::Tensor filled = torch::nan_to_num(l.heatmap, -std::numeric_limits<float>::infinity());
         const int64_t arg = torch::argmax(filled).item<int64_t>();
         l.peak_y = arg / o_.size;
         l.peak_x = arg % o_.size;
         l.peak = l.heatmap.flatten()[arg].item<double>();
-        l.regions = find_regions(l.heatmap, o_.thresholds, o_.min_region_pixels);
+        if (presence) {
+          l.probability = prob[b][static_cast<int64_t>(q)].item<double>();
+          l.present = l.probability > o_.present_threshold;
+        }
+        if (l.present || o_.all) l.regions = find_regions(l.heatmap, o_.thresholds, o_.min_region_pixels);
         out.push_back(std::move(l));
       }
     }
   }
   return out;
+}
+
+ClassPrompts presence_prompts(const std::string& prompt) {
+  std::string finding = prompt;
+  while (!finding.empty() && (finding.back() == '.' || finding.back() == ' ')) finding.pop_back();
+  static const std::string kLead = "findings suggesting ";
+  std::string low = finding;
+  for (auto& c : low) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (low.rfind(kLead, 0) == 0) finding = finding.substr(kLead.size());
+  return {prompt, {prompt}, {"no " + finding + ". "}};
 }
 
 std::vector<Region> find_regions(const torch::Tensor& heatmap, const std::vector<double>& thresholds, int64_t min_pixels) {
@@ -170,9 +176,17 @@ void write_overlay(const std::string& path, const data::Gray8& image, const torc
     cv::rectangle(colour, cv::Rect(static_cast<int>(b[0]), static_cast<int>(b[1]), static_cast<int>(b[2]), static_cast<int>(b[3])),
                   cv::Scalar(60, 220, 60), 1);
   }
-  cv::Mat canvas(rows + 18, cols, CV_8UC3, cv::Scalar(20, 20, 20));
+  std::vector<std::string> lines;
+  for (size_t a = 0, b; a <= title.size(); a = b + 1) {
+    b = title.find('\n', a);
+    if (b == std::string::npos) b = title.size();
+    lines.push_back(title.substr(a, b - a));
+  }
+  cv::Mat canvas(rows + 4 + 14 * static_cast<int>(lines.size()), cols, CV_8UC3, cv::Scalar(20, 20, 20));
   colour.copyTo(canvas(cv::Rect(0, 0, cols, rows)));
-  cv::putText(canvas, title, cv::Point(3, rows + 13), cv::FONT_HERSHEY_SIMPLEX, 0.35, cv::Scalar(230, 230, 230), 1, cv::LINE_AA);
+  for (size_t k = 0; k < lines.size(); ++k)
+    cv::putText(canvas, lines[k], cv::Point(3, rows + 13 + 14 * static_cast<int>(k)), cv::FONT_HERSHEY_SIMPLEX, 0.35,
+                cv::Scalar(230, 230, 230), 1, cv::LINE_AA);
   write_png(path, canvas);
 }
 

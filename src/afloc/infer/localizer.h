@@ -6,12 +6,15 @@
 #include <torch/torch.h>
 
 #include <array>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "afloc/data/image.h"
+#include "afloc/infer/classifier.h"
 #include "afloc/infer/heatmap.h"
+#include "afloc/infer/prompt_encoder.h"
 #include "afloc/model/afloc_model.h"
 
 namespace afloc::infer {
@@ -22,6 +25,8 @@ struct LocalizeOptions {
   std::vector<double> thresholds = {0.1, 0.2, 0.3, 0.4, 0.5};  ///< masks: heatmap > t
   int64_t batch = 16;
   int64_t min_region_pixels = 1;  ///< smaller connected components are not reported
+  double present_threshold = 0.5;  ///< a finding is present when its probability exceeds this
+  bool all = false;                ///< regions for every prompt, present or not
 };
 
 /// One connected region of (heatmap > threshold).
@@ -37,30 +42,41 @@ struct Localization {
   torch::Tensor heatmap;  ///< (size, size) float, NaN in the margin
   double peak = 0;
   int64_t peak_x = 0, peak_y = 0;
+  /// Presence (when a presence head was given): the binary zero-shot probability and its verdict;
+  /// regions are found only for present findings unless LocalizeOptions::all.
+  double probability = std::numeric_limits<double>::quiet_NaN();
+  bool present = true;
   std::vector<Region> regions;
 };
 
 class Localizer {
  public:
-  Localizer(model::AflocModel& net, LocalizeOptions options);
-  /// The prompt's report vector (computed once per prompt, then cached).
-  torch::Tensor prompt_vector(const std::string& prompt);
-  /// Heatmaps for every (image, prompt); images are 8-bit grey of any size.
+  /// Prompt vectors come from (and are cached by) `prompts`.
+  Localizer(model::AflocModel& net, LocalizeOptions options, PromptEncoder& prompts);
+  /// Heatmaps for every (image, prompt), image-major; images are 8-bit grey of any size. With a
+  /// presence head (binary mode, one class per prompt, in order) each result carries its
+  /// probability, from the same forward pass.
   std::vector<Localization> run(const std::vector<data::Gray8>& images, const std::vector<std::string>& names,
-                                const std::vector<std::string>& prompts);
+                                const std::vector<std::string>& prompts, const ClassHead* presence = nullptr);
   const LocalizeOptions& options() const { return o_; }
 
  private:
   model::AflocModel& net_;
   LocalizeOptions o_;
-  std::map<std::string, torch::Tensor> cache_;
+  PromptEncoder& prompts_;
 };
+
+/// The presence test of a free-text prompt: positive = the prompt, negative = the authors'
+/// negative form "no {finding}. " where the prompt reads "Findings suggesting {finding}." and
+/// "no {prompt}. " otherwise.
+ClassPrompts presence_prompts(const std::string& prompt);
 
 /// Connected components of (heatmap > t) for each threshold, largest first within a threshold.
 std::vector<Region> find_regions(const torch::Tensor& heatmap, const std::vector<double>& thresholds, int64_t min_pixels = 1);
 
 /// Overlay PNG: the heatmap in a diverging blue-white-red colormap over the grey image (same size),
-/// optional ground-truth boxes in green, a title line underneath.
+/// optional ground-truth boxes (x, y, w, h in image pixels) in green, the title underneath (one
+/// line per '\n').
 void write_overlay(const std::string& path, const data::Gray8& image, const torch::Tensor& heatmap, const std::string& title,
                    const std::vector<std::array<int64_t, 4>>& boxes = {});
 /// The heatmap alone as a colour PNG (same colormap; margin black).

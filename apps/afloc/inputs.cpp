@@ -1,0 +1,68 @@
+#include "inputs.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <sstream>
+
+#include "afloc/common/error.h"
+#include "afloc/common/log.h"
+#include "afloc/data/csv.h"
+#include "afloc/infer/prompt_encoder.h"
+
+namespace fs = std::filesystem;
+
+namespace afloc::cli {
+
+bool is_image_file(const std::string& path) {
+  std::string e = fs::path(path).extension().string();
+  for (auto& c : e) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return e == ".png" || e == ".jpg" || e == ".jpeg" || e == ".dcm" || e == ".dicom";
+}
+
+std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs) {
+  std::vector<std::string> out;
+  for (const auto& in : inputs) {
+    const fs::path p(in);
+    std::error_code ec;
+    if (fs::is_directory(p, ec)) {
+      std::vector<std::string> found;
+      for (const auto& e : fs::recursive_directory_iterator(p, ec))
+        if (e.is_regular_file() && is_image_file(e.path().string())) found.push_back(e.path().string());
+      std::sort(found.begin(), found.end());
+      if (found.empty()) log::warn(in + ": no PNG/JPEG/DICOM files inside");
+      out.insert(out.end(), found.begin(), found.end());
+    } else if (p.extension() == ".csv") {
+      const data::CsvTable t = data::read_csv(in);
+      size_t c = t.find_column("image");
+      if (c == std::string::npos) c = t.column("path");
+      for (size_t r = 0; r < t.rows.size(); ++r) {
+        const std::string v = t.at(r, c);
+        out.push_back(fs::path(v).is_absolute() ? v : (p.parent_path() / v).string());
+      }
+    } else if (p.extension() == ".txt") {
+      std::istringstream lines(read_file(in));
+      std::string line;
+      while (std::getline(lines, line)) {
+        while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+        if (line.empty()) continue;
+        out.push_back(fs::path(line).is_absolute() ? line : (p.parent_path() / line).string());
+      }
+    } else {
+      out.push_back(in);
+    }
+  }
+  return out;
+}
+
+void PromptCacheFlags::add_to(CLI::App* c) {
+  c->add_option("--prompt-cache", dir,
+                "Folder of the on-disk prompt-embedding cache (default: $AFLOC_CACHE_DIR, $XDG_CACHE_HOME/afloc or ~/.cache/afloc)");
+  c->add_flag("--no-prompt-cache", off, "Keep prompt embeddings in memory only");
+}
+
+std::string PromptCacheFlags::resolved() const {
+  if (off) return "";
+  return dir.empty() ? infer::default_prompt_cache_dir() : dir;
+}
+
+}  // namespace afloc::cli
