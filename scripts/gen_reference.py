@@ -4,6 +4,7 @@ python3-torchvision (oracles only; the product is C++).
 
 * resnet18.pt / resnet34.pt / resnet50.pt: torchvision ResNets (random init, BatchNorm statistics perturbed so a
   port that skipped BN would fail), classifier removed; the layer2/3/4 maps and the pooled vector.
+* sklearn_metrics.pt: roc_auc_score and balanced_accuracy_score on random data with ties.
 * bert_base2.pt / bert_small.pt: an independent BERT written with torch.nn.functional's
   multi_head_attention_forward, holding Hugging Face parameter names; every hidden state.
 
@@ -144,6 +145,21 @@ def bert_case(vocab, hidden, layers, heads, inter, max_pos, seed):
     }
 
 
+def sklearn_case(seed):
+    """roc_auc_score per column and balanced_accuracy_score on random data with ties."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    g = torch.Generator().manual_seed(seed)
+    n, c = 300, 6
+    scores = (torch.rand(n, c, generator=g) * 20).round() / 20  # many ties
+    labels = (torch.rand(n, c, generator=g) < torch.linspace(0.05, 0.6, c)).long()
+    auc = torch.tensor([roc_auc_score(labels[:, k].numpy(), scores[:, k].numpy()) for k in range(c)], dtype=torch.float64)
+    y_true = torch.randint(0, 5, (n,), generator=g)
+    y_pred = torch.where(torch.rand(n, generator=g) < 0.6, y_true, torch.randint(0, 6, (n,), generator=g))
+    bacc = balanced_accuracy_score(y_true.numpy(), y_pred.numpy())
+    return {"scores": scores.double(), "labels": labels, "auc": auc,
+            "y_true": y_true, "y_pred": y_pred, "balanced_accuracy": torch.tensor(bacc, dtype=torch.float64)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
@@ -156,6 +172,7 @@ def main():
         "resnet50": lambda: resnet_case(50, 224, 12),
         "bert_base2": lambda: bert_case(28996, 768, 2, 12, 3072, 512, 13),
         "bert_small": lambda: bert_case(300, 128, 4, 4, 512, 128, 14),
+        "sklearn_metrics": lambda: sklearn_case(16),
     }
     for name, fn in cases.items():
         path = os.path.join(args.out, name + ".pt")

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <cmath>
 #include <fstream>
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <cstdlib>
@@ -55,6 +56,7 @@ std::map<int64_t, double> step_losses(const std::string& path) {
 class E2E : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
+    ::setenv("AFLOC_CACHE_DIR", tmp("prompt_cache").c_str(), 1);  // not the user's ~/.cache
     world_ = tmp("world");
     const CliRun r = run_cli("--log-level warn synth --out " + world_ + " -n 40 --n-val 8 -m 12 --size 96 --seed 3");
     ASSERT_EQ(r.code, 0) << r.out;
@@ -283,7 +285,7 @@ TEST_F(E2E, LocalizeWritesHeatmapsMasksBoxesAndReportsFailures) {
   fs::copy_file(in + "/0.jpg", in + "/sub/0.jpg");  // same file stem as in/0.jpg: its own folder
   std::ofstream(tmp("prompts") + ".json") << R"(["Findings suggesting pleural effusion.", "Small right pneumothorax."])";
   const CliRun r = run_cli("--log-level warn localize -M " + run + " --prompt-file " + tmp("prompts") + ".json -p \"Heart size is enlarged.\" " +
-                           in + " -o " + out + " --margin 10 --thresholds 0.2,0.6");
+                           in + " -o " + out + " --margin 10 --thresholds 0.2,0.6 --all");
   EXPECT_EQ(r.code, 1) << r.out;  // one unreadable file: reported, the rest done
   EXPECT_NE(r.out.find("broken.png"), std::string::npos) << r.out;
   std::istringstream lines(read(out + "/results.jsonl"));
@@ -331,6 +333,132 @@ TEST_F(E2E, LocalizeWritesHeatmapsMasksBoxesAndReportsFailures) {
   const CliRun bad = run_cli("localize -M " + run + " -p \"x y\" " + in + "/0.jpg --interpolation cubic -o " + tmp("loc_bad"));
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.out.find("cubic"), std::string::npos) << bad.out;
+}
+
+// Test-split images of the e2e world and a labels CSV (1 = the image holds the finding).
+std::vector<std::string> test_images(const std::string& world, const std::string& labels_csv, std::vector<std::string> cats) {
+  std::istringstream lines(read(world + "/ground_truth/instances.jsonl"));
+  std::string line, csv = "image";
+  for (const auto& c : cats) csv += "," + c;
+  csv += "\n";
+  std::vector<std::string> out;
+  while (std::getline(lines, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["split"] != "test") continue;
+    out.push_back(world + "/" + j["image"].get<std::string>());
+    csv += j["image"].get<std::string>();
+    for (const auto& c : cats) {
+      bool has = false;
+      for (const auto& inst : j["instances"]) has = has || inst["category"] == c;
+      csv += has ? ",1" : ",0";
+    }
+    csv += "\n";
+  }
+  std::ofstream(labels_csv) << csv;  // paths relative to the world, where the CSV lives
+  return out;
+}
+
+TEST_F(E2E, ClassifyWritesScoresMetricsAndUsesThePromptCache) {
+  const std::string run = tmp("run_cls"), out = tmp("cls"), cache = tmp("cls_cache");
+  ASSERT_EQ(run_cli("--log-level warn train -d " + world_ + "/mimic-cxr-jpg -o " + run + " -b 8 --max-steps 1 --no-validate").code, 0);
+  const std::vector<std::string> cats = {"Pleural Effusion", "Pneumothorax", "Cardiomegaly"};
+  const auto images = test_images(world_, world_ + "/labels.csv", cats);
+  ASSERT_GE(images.size(), 10u);
+  std::string list;
+  for (const auto& im : images) list += im + "\n";
+  std::ofstream(tmp("cls_list") + ".txt") << list;
+  const std::string args = "classify -M " + run + " --categories \"Pleural Effusion,Pneumothorax,Cardiomegaly\" " + tmp("cls_list") +
+                           ".txt --labels " + world_ + "/labels.csv --prompt-cache " + cache + " -o " + out;
+  const CliRun r = run_cli(args);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("AUROC"), std::string::npos) << r.out;
+  const std::string scores = read(out + "/scores.csv");
+  EXPECT_EQ(scores.substr(0, scores.find('\n')), "image,Pleural Effusion,Pneumothorax,Cardiomegaly");
+  EXPECT_EQ(std::count(scores.begin(), scores.end(), '\n'), static_cast<long>(images.size() + 1));
+  const auto m = nlohmann::json::parse(read(out + "/metrics.json"));
+  ASSERT_EQ(m["classes"].size(), 3u);
+  for (const auto& c : m["classes"]) EXPECT_EQ(c["n_pos"].get<int>() + c["n_neg"].get<int>(), static_cast<int>(images.size()));
+  const auto p = nlohmann::json::parse(read(out + "/prompts.json"));
+  EXPECT_EQ(p["bank"]["classes"]["Pneumothorax"]["pos"].size(), 42u);  // the authors' table
+  // Second run: every prompt from the disk cache, same scores.
+  const CliRun again = run_cli(args + "2");
+  ASSERT_EQ(again.code, 0) << again.out;
+  EXPECT_NE(again.out.find("0 prompts encoded"), std::string::npos) << again.out;
+  EXPECT_EQ(read(out + "2/scores.csv"), scores);
+  // Multi-class bank from a prompt file: rows sum to 1 and a label is chosen.
+  std::ofstream(tmp("mc") + ".json") << R"({"mode": "multiclass", "classes": {"left": {"pos": ["left pleural effusion"]},
+                                           "right": {"pos": ["right pleural effusion"]}, "none": {"pos": ["no pleural effusion"]}}})";
+  const std::string mc_out = tmp("cls_mc");
+  const CliRun mc = run_cli("--log-level warn classify -M " + run + " --prompt-file " + tmp("mc") + ".json " + images[0] + " " +
+                            images[1] + " -o " + mc_out);
+  ASSERT_EQ(mc.code, 0) << mc.out;
+  std::istringstream lines(read(mc_out + "/results.jsonl"));
+  std::string line;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    const auto j = nlohmann::json::parse(line);
+    double sum = 0;
+    for (const auto& [k, v] : j["scores"].items()) sum += v.get<double>();
+    EXPECT_NEAR(sum, 1.0, 1e-5);
+    EXPECT_TRUE(j.contains("label"));
+    ++n;
+  }
+  EXPECT_EQ(n, 2);
+  // Bad inputs: clear errors naming the file and the key or value.
+  std::ofstream(tmp("badkey") + ".json") << R"({"clases": {}})";
+  const CliRun bad = run_cli("classify -M " + run + " --prompt-file " + tmp("badkey") + ".json " + images[0] + " -o " + tmp("cls_bad"));
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.out.find("unknown key 'clases'"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("badkey.json"), std::string::npos) << bad.out;
+  const CliRun badbank = run_cli("classify -M " + run + " --bank chexpert " + images[0] + " -o " + tmp("cls_bad"));
+  EXPECT_EQ(badbank.code, 1);
+  EXPECT_NE(badbank.out.find("chexpert5"), std::string::npos) << badbank.out;
+  std::ofstream(tmp("badlab") + ".csv") << "image,Edema\nx.png,1\n";
+  const CliRun badlab = run_cli("classify -M " + run + " --bank chexpert5 " + images[0] + " --labels " + tmp("badlab") + ".csv -o " + tmp("cls_bad"));
+  EXPECT_EQ(badlab.code, 1);
+  EXPECT_NE(badlab.out.find("Atelectasis"), std::string::npos) << badlab.out;  // the missing class columns
+}
+
+TEST_F(E2E, LocalizeGatesMasksByPresenceAndDrawsGroundTruthBoxes) {
+  const std::string run = tmp("run_gate");
+  ASSERT_EQ(run_cli("--log-level warn train -d " + world_ + "/mimic-cxr-jpg -o " + run + " -b 8 --max-steps 1 --no-validate").code, 0);
+  const auto images = test_images(world_, tmp("gate_labels") + ".csv", {"Pneumothorax"});
+  const std::string img = images[0];
+  std::ofstream(tmp("boxes") + ".csv") << "image,x,y,w,h,finding\n" << img << ",10,12,30,20,Pneumothorax\n";
+  auto masks_in = [](const std::string& dir) {
+    int n = 0;
+    for (const auto& e : fs::recursive_directory_iterator(dir)) n += e.path().string().find("_mask_") != std::string::npos;
+    return n;
+  };
+  // Nothing passes a presence threshold of 1: no masks, no regions, heatmaps and overlays still written.
+  const std::string absent = tmp("gate_absent");
+  CliRun r = run_cli("--log-level warn localize -M " + run + " -f Pneumothorax -f Cardiomegaly --present-threshold 1 " + img + " -o " + absent);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(masks_in(absent), 0);
+  std::istringstream lines(read(absent + "/results.jsonl"));
+  std::string line;
+  while (std::getline(lines, line)) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_FALSE(j["present"].get<bool>());
+    EXPECT_TRUE(j["regions"].empty());
+    EXPECT_TRUE(fs::exists(j["files"]["overlay_png"].get<std::string>()));
+  }
+  const auto opts = nlohmann::json::parse(read(absent + "/options.json"));
+  EXPECT_EQ(opts["presence_prompts"]["Findings suggesting pneumothorax."]["pos"].size(), 42u);
+  // --all writes them anyway; --boxes draws the ground truth on the matching prompt's overlay only.
+  const std::string all = tmp("gate_all"), boxed = tmp("gate_boxed");
+  ASSERT_EQ(run_cli("--log-level warn localize -M " + run + " -f Pneumothorax -f Cardiomegaly --present-threshold 1 --all " + img + " -o " + all).code, 0);
+  EXPECT_EQ(masks_in(all), 2 * 5);
+  r = run_cli("--log-level warn localize -M " + run + " -f Pneumothorax -f Cardiomegaly --present-threshold 1 --boxes " + tmp("boxes") +
+              ".csv " + img + " -o " + boxed);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string stem = fs::path(img).stem().string();
+  EXPECT_NE(read(boxed + "/" + stem + "/findings_suggesting_pneumothorax_overlay.png"),
+            read(absent + "/" + stem + "/findings_suggesting_pneumothorax_overlay.png"));
+  std::ofstream(tmp("badboxes") + ".csv") << "image,x,y,w\n" << img << ",1,2,3\n";
+  r = run_cli("localize -M " + run + " -f Pneumothorax --boxes " + tmp("badboxes") + ".csv " + img + " -o " + tmp("gate_bad"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("badboxes.csv"), std::string::npos) << r.out;
 }
 
 TEST(Distributed, BadLauncherEnvironmentIsAClearError) {

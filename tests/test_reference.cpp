@@ -1,6 +1,7 @@
 // Parity with references computed on this machine by scripts/gen_reference.py (Debian's
 // python3-torch / torchvision): ResNet-18/50 vs torchvision, BERT vs an independent torch.nn
-// implementation built on nn.MultiheadAttention with Hugging Face parameter names.
+// implementation built on nn.MultiheadAttention with Hugging Face parameter names; AUROC and
+// balanced accuracy vs sklearn.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -8,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "afloc/common/error.h"
+#include "afloc/eval/metrics.h"
 #include "afloc/io/state_dict.h"
 #include "afloc/io/tensor_file.h"
 #include "afloc/model/bert.h"
@@ -82,6 +84,25 @@ TEST(Reference, BertMatchesTorchNnReference) {
                    states[i], io::require(m, key, f), 2e-4);
     }
     expect_close("bert pooler", net->pooler(states.back()), io::require(m, "pooled", f), 2e-4);
+  }
+}
+
+TEST(Reference, ClassificationMetricsMatchSklearn) {
+  for (const auto& f : reference_files("sklearn_metrics", {""})) {
+    const io::TensorMap m = io::load_tensor_file(f);
+    const torch::Tensor scores = io::require(m, "scores", f), labels = io::require(m, "labels", f);
+    const torch::Tensor auc = io::require(m, "auc", f);
+    for (int64_t k = 0; k < scores.size(1); ++k) {
+      const torch::Tensor s = scores.select(1, k).contiguous(), y = labels.select(1, k).to(torch::kInt).contiguous();
+      const double got = eval::roc_auc(std::vector<double>(s.data_ptr<double>(), s.data_ptr<double>() + s.numel()),
+                                       std::vector<int>(y.data_ptr<int>(), y.data_ptr<int>() + y.numel()));
+      std::printf("[reference] roc_auc column %lld: %.12f vs sklearn %.12f\n", static_cast<long long>(k), got, auc[k].item<double>());
+      EXPECT_NEAR(got, auc[k].item<double>(), 1e-12);
+    }
+    const torch::Tensor yt = io::require(m, "y_true", f).to(torch::kInt).contiguous(), yp = io::require(m, "y_pred", f).to(torch::kInt).contiguous();
+    const double b = eval::balanced_accuracy(std::vector<int>(yt.data_ptr<int>(), yt.data_ptr<int>() + yt.numel()),
+                                             std::vector<int>(yp.data_ptr<int>(), yp.data_ptr<int>() + yp.numel()));
+    EXPECT_NEAR(b, io::require(m, "balanced_accuracy", f).item<double>(), 1e-12);
   }
 }
 

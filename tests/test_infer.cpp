@@ -1,0 +1,134 @@
+// Inference library: the prompt encoder and its disk cache, the class head, presence gating.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "afloc/infer/classifier.h"
+#include "afloc/infer/localizer.h"
+#include "afloc/infer/prompt_encoder.h"
+#include "afloc/text/vocab_builder.h"
+#include "tensor_compare.h"
+
+namespace fs = std::filesystem;
+
+namespace afloc::test {
+namespace {
+
+model::AflocModel tiny_model(uint64_t seed) {
+  static const text::Vocab vocab =
+      text::build_wordpiece_vocab({"findings suggesting small left pleural effusion pneumothorax no heart size is normal"}, {});
+  torch::manual_seed(seed);
+  model::AflocConfig c = model::preset("tiny");
+  c.bert.vocab_size = vocab.size();
+  model::AflocModel net(c, vocab);
+  net->eval();
+  return net;
+}
+
+std::string tmp_dir(const std::string& name) {
+  const fs::path p = fs::path(::testing::TempDir()) / ("afloc_infer_" + std::to_string(::getpid()) + "_" + name);
+  fs::remove_all(p);
+  return p.string();
+}
+
+TEST(PromptEncoder, BatchedEqualsOneByOneAndTheDiskCacheServesTheSameVectors) {
+  auto net = tiny_model(1);
+  const std::vector<std::string> prompts = {"Findings suggesting pleural effusion.", "No pneumothorax.",
+                                            "Findings suggesting pleural effusion.", "Heart size is normal."};
+  const std::string dir = tmp_dir("cache");
+  infer::PromptEncoder a(net, dir);
+  const torch::Tensor batched = a.encode(prompts);
+  ASSERT_EQ(batched.sizes(), (torch::IntArrayRef{4, net->config().embed_dim()}));
+  EXPECT_EQ(a.computed(), 3);  // the repeated prompt is encoded once
+  infer::PromptEncoder alone(net);
+  for (size_t i = 0; i < prompts.size(); ++i)
+    expect_close("prompt " + std::to_string(i), alone.encode(prompts[i]), batched[static_cast<int64_t>(i)], 1e-5);
+  ASSERT_TRUE(fs::exists(a.cache_file()));
+
+  infer::PromptEncoder b(net, dir);  // a new run: everything from disk, bit-identical
+  const torch::Tensor again = b.encode(prompts);
+  EXPECT_EQ(b.computed(), 0);
+  EXPECT_EQ(b.loaded_from_disk(), 3);
+  EXPECT_TRUE(torch::equal(again, batched));
+
+  // A run killed while appending leaves a torn record: it is cut off and recomputed.
+  const auto size = fs::file_size(a.cache_file());
+  fs::resize_file(a.cache_file(), size - 7);
+  infer::PromptEncoder c(net, dir);
+  expect_close("after a torn cache", c.encode(prompts), batched, 1e-5);  // one re-encoded alone
+  EXPECT_EQ(c.loaded_from_disk(), 2);
+  EXPECT_EQ(c.computed(), 1);
+  infer::PromptEncoder d(net, dir);
+  d.encode(prompts);
+  EXPECT_EQ(d.loaded_from_disk(), 3);  // the recomputed record was appended after the cut
+
+  // Other weights: another cache file, never the stale vectors.
+  auto other = tiny_model(2);
+  infer::PromptEncoder e(other, dir);
+  EXPECT_NE(e.cache_file(), a.cache_file());
+  EXPECT_FALSE(torch::allclose(e.encode(prompts), batched));
+  EXPECT_EQ(e.computed(), 3);
+}
+
+TEST(Classifier, HeadAveragesPromptVectorsAndScoresAreSoftmaxes) {
+  auto net = tiny_model(3);
+  infer::PromptEncoder enc(net);
+  infer::PromptBank bank;
+  bank.name = "t";
+  bank.classes = {{"effusion", {"small left pleural effusion", "pleural effusion"}, {"no pleural effusion"}},
+                  {"ptx", {"pneumothorax"}, {"no pneumothorax"}}};
+  const infer::ClassHead head = infer::build_class_head(enc, bank);
+  expect_close("pos mean", head.pos[0], (enc.encode("small left pleural effusion") + enc.encode("pleural effusion")) / 2, 1e-6);
+  const torch::Tensor g = torch::randn({5, net->config().embed_dim()});
+  const torch::Tensor s = infer::class_scores(g, head);
+  ASSERT_EQ(s.sizes(), (torch::IntArrayRef{5, 2, 2}));
+  expect_close("pair sums", s.sum(2), torch::ones({5, 2}), 1e-6);
+  const torch::Tensor manual = torch::sigmoid(torch::matmul(g, head.pos[1]) - torch::matmul(g, head.neg[1]));
+  expect_close("binary = sigmoid(pos - neg)", infer::class_probabilities(g, head).select(1, 1), manual, 1e-6);
+  bank.mode = infer::ClassifyMode::kMultiClass;
+  const torch::Tensor m = infer::class_scores(g, infer::build_class_head(enc, bank));
+  expect_close("multiclass rows", m.sum(1), torch::ones({5}), 1e-6);
+}
+
+TEST(Localizer, PresenceGatesRegionsUnlessAll) {
+  auto net = tiny_model(4);
+  infer::PromptEncoder enc(net);
+  data::Gray8 im;
+  im.width = 80;
+  im.height = 64;
+  im.pixels.resize(80 * 64);
+  for (size_t i = 0; i < im.pixels.size(); ++i) im.pixels[i] = static_cast<uint8_t>((i * 37) % 251);
+  const std::vector<std::string> prompts = {"Findings suggesting pneumothorax.", "Heart size is normal."};
+  infer::PromptBank bank;
+  for (const auto& p : prompts) bank.classes.push_back(infer::presence_prompts(p));
+  EXPECT_EQ(bank.classes[0].neg, std::vector<std::string>{"no pneumothorax. "});
+  EXPECT_EQ(bank.classes[1].neg, std::vector<std::string>{"no Heart size is normal. "});
+  const infer::ClassHead head = infer::build_class_head(enc, bank);
+  infer::LocalizeOptions o;
+  o.present_threshold = 1.0;  // nothing is present
+  auto r = infer::Localizer(net, o, enc).run({im}, {"a"}, prompts, &head);
+  ASSERT_EQ(r.size(), 2u);
+  for (const auto& l : r) {
+    EXPECT_FALSE(l.present);
+    EXPECT_GT(l.probability, 0.0);
+    EXPECT_LT(l.probability, 1.0);
+    EXPECT_TRUE(l.regions.empty());
+  }
+  o.all = true;
+  r = infer::Localizer(net, o, enc).run({im}, {"a"}, prompts, &head);
+  EXPECT_FALSE(r[0].regions.empty());  // the heatmap's max is 1 > every threshold
+  o.all = false;
+  o.present_threshold = 0.0;
+  r = infer::Localizer(net, o, enc).run({im}, {"a"}, prompts, &head);
+  EXPECT_TRUE(r[0].present);
+  EXPECT_FALSE(r[0].regions.empty());
+  // The same probabilities as the classifier on the same image.
+  const torch::Tensor p = infer::class_probabilities(infer::global_embeddings(net, {im}), head);
+  EXPECT_NEAR(r[1].probability, p[0][1].item<double>(), 1e-6);
+}
+
+}  // namespace
+}  // namespace afloc::test
