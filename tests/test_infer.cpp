@@ -9,6 +9,7 @@
 #include "afloc/infer/classifier.h"
 #include "afloc/infer/localizer.h"
 #include "afloc/infer/prompt_encoder.h"
+#include "afloc/model/image_encoder.h"
 #include "afloc/text/vocab_builder.h"
 #include "tensor_compare.h"
 
@@ -128,6 +129,41 @@ TEST(Localizer, PresenceGatesRegionsUnlessAll) {
   // The same probabilities as the classifier on the same image.
   const torch::Tensor p = infer::class_probabilities(infer::global_embeddings(net, {im}), head);
   EXPECT_NEAR(r[1].probability, p[0][1].item<double>(), 1e-6);
+}
+
+TEST(ImageEncoder, InferenceLayoutMatchesThePlainForward) {
+  // Folded batch norms + channels-last must give the plain forward's embeddings, for basic blocks
+  // (ResNet-18) and bottlenecks with downsampling (ResNet-50); BN statistics perturbed so that a
+  // wrong fold would show.
+  for (int64_t depth : {18, 50}) {
+    torch::manual_seed(depth);
+    model::AflocConfig c = model::preset("tiny");
+    c.resnet.depth = depth;
+    c.resnet.width = 16;
+    c.bert.vocab_size = 50;
+    model::ImageEncoder enc(c);
+    {
+      torch::NoGradGuard ng;
+      for (auto& m : enc->modules(false))
+        if (auto* bn = m->as<torch::nn::BatchNorm2dImpl>()) {
+          bn->weight.uniform_(0.5, 1.5);
+          bn->bias.normal_(0, 0.2);
+          bn->running_mean.normal_(0, 0.2);
+          bn->running_var.uniform_(0.5, 2.0);
+        }
+    }
+    enc->eval();
+    const torch::Tensor x = torch::rand({3, 3, c.image_size, c.image_size}) * 2 - 1;
+    torch::InferenceMode guard;
+    const auto plain = enc->forward(x);
+    enc->optimize_for_inference();
+    const auto fast = enc->forward(x, /*with_shallow=*/false);
+    EXPECT_FALSE(fast.shallow.defined());
+    const double scale = plain.deep.abs().max().item<double>();
+    expect_close("deep, depth " + std::to_string(depth), fast.deep / scale, plain.deep / scale, 1e-5);
+    expect_close("global, depth " + std::to_string(depth), fast.global, plain.global, 1e-5 * plain.global.abs().max().item<double>());
+    EXPECT_TRUE(fast.deep.is_contiguous());
+  }
 }
 
 }  // namespace

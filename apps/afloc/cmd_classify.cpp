@@ -106,6 +106,7 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
     const auto images = expand_inputs(o->inputs);
     if (images.empty()) throw Error("classify: no images found in the inputs");
     io::LoadedModel m = io::load_model(o->model, torch::Device(g.device));
+    m.model->optimize_for_inference();
     infer::PromptEncoder encoder(m.model, o->cache.resolved());
     const infer::ClassHead head = infer::build_class_head(encoder, bank);
     log::info("prompt bank '" + bank.name + "': " + std::to_string(bank.classes.size()) + " classes, " +

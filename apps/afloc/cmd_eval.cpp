@@ -49,6 +49,7 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
     const std::string ck = !o->checkpoint.empty() ? o->checkpoint : o->run;
     if (ck.empty()) throw Error("eval-phantom: give --model DIR (a model directory, checkpoint or run)");
     auto tm = io::load_model(ck, torch::Device(g.device));
+    tm.model->optimize_for_inference();
     const auto images = eval::read_phantom_ground_truth(o->world, o->splits);
     if (images.empty()) throw Error(o->world + ": no ground-truth images in the requested splits");
     o->loc.overlays_dir = o->loc.n_overlays > 0 ? (std::filesystem::path(o->out) / "overlays").string() : "";

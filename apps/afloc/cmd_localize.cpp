@@ -170,6 +170,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
     const auto images = expand_inputs(o->inputs);
     if (images.empty()) throw Error("localize: no images found in the inputs");
     io::LoadedModel m = io::load_model(o->model, torch::Device(g.device));
+    m.model->optimize_for_inference();
     infer::PromptEncoder encoder(m.model, o->cache.resolved());
     infer::Localizer loc(m.model, o->o, encoder);
     const infer::ClassHead presence = infer::build_class_head(encoder, presence_bank);

@@ -171,7 +171,7 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
       batch.push_back(data::preprocess(g, S));
       shown.push_back(data::resize_pad(g, E));
     }
-    const model::ImageEmbeddings emb = net->encode_images(torch::stack(batch).to(dev));
+    const model::ImageEmbeddings emb = net->encode_images(torch::stack(batch).to(dev), /*with_shallow=*/false);
     const torch::Tensor deep = emb.deep.to(torch::kFloat);
     torch::Tensor prob;
     if (!res.class_names.empty()) prob = infer::class_probabilities(emb.global.to(torch::kFloat), head).cpu().to(torch::kDouble).contiguous();

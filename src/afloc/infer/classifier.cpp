@@ -69,7 +69,7 @@ torch::Tensor global_embeddings(model::AflocModel& net, const std::vector<data::
   std::vector<torch::Tensor> batch;
   for (const auto& im : images) batch.push_back(data::preprocess(im, net->config().image_size));
   torch::InferenceMode guard;
-  return net->encode_images(torch::stack(batch).to(net->device())).global.to(torch::kFloat);
+  return net->encode_images(torch::stack(batch).to(net->device()), /*with_shallow=*/false).global.to(torch::kFloat);
 }
 
 }  // namespace afloc::infer

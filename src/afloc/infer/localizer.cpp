@@ -75,7 +75,7 @@ std::vector<Localization> Localizer::run(const std::vector<data::Gray8>& images,
     std::vector<torch::Tensor> batch;
     for (size_t i = start; i < end; ++i) batch.push_back(data::preprocess(images[i], s));
     torch::InferenceMode guard;
-    const model::ImageEmbeddings emb = net_->encode_images(torch::stack(batch).to(net_->device()));
+    const model::ImageEmbeddings emb = net_->encode_images(torch::stack(batch).to(net_->device()), /*with_shallow=*/false);
     const torch::Tensor deep = emb.deep.to(torch::kFloat);
     torch::Tensor prob;
     if (presence) prob = class_probabilities(emb.global.to(torch::kFloat), *presence).cpu();

@@ -33,8 +33,13 @@ torch::Device AflocModelImpl::device() const {
   return img_encoder->global_embedder->weight.device();
 }
 
-ImageEmbeddings AflocModelImpl::encode_images(const torch::Tensor& images) {
-  return img_encoder(images);
+ImageEmbeddings AflocModelImpl::encode_images(const torch::Tensor& images, bool with_shallow) {
+  return img_encoder->forward(images, with_shallow);
+}
+
+void AflocModelImpl::optimize_for_inference() {
+  eval();
+  img_encoder->optimize_for_inference();
 }
 
 TextEmbeddings AflocModelImpl::encode_text(const TokenBatch& tokens) {

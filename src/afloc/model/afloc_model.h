@@ -32,8 +32,11 @@ class AflocModelImpl : public torch::nn::Module {
  public:
   AflocModelImpl(const AflocConfig& config, const text::Vocab& vocab);
 
-  /// images: (B, 3, S, S) in [-1, 1] on the model's device.
-  ImageEmbeddings encode_images(const torch::Tensor& images);
+  /// images: (B, 3, S, S) in [-1, 1] on the model's device; with_shallow = false skips v_s.
+  ImageEmbeddings encode_images(const torch::Tensor& images, bool with_shallow = true);
+  /// Eval mode plus the image encoder's inference layout (folded batch norms, channels-last).
+  /// Call once after loading, before inference; not for training.
+  void optimize_for_inference();
   TextEmbeddings encode_text(const TokenBatch& tokens);
   /// Tokenizes texts (CPU tensors; move them with TokenBatch::to).
   TokenBatch tokenize(const std::vector<std::string>& texts, TextMode mode = TextMode::kPrompt) const;

@@ -14,7 +14,16 @@ ImageEncoderImpl::ImageEncoderImpl(const AflocConfig& c) : upsample_size(c.upsam
       "local2_embedder", nn::Conv2d(nn::Conv2dOptions(model->layer2_channels(), d, 1).bias(false)));
 }
 
-ImageEmbeddings ImageEncoderImpl::forward(const torch::Tensor& images) {
+void ImageEncoderImpl::optimize_for_inference() {
+  eval();
+  model->fuse(c10::MemoryFormat::ChannelsLast);
+  torch::NoGradGuard ng;
+  for (auto* conv : {&local_embedder, &local2_embedder})
+    (*conv)->weight.set_data((*conv)->weight.contiguous(c10::MemoryFormat::ChannelsLast));
+  channels_last_ = true;
+}
+
+ImageEmbeddings ImageEncoderImpl::forward(const torch::Tensor& images, bool with_shallow) {
   TORCH_CHECK(images.dim() == 4 && images.size(1) == 3, "images must be (B, 3, H, W), got ",
               images.sizes());
   torch::Tensor x = images;
@@ -24,12 +33,19 @@ ImageEmbeddings ImageEncoderImpl::forward(const torch::Tensor& images) {
                               .mode(torch::kBilinear)
                               .align_corners(true));
   }
+  const bool nhwc = channels_last_ && !is_training();
+  if (nhwc) x = x.contiguous(c10::MemoryFormat::ChannelsLast);
   const ResNetFeatures f = model(x);
   ImageEmbeddings e;
   e.global_feat = f.pooled;
   e.global = global_embedder(f.pooled);
   e.deep = local_embedder(f.layer3);
-  e.shallow = local2_embedder(f.layer2);
+  if (with_shallow) e.shallow = local2_embedder(f.layer2);
+  if (nhwc) {
+    // Callers index and reshape these maps; hand them back in the usual layout.
+    e.deep = e.deep.contiguous();
+    if (e.shallow.defined()) e.shallow = e.shallow.contiguous();
+  }
   return e;
 }
 

@@ -22,14 +22,21 @@ struct ImageEmbeddings {
 class ImageEncoderImpl : public torch::nn::Module {
  public:
   explicit ImageEncoderImpl(const AflocConfig& config);
-  /// images: (B, 3, S, S) in [-1, 1].
-  ImageEmbeddings forward(const torch::Tensor& images);
+  /// images: (B, 3, S, S) in [-1, 1]. with_shallow = false leaves `shallow` undefined (inference
+  /// needs only deep and global: saves the layer2 projection).
+  ImageEmbeddings forward(const torch::Tensor& images, bool with_shallow = true);
+  /// Inference: batch norms folded into the convolutions and channels-last (NHWC) activations,
+  /// the layout oneDNN convolves without reordering. Eval mode only; redo after weights change.
+  void optimize_for_inference();
 
   ResNet model{nullptr};
   torch::nn::Linear global_embedder{nullptr};
   torch::nn::Conv2d local_embedder{nullptr};   ///< layer3 -> D
   torch::nn::Conv2d local2_embedder{nullptr};  ///< layer2 -> D
   int64_t upsample_size;
+
+ private:
+  bool channels_last_ = false;
 };
 TORCH_MODULE(ImageEncoder);
 

@@ -8,6 +8,16 @@
 
 namespace afloc::model {
 
+/// A convolution with its batch norm folded in (inference only): conv(x, w * s) + (beta - mean * s),
+/// s = gamma / sqrt(var + eps).
+struct FusedConv {
+  torch::Tensor weight, bias;
+  int64_t stride = 1, padding = 0;
+  /// Folds `bn` (eval statistics) into `conv` (no bias); weights in `format`.
+  static FusedConv fold(const torch::nn::Conv2d& conv, const torch::nn::BatchNorm2d& bn, c10::MemoryFormat format);
+  torch::Tensor operator()(const torch::Tensor& x) const;
+};
+
 /// Bottleneck (ResNet-50; torchvision v1.5: stride on conv2) or BasicBlock (ResNet-18/34).
 class ResBlockImpl : public torch::nn::Module {
  public:
@@ -15,8 +25,13 @@ class ResBlockImpl : public torch::nn::Module {
   /// x: (B, in_ch, H, W) -> (B, planes * expansion, H/stride, W/stride)
   torch::Tensor forward(const torch::Tensor& x);
   static int64_t expansion(bool bottleneck) { return bottleneck ? 4 : 1; }
+  /// Folds every batch norm into its convolution for inference; the folded path runs while the
+  /// module is in eval mode. Redo after the weights change; unfuse() drops it.
+  void fuse(c10::MemoryFormat format);
+  void unfuse() { fused_.clear(); }
 
  private:
+  std::vector<FusedConv> fused_;  // conv1..3 (or 1..2), then downsample when present
   bool bottleneck_;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
@@ -40,8 +55,12 @@ class ResNetImpl : public torch::nn::Module {
   int64_t layer2_channels() const { return layer2_channels_; }
   int64_t layer3_channels() const { return layer3_channels_; }
   int64_t layer4_channels() const { return layer4_channels_; }
+  /// See ResBlockImpl::fuse.
+  void fuse(c10::MemoryFormat format);
+  void unfuse();
 
  private:
+  std::vector<FusedConv> stem_;
   torch::nn::Sequential make_layer(int64_t planes, int64_t blocks, int64_t stride);
   bool bottleneck_;
   int64_t in_ch_;
