@@ -2,8 +2,9 @@
 # The main job on a fresh Debian 12 machine: installs what it needs, builds `afloc`, renders a
 # phantom chest X-ray world (shared/PHANTOM.md), pretrains the `tiny` AFLoc model on its image-report
 # pairs only, then measures zero-shot localization of every finding against the hidden masks, next
-# to a centre-prior baseline, and on an unseen finding; then localizes prompts on held-out films
-# with `afloc localize`. ~13 minutes on 2 cores (--quick: ~4).
+# to a centre-prior baseline, and zero-shot diagnosis (AUROC) of every finding; then localizes and
+# classifies held-out films with `afloc localize` / `afloc classify`. ~14 minutes on 2 cores
+# (--quick: ~4).
 #   bash scripts/demo.sh [--quick]       outputs in ./demo (AFLOC_DEMO_OUT to change)
 # Re-running continues where it stopped (the world is kept, training resumes from its checkpoint).
 set -euo pipefail
@@ -27,15 +28,21 @@ RESUME=()
 if [ -f "$OUT/run/checkpoints/latest.txt" ]; then RESUME=(--resume); fi
 $AFLOC train -c configs/phantom_tiny.json -d "$OUT/world/mimic-cxr-jpg" -o "$OUT/run" -e "$EPOCHS" "${RESUME[@]}"
 
-echo "== 3. zero-shot localization: 'Findings suggesting {finding}.' vs the hidden masks"
+echo "== 3. zero-shot localization ('Findings suggesting {finding}.' vs the hidden masks) and diagnosis (AUROC)"
 $AFLOC eval-phantom -r "$OUT/run" -w "$OUT/world" -o "$OUT/eval"
 echo "== 4. the unseen finding (never named in pretraining reports)"
-$AFLOC eval-phantom -r "$OUT/run" -w "$OUT/world" --split unseen -o "$OUT/eval_unseen"
-echo "== 5. localize any prompt on held-out films (as on your own PNG/JPEG/DICOM files)"
-mkdir -p "$OUT/films"
-find "$OUT/world/chexlocalize/CheXpert/test" -name '*.jpg' | sort | head -n 6 | while read -r f; do
-  cp "$f" "$OUT/films/$(basename "$(dirname "$(dirname "$f")")").jpg"; done
-$AFLOC localize -M "$OUT/run" -p "Findings suggesting cardiomegaly." -p "Findings suggesting pleural effusion." \
-  -p "Findings suggesting pneumothorax." "$OUT/films" -o "$OUT/localize"
+$AFLOC eval-phantom -r "$OUT/run" -w "$OUT/world" --split unseen -o "$OUT/eval_unseen" --no-classify
+echo "== 5. localize findings on held-out films (as on your own PNG/JPEG/DICOM files): masks only where"
+echo "      the finding is classified present, ground-truth boxes drawn in green"
+MSCXR="$OUT/world/ms_cxr/MS_CXR_Local_Alignment_v1.0.0.csv"
+# six films of the MS-CXR-style test list (paths in a .txt list are relative to the list's folder)
+grep -o 'files/p[0-9]*/p[0-9]*/s[0-9]*/[^,"]*\.jpg' "$MSCXR" | sort -u | head -n 6 | sed 's|^|world/mimic-cxr-jpg/|' > "$OUT/films.txt"
+$AFLOC localize -M "$OUT/run" -f Cardiomegaly -f "Pleural Effusion" -f Pneumothorax --boxes "$MSCXR" "$OUT/films.txt" \
+  -o "$OUT/localize"
+echo "== 6. classify the held-out films with the phantom prompt bank (the authors' chest X-ray prompt sets)"
+$AFLOC classify -M "$OUT/run" --bank phantom "$OUT/films.txt" -o "$OUT/classify"
+echo
+echo "== results (model vs centre prior; AUROC vs chance 0.5): $OUT/eval/table.txt"
+cat "$OUT/eval/table.txt"
 echo "outputs: $OUT/contact_sheet.png, $OUT/eval/table.txt, $OUT/eval/overlays/sheet.png, $OUT/eval/metrics.json,"
-echo "         $OUT/localize/<film>/<prompt>_overlay.png and .npy, $OUT/localize/results.jsonl"
+echo "         $OUT/localize/<film>/<prompt>_overlay.png and .npy, $OUT/localize/results.jsonl, $OUT/classify/scores.csv"

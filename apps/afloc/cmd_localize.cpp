@@ -36,8 +36,9 @@ struct LocalizeCli {
   PromptCacheFlags cache;
 };
 
-// Ground-truth boxes for overlays: image, x, y, w, h in the image's own pixels, optionally a
-// `finding` or `prompt` column naming what the box is for (blank = every prompt).
+// Ground-truth boxes for overlays: image (or path), x, y, w, h in the image's own pixels,
+// optionally a `finding` (or MS-CXR's `category_name`) or `prompt` column naming what the box is
+// for (blank = every prompt). MS-CXR's CSV is read as is.
 struct GtBox {
   std::string image, label;
   std::vector<double> xywh;
@@ -49,6 +50,7 @@ std::vector<GtBox> read_boxes(const std::string& path) {
   if (img == std::string::npos) img = t.column("path");
   const size_t x = t.column("x"), y = t.column("y"), w = t.column("w"), h = t.column("h");
   size_t label = t.find_column("finding");
+  if (label == std::string::npos) label = t.find_column("category_name");  // MS-CXR
   if (label == std::string::npos) label = t.find_column("prompt");
   std::vector<GtBox> out;
   for (size_t r = 0; r < t.rows.size(); ++r) {
@@ -68,12 +70,15 @@ std::vector<GtBox> read_boxes(const std::string& path) {
   return out;
 }
 
+// A box's image names an input when its path (relative to the CSV, or to any folder such as
+// MS-CXR's paths relative to the MIMIC-CXR-JPG root) is a trailing part of the input's path.
 bool same_image(const std::string& box_image, const std::string& boxes_csv, const std::string& input) {
-  const fs::path b(box_image), in(input);
+  const fs::path b = fs::path(box_image).lexically_normal(), in = fs::absolute(input).lexically_normal();
   if (b.filename() != in.filename()) return false;
-  if (!b.has_parent_path()) return true;  // a bare file name matches by name
-  return b.lexically_normal() == in.lexically_normal() ||
-         (fs::path(boxes_csv).parent_path() / b).lexically_normal() == in.lexically_normal();
+  if (b.is_absolute()) return b == in;
+  if ((fs::absolute(fs::path(boxes_csv).parent_path()) / b).lexically_normal() == in) return true;
+  std::vector<fs::path> bs(b.begin(), b.end()), is(in.begin(), in.end());
+  return bs.size() <= is.size() && std::equal(bs.rbegin(), bs.rend(), is.rbegin());
 }
 
 std::vector<std::string> read_prompt_file(const std::string& path) {
@@ -125,7 +130,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--template", o->prompt_template, "Prompt template for --finding");
   c->add_flag("--all", o->o.all, "Masks and regions for every prompt, also those classified absent");
   c->add_option("--present-threshold", o->o.present_threshold, "A finding is present when its probability exceeds this");
-  c->add_option("--boxes", o->boxes, "Ground-truth boxes CSV (image,x,y,w,h[,finding|prompt]) drawn on the overlays");
+  c->add_option("--boxes", o->boxes, "Ground-truth boxes CSV (image,x,y,w,h[,finding|prompt]; MS-CXR's CSV as is) drawn on the overlays");
   c->add_option("inputs", o->inputs, "Images, folders or lists")->required();
   c->add_option("-o,--out", o->out, "Output directory");
   c->add_option("--size", o->o.size, "Output side in pixels (SPEC: 224)");
@@ -232,7 +237,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
         }
         char title[200];
         std::snprintf(title, sizeof title, "%s\np(present) = %.2f: %s%s", r.prompt.c_str(), r.probability,
-                      r.present ? "present" : "absent", gt.empty() ? "" : "  (green: ground truth)");
+                      r.present ? "present" : "absent", gt.empty() ? "" : "\ngreen: ground truth");
         infer::write_overlay(base.string() + "_overlay.png", data::resize_pad(src, o->o.size), r.heatmap, title, gt);
         files["heatmap_png"] = base.string() + "_heatmap.png";
         files["overlay_png"] = base.string() + "_overlay.png";
