@@ -417,6 +417,22 @@ TEST_F(E2E, ClassifyWritesScoresMetricsAndUsesThePromptCache) {
   const CliRun badlab = run_cli("classify -M " + run + " --bank chexpert5 " + images[0] + " --labels " + tmp("badlab") + ".csv -o " + tmp("cls_bad"));
   EXPECT_EQ(badlab.code, 1);
   EXPECT_NE(badlab.out.find("Atelectasis"), std::string::npos) << badlab.out;  // the missing class columns
+  // A 16-bit PNG is read (min-max to 8 bits) and scored like any film.
+  const std::string png16 = tmp("film16") + ".png";
+  const std::string py = "/usr/bin/python3 -c \"import numpy as n; from PIL import Image; a = (n.arange(96 * 96).reshape(96, 96) * 7).astype(n.uint16); "
+                         "Image.fromarray(a).save('" + png16 + "')\"";
+  ASSERT_EQ(std::system(py.c_str()), 0) << py;
+  const std::string out16 = tmp("cls16");
+  const CliRun r16 = run_cli("--log-level warn classify -M " + run + " --bank siim " + png16 + " -o " + out16);
+  EXPECT_EQ(r16.code, 0) << r16.out;
+  EXPECT_NE(read(out16 + "/scores.csv").find("film16.png,"), std::string::npos);
+  // A model directory with a file missing: an error naming it.
+  const std::string mdir = tmp("cls_model");
+  ASSERT_EQ(run_cli("--log-level warn import --checkpoint " + run + " -o " + mdir).code, 0);
+  fs::remove(mdir + "/vocab.txt");
+  const CliRun nomodel = run_cli("classify -M " + mdir + " --bank siim " + png16 + " -o " + tmp("cls_bad"));
+  EXPECT_EQ(nomodel.code, 1);
+  EXPECT_NE(nomodel.out.find("vocab.txt"), std::string::npos) << nomodel.out;
 }
 
 TEST_F(E2E, LocalizeGatesMasksByPresenceAndDrawsGroundTruthBoxes) {

@@ -67,6 +67,27 @@ TEST(Image, BadFilesAreErrorsNamingTheFile) {
   if (std::ifstream(tall).good()) {
     EXPECT_THROW(data::read_gray8(tall, small), Error);
   }
+  // Headers claiming 100000 x 70000 pixels: refused from the header, before any decoding.
+  const std::string png = ::testing::TempDir() + "/afloc_huge.png", jpg = ::testing::TempDir() + "/afloc_huge.jpg";
+  auto write_bytes = [](const std::string& f, std::initializer_list<int> bytes) {
+    std::string out;
+    for (int v : bytes) out += static_cast<char>(v);
+    std::ofstream(f, std::ios::binary) << out;
+  };
+  // PNG signature, IHDR length 13, "IHDR", width 100000, height 70000, depth 8, grey.
+  write_bytes(png, {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, 'I', 'H', 'D', 'R',
+                    0, 0x01, 0x86, 0xa0, 0, 0x01, 0x11, 0x70, 8, 0, 0, 0, 0});
+  // SOI, an APP0 segment of length 4, then SOF0 (precision 8, height 4464, width 65000, 1 component).
+  write_bytes(jpg, {0xff, 0xd8, 0xff, 0xe0, 0, 4, 'a', 'b', 0xff, 0xc0, 0, 11, 8, 0x11, 0x70, 0xfd, 0xe8, 1, 1, 0x11, 0, 0, 0});
+  for (const auto& [f, dims] : {std::pair{png, std::string("100000x70000")}, std::pair{jpg, std::string("65000x4464")}}) {
+    try {
+      data::read_gray8(f);
+      FAIL() << f << ": no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(dims + " exceeds the decode limit"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("not decoded"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(Image, ResizePadGeometry) {

@@ -29,6 +29,31 @@ cv::Mat to_mat(const Gray8& g) {
                  const_cast<uint8_t*>(g.pixels.data()));
 }
 
+// Width x height from a PNG (IHDR) or JPEG (first SOFn marker) header, or {0, 0} when neither is
+// recognised. Hand-written because OpenCV 4.6 offers no header-only query: the decode limit must
+// hold before a huge image is decoded, not after.
+std::pair<int64_t, int64_t> peek_dimensions(const std::string& b) {
+  auto u8 = [&](size_t i) { return static_cast<int64_t>(static_cast<unsigned char>(b[i])); };
+  if (b.size() >= 24 && b.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0)
+    return {(u8(16) << 24) | (u8(17) << 16) | (u8(18) << 8) | u8(19), (u8(20) << 24) | (u8(21) << 16) | (u8(22) << 8) | u8(23)};
+  if (b.size() >= 4 && u8(0) == 0xFF && u8(1) == 0xD8) {
+    size_t i = 2;
+    while (i + 9 < b.size()) {
+      if (u8(i) != 0xFF) return {0, 0};
+      const int64_t marker = u8(i + 1);
+      if (marker == 0xFF) {  // fill byte
+        ++i;
+        continue;
+      }
+      const size_t len = static_cast<size_t>((u8(i + 2) << 8) | u8(i + 3));
+      if (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC)
+        return {(u8(i + 7) << 8) | u8(i + 8), (u8(i + 5) << 8) | u8(i + 6)};
+      i += 2 + len;
+    }
+  }
+  return {0, 0};
+}
+
 }  // namespace
 
 Gray8 read_gray8(const std::string& path, const ImageReadOptions& options) {
@@ -45,10 +70,15 @@ Gray8 read_gray8(const std::string& path, const ImageReadOptions& options) {
     return g;
   }
   const std::string bytes = read_file(path);
+  const auto [w, h] = peek_dimensions(bytes);
+  if (w * h > options.max_pixels) {
+    throw Error(path + ": image " + std::to_string(w) + "x" + std::to_string(h) + " exceeds the decode limit of " +
+                std::to_string(options.max_pixels) + " pixels (not decoded)");
+  }
   // A header over the file bytes, not a copy; imdecode only reads it.
   const cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
-  // OpenCV refuses to decode more than CV_IO_MAX_IMAGE_PIXELS (2^30) itself; the stricter limit
-  // here is checked right after decoding.
+  // Formats whose header is not peeked above are checked right after decoding (OpenCV itself
+  // refuses more than CV_IO_MAX_IMAGE_PIXELS, 2^30).
   cv::Mat m;
   try {
     m = cv::imdecode(buf, cv::IMREAD_ANYDEPTH | cv::IMREAD_GRAYSCALE);
