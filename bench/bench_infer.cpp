@@ -123,6 +123,18 @@ void BM_PyTorchScript(benchmark::State& state) {
 }
 BENCHMARK(BM_PyTorchScript)->Arg(1)->Arg(16)->Unit(benchmark::kMillisecond)->UseManualTime()->Iterations(1);
 
+// One prompt's post-processing: heatmap (smooth, upsample, margin, normalise) and regions.
+void BM_HeatmapAndRegions(benchmark::State& state) {
+  const torch::Tensor sim = torch::randn({19, 19});
+  for (auto _ : state) {
+    torch::InferenceMode g;
+    const torch::Tensor h = afloc::infer::heatmap(sim, 224);
+    benchmark::DoNotOptimize(afloc::infer::find_regions(h, {0.1, 0.2, 0.3, 0.4, 0.5}));
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_HeatmapAndRegions)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
 // The image encoder alone (the bulk of the work), plain and after optimize_for_inference.
 void BM_ImageEncoder(benchmark::State& state) {
   static afloc::model::AflocModel plain = [] {

@@ -81,13 +81,14 @@ std::vector<Localization> Localizer::run(const std::vector<data::Gray8>& images,
     if (presence) prob = class_probabilities(emb.global.to(torch::kFloat), *presence).cpu();
     for (size_t i = start; i < end; ++i) {
       const auto b = static_cast<int64_t>(i - start);
+      // All prompts' raw maps at once: (P, D) x (D, h, w) -> (P, h, w).
+      const torch::Tensor sims = torch::einsum("dhw,pd->phw", {deep[b], queries}).cpu();
       for (size_t q = 0; q < prompts.size(); ++q) {
         Localization l;
         l.image = names[i];
         l.prompt = prompts[q];
         l.cleaned_prompt = text::clean_prompt(prompts[q]);
-        const torch::Tensor sim = similarity_map(deep[b], queries[static_cast<int64_t>(q)]).cpu();
-        l.heatmap = heatmap(sim, o_.size, o_.heatmap).clone();
+        l.heatmap = heatmap(sims[static_cast<int64_t>(q)], o_.size, o_.heatmap).clone();
         const torch::Tensor filled = torch::nan_to_num(l.heatmap, -std::numeric_limits<float>::infinity());
         const int64_t arg = torch::argmax(filled).item<int64_t>();
         l.peak_y = arg / o_.size;
