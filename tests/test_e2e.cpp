@@ -333,6 +333,9 @@ TEST_F(E2E, LocalizeWritesHeatmapsMasksBoxesAndReportsFailures) {
   const CliRun bad = run_cli("localize -M " + run + " -p \"x y\" " + in + "/0.jpg --interpolation cubic -o " + tmp("loc_bad"));
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.out.find("cubic"), std::string::npos) << bad.out;
+  const CliRun empty = run_cli("localize -M " + run + " -p \" \" " + in + "/0.jpg -o " + tmp("loc_bad"));
+  EXPECT_EQ(empty.code, 1);
+  EXPECT_NE(empty.out.find("prompt is empty"), std::string::npos) << empty.out;
 }
 
 // Test-split images of the e2e world and a labels CSV (1 = the image holds the finding).

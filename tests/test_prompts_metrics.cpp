@@ -93,6 +93,7 @@ TEST(PromptBank, BadFilesAreErrorsNamingFileAndKey) {
            {R"({"modality": "pathology", "categories": ["G3"]})", "need a \"dataset\""},
            {R"({"modality": "pathology", "dataset": "SICAPV2", "categories": ["G9"]})", "'G9'"},
            {R"([1, 2])", "expected a JSON object"},
+           {R"({"classes": {"A": {"pos": ["a", " "]}}})", "'A' has an empty prompt"},
            {R"({"classes": )", "bad.json"},
        }) {
     const std::string f = tmp_file("bad.json", c.json);

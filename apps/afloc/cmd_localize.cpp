@@ -163,6 +163,10 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
       presence_bank.classes.push_back(c);
     }
     if (prompts.empty()) throw Error("localize: give --prompt, --finding or --prompt-file");
+    for (const auto& p : prompts)
+      if (p.find_first_not_of(" \t\r\n") == std::string::npos) throw Error("localize: a prompt is empty");
+    for (const auto& f : o->findings)
+      if (f.find_first_not_of(" \t\r\n") == std::string::npos) throw Error("localize: a --finding is empty");
     for (size_t i = 0; i < prompts.size(); ++i)
       for (size_t j = 0; j < i; ++j)
         if (prompts[i] == prompts[j]) throw Error("localize: prompt '" + prompts[i] + "' is given twice");

@@ -39,38 +39,6 @@ Map mask_map(const data::Gray8& m) {
   return out;
 }
 
-cv::Mat write_overlay(const std::string& path, const data::Gray8& image, const torch::Tensor& heat, const data::Gray8& gt,
-                   const std::string& title) {
-  const int s = static_cast<int>(image.height);
-  cv::Mat gray(s, s, CV_8UC1, const_cast<uint8_t*>(image.pixels.data()));
-  cv::Mat colour;
-  cv::cvtColor(gray, colour, cv::COLOR_GRAY2BGR);
-  // Heatmap in [-1, 1] (NaN margin) -> 0..255 jet, blended where defined.
-  const torch::Tensor h = heat.to(torch::kCPU, torch::kFloat).contiguous();
-  cv::Mat h8(s, s, CV_8UC1), valid(s, s, CV_8UC1);
-  const float* hp = h.data_ptr<float>();
-  for (int i = 0; i < s * s; ++i) {
-    valid.data[i] = std::isnan(hp[i]) ? 0 : 255;
-    h8.data[i] = std::isnan(hp[i]) ? 0 : static_cast<uint8_t>(std::lround((hp[i] + 1.0f) * 127.5f));
-  }
-  cv::Mat jet;
-  cv::applyColorMap(h8, jet, cv::COLORMAP_JET);
-  cv::Mat blend;
-  cv::addWeighted(colour, 0.55, jet, 0.45, 0, blend);
-  blend.copyTo(colour, valid);
-  cv::Mat g(s, s, CV_8UC1, const_cast<uint8_t*>(gt.pixels.data()));
-  cv::Mat g255 = g * 255;
-  std::vector<std::vector<cv::Point>> contours;
-  cv::findContours(g255, contours, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_NONE);
-  cv::drawContours(colour, contours, -1, cv::Scalar(255, 255, 255), 1, cv::LINE_AA);
-  cv::Mat canvas(s + 18, s, CV_8UC3, cv::Scalar(20, 20, 20));
-  colour.copyTo(canvas(cv::Rect(0, 0, s, s)));
-  cv::putText(canvas, title, cv::Point(3, s + 13), cv::FONT_HERSHEY_SIMPLEX, 0.35, cv::Scalar(230, 230, 230), 1, cv::LINE_AA);
-  fs::create_directories(fs::path(path).parent_path());
-  if (!cv::imwrite(path, canvas)) throw Error(path + ": cannot write overlay");
-  return canvas;
-}
-
 // All overlays on one sheet, 6 per row.
 void write_sheet(const std::string& path, const std::vector<cv::Mat>& tiles) {
   if (tiles.empty()) return;
@@ -204,8 +172,10 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
         if (!o.overlays_dir.empty() && overlays < o.n_overlays) {
           char name[64];
           std::snprintf(name, sizeof name, "%03lld_", static_cast<long long>(overlays));
-          tiles.push_back(write_overlay((fs::path(o.overlays_dir) / (name + infer::slug(cat) + ".png")).string(), shown[i - start], heat, m,
-                                        prompt_for(o.prompt_template, cat) + (res.cases.back().hit ? " (hit)" : " (miss)")));
+          const std::string path = (fs::path(o.overlays_dir) / (name + infer::slug(cat) + ".png")).string();
+          infer::write_overlay(path, shown[i - start], heat, prompt_for(o.prompt_template, cat) + (res.cases.back().hit ? "\npointing game: hit" : "\npointing game: miss"),
+                               {}, &m);
+          tiles.push_back(cv::imread(path));
           ++overlays;
         }
       }

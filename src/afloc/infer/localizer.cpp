@@ -154,7 +154,7 @@ std::vector<Region> find_regions(const torch::Tensor& heatmap, const std::vector
 }
 
 void write_overlay(const std::string& path, const data::Gray8& image, const torch::Tensor& heatmap, const std::string& title,
-                   const std::vector<std::array<int64_t, 4>>& boxes) {
+                   const std::vector<std::array<int64_t, 4>>& boxes, const data::Gray8* outline) {
   const int rows = static_cast<int>(image.height), cols = static_cast<int>(image.width);
   TORCH_CHECK(heatmap.size(0) == rows && heatmap.size(1) == cols, "overlay: heatmap and image sizes differ");
   cv::Mat grey(rows, cols, CV_8UC1, const_cast<uint8_t*>(image.pixels.data()));
@@ -173,6 +173,13 @@ void write_overlay(const std::string& path, const data::Gray8& image, const torc
       const cv::Vec3b& hc = heat.at<cv::Vec3b>(y, x);
       for (int k = 0; k < 3; ++k) px[k] = static_cast<uint8_t>(std::lround(px[k] * (1 - a) + hc[k] * a));
     }
+  if (outline) {
+    TORCH_CHECK(outline->height == rows && outline->width == cols, "overlay: outline and image sizes differ");
+    cv::Mat g = cv::Mat(rows, cols, CV_8UC1, const_cast<uint8_t*>(outline->pixels.data())) != 0;
+    std::vector<std::vector<cv::Point>> contours;
+    cv::findContours(g, contours, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_NONE);
+    cv::drawContours(colour, contours, -1, cv::Scalar(60, 220, 60), 1, cv::LINE_AA);
+  }
   for (const auto& b : boxes) {
     cv::rectangle(colour, cv::Rect(static_cast<int>(b[0]), static_cast<int>(b[1]), static_cast<int>(b[2]), static_cast<int>(b[3])),
                   cv::Scalar(60, 220, 60), 1);

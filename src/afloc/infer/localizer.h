@@ -77,8 +77,9 @@ std::vector<Region> find_regions(const torch::Tensor& heatmap, const std::vector
 /// Overlay PNG: the heatmap in a diverging blue-white-red colormap over the grey image (same size),
 /// optional ground-truth boxes (x, y, w, h in image pixels) in green, the title underneath (one
 /// line per '\n').
+/// `outline`: a ground-truth mask (same size, non-zero = inside) drawn as a white contour.
 void write_overlay(const std::string& path, const data::Gray8& image, const torch::Tensor& heatmap, const std::string& title,
-                   const std::vector<std::array<int64_t, 4>>& boxes = {});
+                   const std::vector<std::array<int64_t, 4>>& boxes = {}, const data::Gray8* outline = nullptr);
 /// The heatmap alone as a colour PNG (same colormap; margin black).
 void write_heatmap_png(const std::string& path, const torch::Tensor& heatmap);
 /// A binary mask PNG (0/255) of heatmap > t.

@@ -386,6 +386,12 @@ void validate(const PromptBank& bank) {
     if (c.name.empty()) throw Error("prompt bank '" + bank.name + "': a class has an empty name");
     if (!seen.insert(c.name).second) throw Error("prompt bank '" + bank.name + "': class '" + c.name + "' appears twice");
     if (c.pos.empty()) throw Error("prompt bank '" + bank.name + "': class '" + c.name + "' has no positive prompts");
+    // A blank prompt is a mistake; one that only cleans to nothing ("finding", the authors' "No
+    // Finding" negative) is the authors' behaviour and stays allowed.
+    for (const auto* set : {&c.pos, &c.neg})
+      for (const auto& p : *set)
+        if (p.find_first_not_of(" \t\r\n") == std::string::npos)
+          throw Error("prompt bank '" + bank.name + "': class '" + c.name + "' has an empty prompt");
     if (bank.mode == ClassifyMode::kBinary && c.neg.empty())
       throw Error("prompt bank '" + bank.name + "': class '" + c.name + "' has no negative prompts (binary mode needs them)");
   }

@@ -58,7 +58,7 @@ PromptBank cxr_bank(const std::vector<std::string>& categories, ClassifyMode mod
 PromptBank read_prompt_bank(const std::string& path);
 
 /// Checks a bank: at least one class, unique names, non-empty positive sets, negative sets in
-/// binary mode. Error names the bank and the class.
+/// binary mode, no blank prompt. Error names the bank and the class.
 void validate(const PromptBank& bank);
 
 std::string to_string(ClassifyMode mode);
