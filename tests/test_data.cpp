@@ -335,6 +335,18 @@ TEST(Manifest, CsvAndJsonlWithSkips) {
   }
 }
 
+TEST(RunConfig, EveryShippedConfigLoadsAndValidates) {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(std::string(AFLOC_SOURCE_DIR) + "/configs")) {
+    if (e.path().extension() != ".json") continue;
+    SCOPED_TRACE(e.path().string());
+    const train::RunConfig c = train::load_run_config(e.path().string());
+    EXPECT_NO_THROW(train::validate(c));
+    ++n;
+  }
+  EXPECT_GE(n, 3);
+}
+
 TEST(RunConfig, DefaultsAreTheAuthorsAndParsingIsStrict) {
   const train::RunConfig d;
   EXPECT_EQ(d.optim.name, "adam");
