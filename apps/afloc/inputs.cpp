@@ -6,6 +6,7 @@
 
 #include "afloc/common/error.h"
 #include "afloc/common/log.h"
+#include "afloc/common/strings.h"
 #include "afloc/data/csv.h"
 #include "afloc/infer/prompt_encoder.h"
 
@@ -14,8 +15,7 @@ namespace fs = std::filesystem;
 namespace afloc::cli {
 
 bool is_image_file(const std::string& path) {
-  std::string e = fs::path(path).extension().string();
-  for (auto& c : e) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string e = ascii_lower(fs::path(path).extension().string());
   return e == ".png" || e == ".jpg" || e == ".jpeg" || e == ".dcm" || e == ".dicom";
 }
 

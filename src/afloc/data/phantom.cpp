@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "afloc/common/error.h"
+#include "afloc/common/strings.h"
 
 namespace afloc::data::phantom {
 namespace {
@@ -238,11 +239,7 @@ std::string category(Finding f) {
   return "";
 }
 
-std::string prompt_name(Finding f) {
-  std::string s = category(f);
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
+std::string prompt_name(Finding f) { return ascii_lower(category(f)); }
 
 std::string chexlocalize_task(Finding f) {
   switch (f) {
@@ -254,8 +251,7 @@ std::string chexlocalize_task(Finding f) {
 }
 
 Finding parse_finding(const std::string& name) {
-  std::string n;
-  for (char c : name) n += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string n = ascii_lower(name);
   std::string names;
   for (int i = 0; i < kNumFindings; ++i) {
     const auto f = static_cast<Finding>(i);

@@ -5,16 +5,12 @@
 #include <limits>
 
 #include "afloc/common/error.h"
+#include "afloc/common/strings.h"
 #include "afloc/data/csv.h"
 #include "afloc/eval/metrics.h"
 
 namespace afloc::eval {
 namespace {
-
-std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 
 int parse_label(const std::string& cell, const std::string& where) {
   if (cell.empty()) return -1;
@@ -36,7 +32,7 @@ ClassLabels read_class_labels(const std::string& path, const std::vector<std::st
   for (const auto& c : classes) {
     size_t k = std::string::npos;
     for (size_t h = 0; h < t.header.size(); ++h)
-      if (lower(t.header[h]) == lower(c)) k = h;
+      if (ascii_lower(t.header[h]) == ascii_lower(c)) k = h;
     if (k == std::string::npos) missing.push_back(c);
     cols.push_back(k);
   }
@@ -57,7 +53,7 @@ ClassLabels read_class_labels(const std::string& path, const std::vector<std::st
       const std::string v = t.at(r, label_col);
       size_t hit = std::string::npos;
       for (size_t c = 0; c < classes.size(); ++c)
-        if (lower(classes[c]) == lower(v)) hit = c;
+        if (ascii_lower(classes[c]) == ascii_lower(v)) hit = c;
       if (hit == std::string::npos) throw Error(where + ": label '" + v + "' is not one of the classes");
       for (size_t c = 0; c < classes.size(); ++c) y[c] = c == hit ? 1 : 0;
     }

@@ -16,6 +16,7 @@
 
 #include "afloc/common/error.h"
 #include "afloc/common/progress.h"
+#include "afloc/common/strings.h"
 #include "afloc/data/csv.h"
 #include "afloc/data/image.h"
 #include "afloc/infer/classifier.h"
@@ -53,11 +54,6 @@ void write_sheet(const std::string& path, const std::vector<cv::Mat>& tiles) {
   if (!cv::imwrite(path, sheet)) throw Error(path + ": cannot write overlay sheet");
 }
 
-std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 }  // namespace
 
 std::vector<GtImage> read_phantom_ground_truth(const std::string& world_dir, const std::vector<std::string>& splits) {
@@ -93,7 +89,7 @@ std::string prompt_for(const std::string& tmpl, const std::string& category) {
   // A template without {finding} gives every finding the same heatmap: a control for how much of
   // the localization is prompt-independent.
   if (at == std::string::npos) return p;
-  return p.replace(at, 9, lower(category));
+  return p.replace(at, 9, ascii_lower(category));
 }
 
 torch::Tensor centre_prior(int64_t size) {

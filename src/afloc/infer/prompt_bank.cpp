@@ -7,6 +7,7 @@
 #include <set>
 
 #include "afloc/common/error.h"
+#include "afloc/common/strings.h"
 #include "afloc/data/phantom.h"
 
 namespace afloc::infer {
@@ -15,11 +16,6 @@ namespace {
 struct CxrEntry {
   std::vector<std::string> severity, subtype, location;
 };
-
-std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 
 // The authors' table (classification/prompts.py, _get_xray_text_promtps), verbatim including its
 // spellings ("presistent", "uppper", "apperance of") and the repeated effusion subtype: the
@@ -250,7 +246,7 @@ std::vector<std::string> string_list(const nlohmann::json& j, const std::string&
 ClassPrompts cxr_class_prompts(const std::string& category) {
   ClassPrompts c;
   c.name = category;
-  const std::string key = lower(category);
+  const std::string key = ascii_lower(category);
   const auto it = cxr_table().find(key);
   if (it != cxr_table().end()) {
     for (const auto& sev : it->second.severity)
@@ -268,7 +264,7 @@ ClassPrompts cxr_class_prompts(const std::string& category) {
 }
 
 std::vector<ClassPrompts> template_class_prompts(const std::string& dataset) {
-  const auto it = template_table().find(lower(dataset));
+  const auto it = template_table().find(ascii_lower(dataset));
   if (it == template_table().end())
     throw Error("prompt templates: unknown dataset '" + dataset + "' (known: " + join(known_datasets()) + ")");
   std::vector<ClassPrompts> out;
@@ -292,7 +288,7 @@ std::vector<std::string> builtin_bank_names() {
 }
 
 PromptBank builtin_bank(const std::string& name) {
-  const std::string key = lower(name);
+  const std::string key = ascii_lower(name);
   PromptBank b;
   if (key == "chexpert5") {
     b = cxr_bank({"Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"});
@@ -331,7 +327,7 @@ PromptBank read_prompt_bank(const std::string& path) {
     if (!kKeys.count(k)) throw Error(path + ": unknown key '" + k + "' (known: mode, modality, dataset, categories, classes)");
   PromptBank b;
   b.name = path;
-  b.modality = lower(j.value("modality", std::string("chest x-ray")));
+  b.modality = ascii_lower(j.value("modality", std::string("chest x-ray")));
   if (b.modality != "chest x-ray" && b.modality != "pathology" && b.modality != "fundus" && b.modality != "custom")
     throw Error(path + ": modality '" + b.modality + "' is not one of chest x-ray, pathology, fundus, custom");
   const std::string dataset = j.value("dataset", std::string());
@@ -402,7 +398,7 @@ void validate(const PromptBank& bank) {
 std::string to_string(ClassifyMode mode) { return mode == ClassifyMode::kBinary ? "binary" : "multiclass"; }
 
 ClassifyMode parse_classify_mode(const std::string& text) {
-  const std::string t = lower(text);
+  const std::string t = ascii_lower(text);
   if (t == "binary") return ClassifyMode::kBinary;
   if (t == "multiclass" || t == "multi-class") return ClassifyMode::kMultiClass;
   throw Error("classification mode '" + text + "' is not binary or multiclass");

@@ -1,0 +1,15 @@
+#pragma once
+/// Small string helpers shared across the library.
+#include <cctype>
+#include <string>
+
+namespace afloc {
+
+/// ASCII lower-case (bytes outside A-Z unchanged): category names, file extensions, option values.
+/// Text for the model goes through text::clean_prompt (Unicode-aware) instead.
+inline std::string ascii_lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+}  // namespace afloc
