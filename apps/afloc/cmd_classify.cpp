@@ -123,25 +123,15 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
     header.insert(header.end(), head.names.begin(), head.names.end());
     std::string csv = data::csv_row(header);
     std::ofstream jsonl(fs::path(o->out) / "results.jsonl");
-    std::vector<std::pair<std::string, std::string>> failed;
+    Failures failed;
     std::vector<std::string> done;
     std::vector<std::vector<double>> probs;
     ProgressBar bar("classify", static_cast<int64_t>(images.size()), "img");
     for (size_t start = 0; start < images.size(); start += static_cast<size_t>(o->batch)) {
-      std::vector<data::Gray8> grey;
-      std::vector<std::string> names;
-      for (size_t i = start; i < std::min(images.size(), start + static_cast<size_t>(o->batch)); ++i) {
-        try {
-          grey.push_back(data::read_gray8(images[i]));
-          names.push_back(images[i]);
-        } catch (const std::exception& e) {
-          failed.emplace_back(images[i], e.what());
-          log::warn(e.what());
-        }
-        bar.update(1);
-      }
-      if (grey.empty()) continue;
-      const torch::Tensor p = infer::class_probabilities(infer::global_embeddings(m.model, grey), head).cpu().to(torch::kDouble);
+      const ImageBatch batch = read_images(images, start, start + static_cast<size_t>(o->batch), failed, bar);
+      const auto& names = batch.names;
+      if (names.empty()) continue;
+      const torch::Tensor p = infer::class_probabilities(infer::global_embeddings(m.model, batch.images), head).cpu().to(torch::kDouble);
       for (size_t k = 0; k < names.size(); ++k) {
         std::vector<double> row(p[static_cast<int64_t>(k)].data_ptr<double>(),
                                 p[static_cast<int64_t>(k)].data_ptr<double>() + p.size(1));
@@ -192,12 +182,7 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
       write_file_atomic((fs::path(o->out) / "table.txt").string(), table);
       std::printf("%s", table.c_str());
     }
-    if (!failed.empty()) {
-      std::printf("%zu images failed:\n", failed.size());
-      for (const auto& [img, why] : failed) std::printf("  %s\n", why.c_str());
-      throw Error(std::to_string(failed.size()) + " of " + std::to_string(images.size()) +
-                  " images could not be read (listed above; the rest are done)");
-    }
+    report_failures(failed, images.size());
   });
 }
 

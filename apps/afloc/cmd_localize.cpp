@@ -192,27 +192,17 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
                                 {"options", options_json(o->o)}};
     write_file_atomic((fs::path(o->out) / "options.json").string(), echo.dump(2) + "\n");
     std::ofstream jsonl(fs::path(o->out) / "results.jsonl");
-    std::vector<std::pair<std::string, std::string>> failed;
+    Failures failed;
     std::set<std::string> used;  // output folders taken (two inputs may share a file stem)
     std::string dir;
     ProgressBar bar("localize", static_cast<int64_t>(images.size()), "img");
     const size_t chunk = static_cast<size_t>(std::max<int64_t>(1, o->o.batch));
     int64_t records = 0;
     for (size_t start = 0; start < images.size(); start += chunk) {
-      std::vector<data::Gray8> grey;
-      std::vector<std::string> names;
-      for (size_t i = start; i < std::min(images.size(), start + chunk); ++i) {
-        try {
-          grey.push_back(data::read_gray8(images[i]));
-          names.push_back(images[i]);
-        } catch (const std::exception& e) {
-          failed.emplace_back(images[i], e.what());
-          log::warn(e.what());
-        }
-        bar.update(1);
-      }
-      if (grey.empty()) continue;
-      const auto results = loc.run(grey, names, prompts, &presence);
+      const ImageBatch batch = read_images(images, start, start + chunk, failed, bar);
+      if (batch.images.empty()) continue;
+      const auto& grey = batch.images;
+      const auto results = loc.run(grey, batch.names, prompts, &presence);
       for (size_t k = 0; k < results.size(); ++k) {
         const auto& r = results[k];
         const data::Gray8& src = grey[k / prompts.size()];
@@ -286,11 +276,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
     jsonl.close();
     std::printf("localized %zu images x %zu prompts -> %s (results.jsonl: %lld records)\n", images.size() - failed.size(),
                 prompts.size(), o->out.c_str(), static_cast<long long>(records));
-    if (!failed.empty()) {
-      std::printf("%zu images failed:\n", failed.size());
-      for (const auto& [img, why] : failed) std::printf("  %s\n", why.c_str());
-      throw Error(std::to_string(failed.size()) + " of " + std::to_string(images.size()) + " images could not be read (listed above; the rest are done)");
-    }
+    report_failures(failed, images.size());
   });
 }
 

@@ -1,6 +1,7 @@
 #include "inputs.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <sstream>
 
@@ -52,6 +53,29 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs) {
     }
   }
   return out;
+}
+
+ImageBatch read_images(const std::vector<std::string>& paths, size_t start, size_t end, Failures& failed, ProgressBar& bar) {
+  ImageBatch b;
+  for (size_t i = start; i < std::min(paths.size(), end); ++i) {
+    try {
+      b.images.push_back(data::read_gray8(paths[i]));
+      b.names.push_back(paths[i]);
+    } catch (const std::exception& e) {
+      failed.emplace_back(paths[i], e.what());
+      log::warn(e.what());
+    }
+    bar.update(1);
+  }
+  return b;
+}
+
+void report_failures(const Failures& failed, size_t total) {
+  if (failed.empty()) return;
+  std::printf("%zu images failed:\n", failed.size());
+  for (const auto& [img, why] : failed) std::printf("  %s\n", why.c_str());
+  throw Error(std::to_string(failed.size()) + " of " + std::to_string(total) +
+              " images could not be read (listed above; the rest are done)");
 }
 
 void PromptCacheFlags::add_to(CLI::App* c) {

@@ -4,7 +4,11 @@
 #include <CLI/CLI.hpp>
 
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "afloc/common/progress.h"
+#include "afloc/data/image.h"
 
 namespace afloc::cli {
 
@@ -16,6 +20,20 @@ bool is_image_file(const std::string& path);
 /// folder. Error naming a CSV without
 /// such a column.
 std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs);
+
+/// Images read for one batch: the readable ones with their paths, the rest kept as (path, error).
+struct ImageBatch {
+  std::vector<data::Gray8> images;
+  std::vector<std::string> names;
+};
+using Failures = std::vector<std::pair<std::string, std::string>>;
+
+/// Reads paths[start, end) as 8-bit grey; an unreadable file is warned about and added to
+/// `failed` (a batch run processes the rest). Ticks `bar` once per path.
+ImageBatch read_images(const std::vector<std::string>& paths, size_t start, size_t end, Failures& failed, ProgressBar& bar);
+
+/// Lists the failed inputs and throws (exit code 1) when there are any.
+void report_failures(const Failures& failed, size_t total);
 
 /// --prompt-cache DIR / --no-prompt-cache.
 struct PromptCacheFlags {
