@@ -93,6 +93,36 @@ TEST(GoldenHeatmap, SmoothUpsampleMarginNormaliseAndMetricsMatchTheAuthors) {
   }
 }
 
+// The localization_pipeline fixture per item: the raw similarity map iel[i] @ teg ([19,19]) and the
+// ground-truth mask from its boxes (summed, as box2mask; empty for a negative).
+struct PipelineItem {
+  std::string path, category;
+  int label = 0;
+  torch::Tensor sim;
+  eval::Map gt;
+};
+
+std::vector<PipelineItem> pipeline_items(const nlohmann::json& j, const std::string& file) {
+  const io::TensorMap c = io::load_tensor_file(file.substr(0, file.size() - 5) + ".pt");
+  const torch::Tensor iel = io::require(c, "iel", file);
+  std::vector<PipelineItem> out;
+  const auto& items = j.at("items");
+  for (size_t i = 0; i < items.size(); ++i) {
+    const auto& it = items[i];
+    PipelineItem p;
+    p.path = it.at("path");
+    p.category = it.at("category");
+    p.label = it.at("label");
+    const torch::Tensor teg = io::require(c, "teg." + it.at("label_text").get<std::string>(), file)[0];
+    p.sim = torch::matmul(iel[static_cast<int64_t>(i)], teg);
+    p.gt.assign(224 * 224, 0.0f);
+    if (p.label == 1)
+      for (const auto& b : it.at("boxes_xywh_224")) eval::add_box(p.gt, b.get<std::vector<int64_t>>(), 224, 224);
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
 TEST(GoldenPipeline, PerItemMetricsAndCategoryMeansMatchTheAuthorsTest) {
   // The authors' Pipeline.test (MS-CXR branch, margin on) over positives: per item and threshold
   // IoU/Dice/predicted pixels and CNR, then per-category means and their macro mean.
@@ -101,26 +131,19 @@ TEST(GoldenPipeline, PerItemMetricsAndCategoryMeansMatchTheAuthorsTest) {
   for (const auto& file : files) {
     SCOPED_TRACE(file);
     const auto j = nlohmann::json::parse(read_file(file));
-    const io::TensorMap c = io::load_tensor_file(file.substr(0, file.size() - 5) + ".pt");
-    const torch::Tensor iel = io::require(c, "iel", file);
-    const auto& items = j.at("items");
+    const auto items = pipeline_items(j, file);
     const auto& per_item = j.at("results").at("test_per_item");
     std::map<std::string, std::vector<std::vector<double>>> ious, dices;  // category -> items x thresholds
     std::map<std::string, std::vector<double>> cnrs;
     size_t k = 0;
     double worst = 0;
-    for (size_t i = 0; i < items.size(); ++i) {
-      const auto& it = items[i];
-      if (it.at("label").get<int>() != 1) continue;
+    for (const auto& it : items) {
+      if (it.label != 1) continue;
       const auto& want = per_item.at(k++);
-      ASSERT_EQ(want.at("path"), it.at("path"));
-      const std::string cat = it.at("category");
-      const torch::Tensor teg = io::require(c, "teg." + it.at("label_text").get<std::string>(), file)[0];
-      // iel [19,19,D] @ teg -> [19,19]
-      const torch::Tensor sim = torch::matmul(iel[static_cast<int64_t>(i)], teg);
-      const eval::Map hm = to_map(infer::heatmap(sim, 224));
-      eval::Map gt(224 * 224, 0.0f);
-      for (const auto& b : it.at("boxes_xywh_224")) eval::add_box(gt, b.get<std::vector<int64_t>>(), 224, 224);
+      ASSERT_EQ(want.at("path"), it.path);
+      const std::string& cat = it.category;
+      const eval::Map hm = to_map(infer::heatmap(it.sim, 224));
+      const eval::Map& gt = it.gt;
       std::vector<double> iou_row, dice_row;
       for (const auto& row : want.at("per_threshold")) {
         const double t = row.at("threshold").get<double>();
@@ -168,8 +191,6 @@ TEST(GoldenPipeline, CheXlocalizeProtocolTunedThresholdsAucAndTestMatchTheAuthor
   for (const auto& file : files) {
     SCOPED_TRACE(file);
     const auto j = nlohmann::json::parse(read_file(file));
-    const io::TensorMap c = io::load_tensor_file(file.substr(0, file.size() - 5) + ".pt");
-    const torch::Tensor iel = io::require(c, "iel", file);
     // numpy arange values, bit for bit.
     for (const auto& [key, got] : {std::pair{"thresholds_opt_mask", eval::np_arange(0.2, 0.8, 0.1)},
                                    std::pair{"thresholds_opt_confidence", eval::np_arange(0.1, 0.9, 0.1)}}) {
@@ -178,20 +199,9 @@ TEST(GoldenPipeline, CheXlocalizeProtocolTunedThresholdsAucAndTestMatchTheAuthor
       EXPECT_EQ(got, want) << key;
     }
     std::vector<eval::ProtocolItem> items;
-    const auto& its = j.at("items");
     infer::HeatmapOptions raw;
     raw.normalization = "none";  // get_hmaps output, then set_margin: NaN border, raw scale
-    for (size_t i = 0; i < its.size(); ++i) {
-      eval::ProtocolItem p;
-      p.category = its[i].at("category");
-      p.label = its[i].at("label");
-      const torch::Tensor teg = io::require(c, "teg." + its[i].at("label_text").get<std::string>(), file)[0];
-      p.raw = to_map(infer::heatmap(torch::matmul(iel[static_cast<int64_t>(i)], teg), 224, raw));
-      p.gt.assign(224 * 224, 0.0f);
-      if (p.label == 1)
-        for (const auto& b : its[i].at("boxes_xywh_224")) eval::add_box(p.gt, b.get<std::vector<int64_t>>(), 224, 224);
-      items.push_back(std::move(p));
-    }
+    for (const auto& it : pipeline_items(j, file)) items.push_back({it.category, it.label, it.gt, to_map(infer::heatmap(it.sim, 224, raw))});
     const eval::OptThresholds th = eval::tune_thresholds(items);
     const auto& conf = j.at("results").at("confidence_per_item");
     ASSERT_EQ(th.confidences.size(), conf.size());
