@@ -226,7 +226,6 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
                 {"baseline_hit_rate", num(r.baseline_macro.hit_rate)},
                 {"baseline_iou", num(r.baseline_macro.iou)},
                 {"baseline_cnr", num(r.baseline_macro.cnr)}};
-  write_file_atomic((fs::path(out_dir) / "metrics.json").string(), j.dump(2) + "\n");
   std::string csv = data::csv_row({"id", "category", "hit", "iou", "dice", "cnr", "baseline_hit", "baseline_iou", "baseline_cnr"});
   auto f = [](double v) {
     char b[32];
@@ -245,7 +244,6 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
     for (const auto& c : r.classification.classes)
       per[c.name] = {{"n_pos", c.n_pos}, {"n_neg", c.n_neg}, {"auroc", num(c.auroc)}};
     j["classification"] = {{"classes", per}, {"macro_auroc", num(r.classification.macro_auroc)}};
-    write_file_atomic((fs::path(out_dir) / "metrics.json").string(), j.dump(2) + "\n");
     std::vector<std::string> header = {"id"};
     for (const auto& c : r.class_names) header.push_back("p:" + c);
     for (const auto& c : r.class_names) header.push_back("label:" + c);
@@ -258,6 +256,7 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
     }
     write_file_atomic((fs::path(out_dir) / "classification.csv").string(), ccsv);
   }
+  write_file_atomic((fs::path(out_dir) / "metrics.json").string(), j.dump(2) + "\n");
   write_file_atomic((fs::path(out_dir) / "table.txt").string(), t.str());
   return t.str();
 }

@@ -63,8 +63,6 @@ std::vector<std::string> categories_in_order(const std::vector<ProtocolItem>& it
   return out;
 }
 
-double row_mean(const std::vector<double>& v) { return nanmean(v); }  // pandas mean(axis=1) skips NaN
-
 // Per threshold x category mean IoU -> (threshold at numpy argmax, pandas max) per category. numpy's
 // argmax returns the first NaN when a column holds one (the authors' frame.values.argmax).
 CategoryTable best_per_category(const std::vector<std::string>& cats, const std::vector<double>& thresholds,
@@ -75,25 +73,24 @@ CategoryTable best_per_category(const std::vector<std::string>& cats, const std:
   for (size_t c = 0; c < cats.size(); ++c) {
     size_t arg = 0;
     bool nan_seen = false;
-    double mx = -std::numeric_limits<double>::infinity();
-    bool any = false;
+    double mx = -std::numeric_limits<double>::infinity();  // IoUs are >= 0: any value beats it
     for (size_t k = 0; k < thresholds.size(); ++k) {
       const double v = table[k][c];
       if (std::isnan(v)) {
         if (!nan_seen) arg = k;
         nan_seen = true;
-        continue;
+      } else if (v > mx) {
+        if (!nan_seen) arg = k;
+        mx = v;
       }
-      if (!nan_seen && (!any || v > mx)) arg = k;
-      if (!any || v > mx) mx = v;
-      any = true;
     }
     best_t.push_back(thresholds[arg]);
-    best_v.push_back(any ? mx : kNaN);
+    best_v.push_back(std::isinf(mx) ? kNaN : mx);
   }
-  // The mean column is taken before DataFrame.round(3), like everything else in the frame.
-  best_t.push_back(row_mean(best_t));
-  best_v.push_back(row_mean(best_v));
+  // The mean column (pandas mean(axis=1): NaN skipped) is taken before DataFrame.round(3), like
+  // everything else in the frame.
+  best_t.push_back(nanmean(best_t));
+  best_v.push_back(nanmean(best_v));
   for (auto* row : {&best_t, &best_v})
     for (auto& v : *row) v = round3(v);
   t.rows = {best_t, best_v};
@@ -143,38 +140,36 @@ double OptThresholds::confidence_threshold(const std::string& category) const {
 OptThresholds tune_thresholds(const std::vector<ProtocolItem>& val) {
   if (val.empty()) throw Error("threshold tuning: no validation items");
   const auto cats = categories_in_order(val);
-  auto cat_index = [&](const std::string& c) { return static_cast<size_t>(std::find(cats.begin(), cats.end(), c) - cats.begin()); };
+  std::vector<size_t> cat_of;  // each item's column
   std::vector<Map> heat01;
   OptThresholds th;
   for (const auto& it : val) {
+    cat_of.push_back(static_cast<size_t>(std::find(cats.begin(), cats.end(), it.category) - cats.begin()));
     heat01.push_back(norm01(it.raw));
     th.confidences.push_back(confidence(it.raw));
   }
+  // Rows = thresholds, columns = categories: the per-category nanmean of iou(item, threshold).
+  auto mean_iou_table = [&](const std::vector<double>& thresholds, const auto& iou) {
+    std::vector<std::vector<double>> table;
+    for (double t : thresholds) {
+      std::vector<std::vector<double>> per(cats.size());
+      for (size_t i = 0; i < val.size(); ++i) per[cat_of[i]].push_back(iou(i, t));
+      std::vector<double> row;
+      for (const auto& p : per) row.push_back(nanmean(p));
+      table.push_back(row);
+    }
+    return table;
+  };
   // 1. Mask threshold on positives (IoU undefined for items without ground truth or prediction).
   const auto mask_ts = np_arange(0.2, 0.8, 0.1);
-  std::vector<std::vector<double>> table;
-  for (double t : mask_ts) {
-    std::vector<std::vector<double>> per(cats.size());
-    for (size_t i = 0; i < val.size(); ++i) per[cat_index(val[i].category)].push_back(item_iou(val[i].gt, heat01[i], t, true, true));
-    std::vector<double> row;
-    for (const auto& p : per) row.push_back(nanmean(p));
-    table.push_back(row);
-  }
-  th.mask = best_per_category(cats, mask_ts, table);
+  th.mask = best_per_category(cats, mask_ts, mean_iou_table(mask_ts, [&](size_t i, double t) {
+                                return item_iou(val[i].gt, heat01[i], t, true, true);
+                              }));
   // 2. Confidence threshold over all items with the tuned mask thresholds.
   const auto conf_ts = np_arange(0.1, 0.9, 0.1);
-  table.clear();
-  for (double t : conf_ts) {
-    std::vector<std::vector<double>> per(cats.size());
-    for (size_t i = 0; i < val.size(); ++i) {
-      const double mt = th.mask.rows[0][cat_index(val[i].category)];
-      per[cat_index(val[i].category)].push_back(item_iou(val[i].gt, heat01[i], mt, !(th.confidences[i] < t), false));
-    }
-    std::vector<double> row;
-    for (const auto& p : per) row.push_back(nanmean(p));
-    table.push_back(row);
-  }
-  th.confidence = best_per_category(cats, conf_ts, table);
+  th.confidence = best_per_category(cats, conf_ts, mean_iou_table(conf_ts, [&](size_t i, double t) {
+                                      return item_iou(val[i].gt, heat01[i], th.mask.rows[0][cat_of[i]], !(th.confidences[i] < t), false);
+                                    }));
   // 3. AUROC of the confidence per category (sorted, as the authors' auc.csv).
   std::vector<std::string> sorted = cats;
   std::sort(sorted.begin(), sorted.end());

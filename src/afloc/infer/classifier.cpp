@@ -1,6 +1,6 @@
 #include "afloc/infer/classifier.h"
 
-#include <map>
+#include <algorithm>
 
 namespace afloc::infer {
 
@@ -16,33 +16,32 @@ torch::Tensor mean_rows(const torch::Tensor& vectors, const std::vector<std::vec
 
 ClassHead build_class_head(PromptEncoder& encoder, const PromptBank& bank) {
   validate(bank);
-  // Each distinct prompt string is encoded once (the 42 pneumothorax prompts share nothing, but
-  // banks built from one table often repeat negatives across classes).
-  std::vector<std::string> unique;
-  std::map<std::string, int64_t> index;
-  auto row = [&](const std::string& p) {
-    const auto [it, inserted] = index.emplace(p, static_cast<int64_t>(unique.size()));
-    if (inserted) unique.push_back(p);
-    return it->second;
+  // All prompts in one call, rows in order; the encoder encodes each distinct prompt once (banks
+  // built from one table often repeat negatives across classes).
+  std::vector<std::string> prompts;
+  auto rows_of = [&](const std::vector<std::string>& set) {
+    std::vector<int64_t> rows;
+    for (const auto& p : set) {
+      rows.push_back(static_cast<int64_t>(prompts.size()));
+      prompts.push_back(p);
+    }
+    return rows;
   };
   std::vector<std::vector<int64_t>> pos_rows, neg_rows;
-  bool any_neg = false;
   for (const auto& c : bank.classes) {
-    pos_rows.emplace_back();
-    neg_rows.emplace_back();
-    for (const auto& p : c.pos) pos_rows.back().push_back(row(p));
-    for (const auto& p : c.neg) neg_rows.back().push_back(row(p));
-    any_neg = any_neg || !c.neg.empty();
+    pos_rows.push_back(rows_of(c.pos));
+    neg_rows.push_back(rows_of(c.neg));
   }
-  const torch::Tensor vectors = encoder.encode(unique);
+  const torch::Tensor vectors = encoder.encode(prompts);
   ClassHead head;
   head.mode = bank.mode;
   for (const auto& c : bank.classes) head.names.push_back(c.name);
   head.pos = mean_rows(vectors, pos_rows);
+  const bool any_neg = std::any_of(bank.classes.begin(), bank.classes.end(), [](const ClassPrompts& c) { return !c.neg.empty(); });
   if (bank.mode == ClassifyMode::kBinary || any_neg) {
     // A multi-class bank may leave some negatives out; they are never read in that mode.
-    for (auto& r : neg_rows)
-      if (r.empty()) r = pos_rows[static_cast<size_t>(&r - neg_rows.data())];
+    for (size_t k = 0; k < neg_rows.size(); ++k)
+      if (neg_rows[k].empty()) neg_rows[k] = pos_rows[k];
     head.neg = mean_rows(vectors, neg_rows);
   }
   return head;

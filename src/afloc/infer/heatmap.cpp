@@ -95,7 +95,7 @@ torch::Tensor normalize(const torch::Tensor& map, int64_t margin, const std::str
   if (margin > 0) TORCH_CHECK(2 * margin < H && 2 * margin < W, "normalize: margin too large for the map");
   // Plain loops over a float copy (masked tensor ops cost ~20x more on a 224 x 224 map); the
   // arithmetic is the authors' in the map's float32: (x - min) / (max - min) * 2 - 1.
-  torch::Tensor h = map.to(torch::kCPU, torch::kFloat).clone().contiguous();
+  torch::Tensor h = map.to(torch::kCPU, torch::kFloat, /*non_blocking=*/false, /*copy=*/true).contiguous();
   float* p = h.data_ptr<float>();
   const float nan = std::numeric_limits<float>::quiet_NaN();
   if (margin > 0)

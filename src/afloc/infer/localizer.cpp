@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "afloc/common/error.h"
+#include "afloc/common/strings.h"
 #include "afloc/text/clean.h"
 
 namespace fs = std::filesystem;
@@ -68,6 +69,8 @@ std::vector<Localization> Localizer::run(const std::vector<data::Gray8>& images,
   TORCH_CHECK(!presence || (presence->mode == ClassifyMode::kBinary && presence->names.size() == prompts.size()),
               "presence head: binary, one class per prompt");
   const torch::Tensor queries = prompts_.encode(prompts);  // (P, D)
+  std::vector<std::string> cleaned;
+  for (const auto& p : prompts) cleaned.push_back(text::clean_prompt(p));
   std::vector<Localization> out;
   const int64_t s = net_->config().image_size;
   for (size_t start = 0; start < images.size(); start += static_cast<size_t>(o_.batch)) {
@@ -87,8 +90,8 @@ std::vector<Localization> Localizer::run(const std::vector<data::Gray8>& images,
         Localization l;
         l.image = names[i];
         l.prompt = prompts[q];
-        l.cleaned_prompt = text::clean_prompt(prompts[q]);
-        l.heatmap = heatmap(sims[static_cast<int64_t>(q)], o_.size, o_.heatmap).clone();
+        l.cleaned_prompt = cleaned[q];
+        l.heatmap = heatmap(sims[static_cast<int64_t>(q)], o_.size, o_.heatmap);  // a fresh tensor (normalize copies)
         const torch::Tensor filled = torch::nan_to_num(l.heatmap, -std::numeric_limits<float>::infinity());
         const int64_t arg = torch::argmax(filled).item<int64_t>();
         l.peak_y = arg / o_.size;
@@ -110,9 +113,7 @@ ClassPrompts presence_prompts(const std::string& prompt) {
   std::string finding = prompt;
   while (!finding.empty() && (finding.back() == '.' || finding.back() == ' ')) finding.pop_back();
   static const std::string kLead = "findings suggesting ";
-  std::string low = finding;
-  for (auto& c : low) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (low.rfind(kLead, 0) == 0) finding = finding.substr(kLead.size());
+  if (ascii_lower(finding).rfind(kLead, 0) == 0) finding = finding.substr(kLead.size());
   return {prompt, {prompt}, {"no " + finding + ". "}};
 }
 

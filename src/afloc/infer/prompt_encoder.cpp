@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "afloc/common/error.h"
 #include "afloc/common/log.h"
@@ -165,12 +166,11 @@ torch::Tensor PromptEncoder::encode(const std::vector<std::string>& prompts) {
   }
   // Encode each missing prompt once, in batches.
   std::vector<int64_t> missing;
-  std::map<std::vector<int32_t>, bool> queued;
-  for (size_t i = 0; i < keys.size(); ++i)
-    if (!memory_.count(keys[i]) && !queued.count(keys[i])) {
-      queued[keys[i]] = true;
-      missing.push_back(static_cast<int64_t>(i));
-    }
+  std::set<std::vector<int32_t>> queued;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (memory_.count(keys[i])) ++hits_;
+    else if (queued.insert(keys[i]).second) missing.push_back(static_cast<int64_t>(i));
+  }
   for (size_t start = 0; start < missing.size(); start += static_cast<size_t>(batch_)) {
     const size_t end = std::min(missing.size(), start + static_cast<size_t>(batch_));
     const torch::Tensor rows = torch::tensor(std::vector<int64_t>(missing.begin() + static_cast<std::ptrdiff_t>(start),
@@ -191,7 +191,6 @@ torch::Tensor PromptEncoder::encode(const std::vector<std::string>& prompts) {
     computed_ += static_cast<int64_t>(end - start);
     append_disk_cache(new_keys, report);
   }
-  hits_ += static_cast<int64_t>(keys.size() - missing.size());
   std::vector<torch::Tensor> out;
   for (const auto& k : keys) out.push_back(memory_.at(k));
   return torch::stack(out).to(net_->device());

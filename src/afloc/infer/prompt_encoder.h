@@ -28,7 +28,8 @@ class PromptEncoder {
   /// (D) for one prompt.
   torch::Tensor encode(const std::string& prompt) { return encode(std::vector<std::string>{prompt})[0]; }
 
-  /// Prompts encoded by the network so far / served from memory or the disk cache / read from disk.
+  /// Prompts encoded by the network so far / served from vectors held before the call (memory or
+  /// the disk cache) / records read from disk.
   int64_t computed() const { return computed_; }
   int64_t hits() const { return hits_; }
   int64_t loaded_from_disk() const { return from_disk_; }
