@@ -743,6 +743,16 @@ Study render_study(uint64_t seed, const PhantomOptions& o) {
         break;
       }
     }
+    // Impressions often restate a finding as "Findings suggesting/consistent with ...", as MIMIC-CXR
+    // reports do; this is also the wording of the paper's localization prompt ("Findings
+    // suggesting {category}."), which a text encoder trained from scratch only understands if its
+    // words occur in the archive (Bio_ClinicalBERT knows them from clinical text).
+    if (inst.finding != Finding::kGroundGlass && r.chance(0.35)) {
+      std::string core = imp.substr(0, std::min(imp.find(','), imp.size() - 1));  // drop ", clause" or "."
+      if (!core.empty()) core[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(core[0])));
+      imp = r.pick<std::string>({"Findings suggesting ", "Findings suggesting ", "Findings consistent with ",
+                                 "Findings suggestive of "}) + core + ".";
+    }
     inst.sentence = f;
     finding_sents.push_back(f);
     impression.push_back(imp);
