@@ -103,7 +103,7 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
                              {"train_samples", r.train_samples},
                              {"val_samples", r.val_samples},
                              {"skipped", r.skipped},
-                             {"last_loss", r.last_loss},
+                             {"last_loss", std::isnan(r.last_loss) ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(r.last_loss)},
                              {"val_loss", std::isnan(r.val_loss) ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(r.val_loss)},
                              {"seconds", r.seconds},
                              {"samples_per_second", r.samples_per_second},
@@ -120,7 +120,7 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
     std::printf("trained %lld steps on %lld pairs in %.1f s (%.1f pairs/s, %.0f%% waiting for data)\n",
                 static_cast<long long>(r.steps), static_cast<long long>(r.train_samples), r.seconds,
                 r.samples_per_second, 100.0 * r.loader_wait_fraction);
-    std::printf("  last training loss  %.4f\n", r.last_loss);
+    if (!std::isnan(r.last_loss)) std::printf("  last training loss  %.4f\n", r.last_loss);
     if (!std::isnan(r.val_loss)) std::printf("  validation loss     %.4f\n", r.val_loss);
     std::printf("  checkpoint          %s\n", r.final_checkpoint.c_str());
     std::printf("  metrics             %s/metrics.jsonl\n", cfg.out.c_str());

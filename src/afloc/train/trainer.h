@@ -2,6 +2,7 @@
 /// Pretraining (SPEC §3): data, vocabulary, model, the authors' optimiser and schedule, a
 /// prefetching loader, metrics.jsonl, validation loss, checkpoints and exact resume.
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "afloc/train/run_config.h"
@@ -20,7 +21,9 @@ struct TrainOptions {
 struct TrainResult {
   int64_t steps = 0;           ///< optimiser steps taken in total (including before a resume)
   int64_t train_samples = 0, val_samples = 0, skipped = 0;
-  double last_loss = 0;        ///< mean training loss of the last logged window
+  /// Mean training loss of the last logged window (NaN when no step ran, e.g. resuming a
+  /// finished run).
+  double last_loss = std::numeric_limits<double>::quiet_NaN();
   double val_loss = 0;         ///< last validation loss (NaN when not validated)
   double seconds = 0;          ///< wall time of this invocation
   double samples_per_second = 0;
