@@ -3,8 +3,8 @@
 # phantom chest X-ray world (shared/PHANTOM.md), pretrains the `tiny` AFLoc model on its image-report
 # pairs only, then measures zero-shot localization of every finding against the hidden masks, next
 # to a centre-prior baseline, and zero-shot diagnosis (AUROC) of every finding; then localizes and
-# classifies held-out films with `afloc localize` / `afloc classify`. ~14 minutes on 2 cores
-# (--quick: ~4).
+# classifies held-out films with `afloc localize` / `afloc classify`. ~10 minutes on 2 cores
+# (--quick: ~3).
 #   bash scripts/demo.sh [--quick]       outputs in ./demo (AFLOC_DEMO_OUT to change)
 # Re-running continues where it stopped (the world is kept, training resumes from its checkpoint).
 set -euo pipefail
@@ -13,8 +13,8 @@ bash scripts/setup.sh
 bash scripts/build.sh --target afloc_cli
 AFLOC=./build/bin/afloc
 OUT=${AFLOC_DEMO_OUT:-demo}
-N_TRAIN=6000; N_TEST=400; EPOCHS=4
-if [ "${1:-}" = "--quick" ]; then N_TRAIN=1500; N_TEST=150; EPOCHS=2; OUT=${AFLOC_DEMO_OUT:-demo_quick}; fi
+N_TRAIN=6000; N_TEST=400; EPOCHS=10
+if [ "${1:-}" = "--quick" ]; then N_TRAIN=1500; N_TEST=150; EPOCHS=4; OUT=${AFLOC_DEMO_OUT:-demo_quick}; fi
 mkdir -p "$OUT"
 
 echo "== 1. phantom world: $N_TRAIN pretraining studies, $N_TEST test studies with hidden masks, an unseen finding"
@@ -36,7 +36,8 @@ echo "== 5. localize findings on held-out films (as on your own PNG/JPEG/DICOM f
 echo "      the finding is classified present, ground-truth boxes drawn in green"
 MSCXR="$OUT/world/ms_cxr/MS_CXR_Local_Alignment_v1.0.0.csv"
 # six films of the MS-CXR-style test list (paths in a .txt list are relative to the list's folder)
-grep -o 'files/p[0-9]*/p[0-9]*/s[0-9]*/[^,"]*\.jpg' "$MSCXR" | sort -u | head -n 6 | sed 's|^|world/mimic-cxr-jpg/|' > "$OUT/films.txt"
+# (sed rather than head: under pipefail, head's early exit can fail the pipeline with SIGPIPE)
+grep -o 'files/p[0-9]*/p[0-9]*/s[0-9]*/[^,"]*\.jpg' "$MSCXR" | sort -u | sed -n '1,6s|^|world/mimic-cxr-jpg/|p' > "$OUT/films.txt"
 $AFLOC localize -M "$OUT/run" -f Cardiomegaly -f "Pleural Effusion" -f Pneumothorax --boxes "$MSCXR" "$OUT/films.txt" \
   -o "$OUT/localize"
 echo "== 6. classify the held-out films with the phantom prompt bank (the authors' chest X-ray prompt sets)"

@@ -124,6 +124,23 @@ TinySetup tiny_setup() {
   return t;
 }
 
+namespace F = torch::nn::functional;
+
+TEST(Model, ShiftedResizeIsTheResizeReadHalfAStrideFurther) {
+  // shift 0: exactly the align_corners bilinear resize the paper model uses.
+  const torch::Tensor img = torch::rand({2, 3, 40, 40}) * 2 - 1;
+  const torch::Tensor plain = F::interpolate(img, F::InterpolateFuncOptions().size(std::vector<int64_t>{64, 64}).mode(torch::kBilinear).align_corners(true));
+  EXPECT_LT((model::resize_shifted(img, 64, 0.0) - plain).abs().max().item<double>(), 1e-5);
+  // A horizontal ramp (value = input column): output column p reads input column
+  // (p + shift) * 39 / 63, clamped at the right edge; rows are shifted the same way.
+  const torch::Tensor ramp = torch::arange(40, torch::kFloat).expand({1, 1, 40, 40}).contiguous();
+  const torch::Tensor out = model::resize_shifted(ramp, 64, 7.5);
+  for (const int64_t p : {0, 10, 50}) EXPECT_NEAR(out[0][0][5][p].item<double>(), (p + 7.5) * 39.0 / 63.0, 1e-4);
+  EXPECT_NEAR(out[0][0][5][63].item<double>(), 39.0, 1e-4);
+  const torch::Tensor col = model::resize_shifted(ramp.transpose(2, 3).contiguous(), 64, 7.5);
+  EXPECT_NEAR(col[0][0][10][5].item<double>(), 17.5 * 39.0 / 63.0, 1e-4);
+}
+
 TEST(Model, ShapesFollowTheConfig) {
   const TinySetup t = tiny_setup();
   model::AflocModel net(t.cfg, t.vocab);
@@ -134,6 +151,21 @@ TEST(Model, ShapesFollowTheConfig) {
   EXPECT_EQ(ie.deep.sizes(), (std::vector<int64_t>{2, d, t.cfg.deep_side(), t.cfg.deep_side()}));
   EXPECT_EQ(ie.shallow.sizes(), (std::vector<int64_t>{2, d, t.cfg.shallow_side(), t.cfg.shallow_side()}));
   EXPECT_EQ(ie.global.sizes(), (std::vector<int64_t>{2, d}));
+  // The other deep stage and ResNet-10 (one block per stage): v_d from layer3 is half the side of
+  // v_s; from layer2 it is the same side and reads the same trunk output.
+  for (const int64_t layer : {2, 3}) {
+    model::AflocConfig c = t.cfg;
+    c.resnet.depth = 10;
+    c.deep_layer = layer;
+    model::AflocModel n10(c, t.vocab);
+    n10->eval();
+    const auto params = n10->named_parameters();
+    EXPECT_TRUE(params.contains("img_encoder.model.layer3.0.conv1.weight"));
+    EXPECT_FALSE(params.contains("img_encoder.model.layer3.1.conv1.weight"));
+    const auto e = n10->encode_images(torch::rand({1, 3, 64, 64}) * 2 - 1);
+    EXPECT_EQ(e.deep.size(2), layer == 2 ? e.shallow.size(2) : (e.shallow.size(2) + 1) / 2);
+    EXPECT_EQ(e.deep.size(2), c.deep_side());
+  }
   const auto tb = net->tokenize({"Small left pleural effusion.", "No pneumothorax."});
   EXPECT_EQ(tb.texts[0], "small left pleural effusion");
   const auto te = net->encode_text(tb);

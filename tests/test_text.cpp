@@ -229,6 +229,10 @@ TEST(Config, PresetWithOverridesAndStrictErrors) {
   EXPECT_EQ(c.name, "tiny");
   EXPECT_EQ(c.bert.num_layers, 3);
   EXPECT_FALSE(c.loss.use_word);
+  // v_d from layer2: the deep map has the shallow map's side.
+  const AflocConfig l2 = parse_config(R"({"preset": "paper", "deep_layer": 2})", "x.json");
+  EXPECT_EQ(l2.deep_side(), 38);
+  EXPECT_EQ(parse_config(R"({"preset": "paper", "resnet": {"depth": 10}})", "x.json").resnet.depth, 10);
   auto msg = [](const std::string& text) {
     try {
       parse_config(text, "run.json");
@@ -239,6 +243,7 @@ TEST(Config, PresetWithOverridesAndStrictErrors) {
   };
   EXPECT_NE(msg(R"({"bert": {"hidden": 3}})").find("config.bert.hidden: unknown key"), std::string::npos);
   EXPECT_NE(msg(R"({"resnet": {"depth": 101}})").find("resnet.depth = 101"), std::string::npos);
+  EXPECT_NE(msg(R"({"deep_layer": 4})").find("deep_layer = 4: expected 2 or 3"), std::string::npos);
   EXPECT_NE(msg(R"({"image_size": "big"})").find("config.image_size: wrong type"), std::string::npos);
   EXPECT_NE(msg(R"({"bert": {"num_heads": 5}})").find("bert.num_heads"), std::string::npos);
   EXPECT_NE(msg("{not json").find("run.json: invalid JSON"), std::string::npos);

@@ -161,7 +161,7 @@ TEST(Checkpoint, WeightsFromAnotherConfigAreAClearError) {
     EXPECT_NE(what.find("layer"), std::string::npos) << what;  // names the missing/mis-shaped tensors
   }
   // With the right config it loads, in eval mode.
-  c.resnet.depth = 18;
+  c.resnet.depth = model::preset("tiny").resnet.depth;
   std::ofstream(dir + "/model.json") << model::config_to_string(c);
   const io::LoadedModel t = io::load_model(dir, torch::kCPU);
   EXPECT_FALSE(t.model->is_training());

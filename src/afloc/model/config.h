@@ -8,8 +8,9 @@
 
 namespace afloc::model {
 
-/// torchvision-layout ResNet. depth 18/34 use basic blocks, 50 bottlenecks; width is the channel
-/// count of the stem and layer1 (torchvision: 64; smaller widths give cheap configurations).
+/// torchvision-layout ResNet. depth 10 (one block per stage), 18 and 34 use basic blocks, 50
+/// bottlenecks; width is the channel count of the stem and layer1 (torchvision: 64; smaller
+/// widths give cheap configurations).
 struct ResNetConfig {
   int depth = 50;
   int width = 64;
@@ -57,6 +58,16 @@ struct AflocConfig {
   ResNetConfig resnet;
   int64_t image_size = 224;     ///< input side (square), pixels in [-1, 1]
   int64_t upsample_size = 299;  ///< bilinear (align_corners) resize inside the model; 0 = none
+  /// Backbone stage whose output gives the deep local features v_d: 3 (SPEC §1, the authors'
+  /// layer3) or 2 (layer2: twice the map side and smaller receptive fields, for small models
+  /// trained from scratch, whose layer3 cells see the whole image).
+  int64_t deep_layer = 3;
+  /// Shift the network's input by half the deep map's stride ((s - 1) / 2 pixels up and left,
+  /// edge pixels replicated) so that each deep cell's receptive field is centred where SPEC §4's
+  /// bilinear upsampling (align_corners=False) draws it. Without it, a ResNet cell i sees pixels
+  /// centred on s*i while the heatmap puts it at s*i + (s - 1)/2: half a cell down and right
+  /// (7.5 px of 160 for `tiny`, 10.5 px at 224). The authors' model has no shift (false).
+  bool align_cells = false;
   BertConfig bert;
   TextConfig text;
   LossConfig loss;
@@ -65,13 +76,13 @@ struct AflocConfig {
   /// Error naming the field for inconsistent values (depth not 18/34/50, heads not dividing
   /// hidden, last_n_layers > layers + 1, ...).
   void validate() const;
-  /// Spatial side of the deep (layer3) and shallow (layer2) feature maps for this input size.
+  /// Spatial side of the deep (deep_layer) and shallow (layer2) feature maps for this input size.
   int64_t deep_side() const;
   int64_t shallow_side() const;
 };
 
 /// Named presets: "paper" (ResNet-50 + BERT-base, 768-d, 97 tokens, 224 input) and "tiny"
-/// (ResNet-18 of width 32 at 128 px upsampled to 160, 4-layer BERT of width 128; a few minutes
+/// (ResNet-10 of width 32 at 128 px upsampled to 160, 4-layer BERT of width 128; a few minutes
 /// of pretraining on 2 CPU cores). Error for an unknown name.
 AflocConfig preset(const std::string& name);
 std::vector<std::string> preset_names();

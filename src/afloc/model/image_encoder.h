@@ -19,6 +19,11 @@ struct ImageEmbeddings {
   torch::Tensor global_feat;  ///< pooled layer4 before the projection (B, C4)
 };
 
+/// Bilinear (align_corners) resize of (B, C, H, W) images to (size, size) that also translates:
+/// output pixel p reads where the plain resize reads p + shift (edge pixels replicated beyond
+/// the border). shift 0 is F::interpolate(bilinear, align_corners=True).
+torch::Tensor resize_shifted(const torch::Tensor& images, int64_t size, double shift);
+
 class ImageEncoderImpl : public torch::nn::Module {
  public:
   explicit ImageEncoderImpl(const AflocConfig& config);
@@ -34,6 +39,8 @@ class ImageEncoderImpl : public torch::nn::Module {
   torch::nn::Conv2d local_embedder{nullptr};   ///< layer3 -> D
   torch::nn::Conv2d local2_embedder{nullptr};  ///< layer2 -> D
   int64_t upsample_size;
+  int64_t deep_layer;  ///< 3: v_d from layer3 (SPEC); 2: from layer2
+  bool align_cells;    ///< AflocConfig::align_cells
 
  private:
   bool channels_last_ = false;

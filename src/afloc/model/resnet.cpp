@@ -87,11 +87,12 @@ torch::Tensor ResBlockImpl::forward(const torch::Tensor& x) {
 ResNetImpl::ResNetImpl(const ResNetConfig& config) : bottleneck_(config.depth == 50) {
   std::vector<int64_t> blocks;
   switch (config.depth) {
+    case 10: blocks = {1, 1, 1, 1}; break;  // ResNet-10: smaller receptive fields, for small data
     case 18: blocks = {2, 2, 2, 2}; break;
     case 34: blocks = {3, 4, 6, 3}; break;
     case 50: blocks = {3, 4, 6, 3}; break;
     default:
-      throw Error("resnet.depth = " + std::to_string(config.depth) + ": expected 18, 34 or 50");
+      throw Error("resnet.depth = " + std::to_string(config.depth) + ": expected 10, 18, 34 or 50");
   }
   const int64_t w = config.width;
   in_ch_ = w;
