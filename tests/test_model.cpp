@@ -165,6 +165,7 @@ TEST(Model, ShapesFollowTheConfig) {
     const auto e = n10->encode_images(torch::rand({1, 3, 64, 64}) * 2 - 1);
     EXPECT_EQ(e.deep.size(2), layer == 2 ? e.shallow.size(2) : (e.shallow.size(2) + 1) / 2);
     EXPECT_EQ(e.deep.size(2), c.deep_side());
+    EXPECT_EQ(c.deep_side(), c.upsample_size / c.deep_stride());
   }
   const auto tb = net->tokenize({"Small left pleural effusion.", "No pneumothorax."});
   EXPECT_EQ(tb.texts[0], "small left pleural effusion");

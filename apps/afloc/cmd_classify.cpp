@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "afloc/common/error.h"
+#include "afloc/common/json_number.h"
 #include "afloc/common/log.h"
 #include "afloc/common/progress.h"
 #include "afloc/data/csv.h"
@@ -169,15 +170,14 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
       const eval::ClassificationSummary s = eval::evaluate_classification(head.names, probs, y);
       const std::string table = eval::classification_table(s, bank.mode == infer::ClassifyMode::kMultiClass);
       nlohmann::ordered_json per = nlohmann::ordered_json::array();
-      auto num = [](double v) { return std::isnan(v) ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(v); };
-      for (const auto& r : s.classes) per.push_back({{"class", r.name}, {"n_pos", r.n_pos}, {"n_neg", r.n_neg}, {"auroc", num(r.auroc)}});
+      for (const auto& r : s.classes) per.push_back({{"class", r.name}, {"n_pos", r.n_pos}, {"n_neg", r.n_neg}, {"auroc", number_or_null(r.auroc)}});
       nlohmann::ordered_json metrics{{"labels", o->labels},
                                      {"mode", infer::to_string(bank.mode)},
                                      {"classes", per},
-                                     {"macro_auroc", num(s.macro_auroc)},
+                                     {"macro_auroc", number_or_null(s.macro_auroc)},
                                      {"n_single_label", s.n_single_label},
-                                     {"accuracy", num(s.accuracy)},
-                                     {"balanced_accuracy", num(s.balanced_accuracy)}};
+                                     {"accuracy", number_or_null(s.accuracy)},
+                                     {"balanced_accuracy", number_or_null(s.balanced_accuracy)}};
       write_file_atomic((fs::path(o->out) / "metrics.json").string(), metrics.dump(2) + "\n");
       write_file_atomic((fs::path(o->out) / "table.txt").string(), table);
       std::printf("%s", table.c_str());

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "afloc/common/error.h"
+#include "afloc/common/json_number.h"
 #include "afloc/common/log.h"
 #include "afloc/model/config.h"
 #include "afloc/train/trainer.h"
@@ -103,8 +104,8 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
                              {"train_samples", r.train_samples},
                              {"val_samples", r.val_samples},
                              {"skipped", r.skipped},
-                             {"last_loss", std::isnan(r.last_loss) ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(r.last_loss)},
-                             {"val_loss", std::isnan(r.val_loss) ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(r.val_loss)},
+                             {"last_loss", number_or_null(r.last_loss)},
+                             {"val_loss", number_or_null(r.val_loss)},
                              {"seconds", r.seconds},
                              {"samples_per_second", r.samples_per_second},
                              {"loader_wait_fraction", r.loader_wait_fraction},

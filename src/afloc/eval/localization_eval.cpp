@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "afloc/common/error.h"
+#include "afloc/common/json_number.h"
 #include "afloc/common/progress.h"
 #include "afloc/common/strings.h"
 #include "afloc/data/csv.h"
@@ -190,7 +191,6 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
 
 std::string write_localization_report(const LocEvalResult& r, const std::string& out_dir) {
   fs::create_directories(out_dir);
-  auto num = [](double v) { return std::isnan(v) ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(v); };
   nlohmann::ordered_json j{{"categories", nlohmann::ordered_json::object()}};
   std::ostringstream t;
   char line[256];
@@ -208,24 +208,24 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
     const auto& b = r.baseline[i].second;
     row(cat, m, b);
     j["categories"][cat] = {{"n", m.n},
-                            {"hit_rate", num(m.hit_rate)},
-                            {"iou", num(m.iou)},
-                            {"dice", num(m.dice)},
-                            {"cnr", num(m.cnr)},
-                            {"baseline_hit_rate", num(b.hit_rate)},
-                            {"baseline_iou", num(b.iou)},
-                            {"baseline_cnr", num(b.cnr)}};
+                            {"hit_rate", number_or_null(m.hit_rate)},
+                            {"iou", number_or_null(m.iou)},
+                            {"dice", number_or_null(m.dice)},
+                            {"cnr", number_or_null(m.cnr)},
+                            {"baseline_hit_rate", number_or_null(b.hit_rate)},
+                            {"baseline_iou", number_or_null(b.iou)},
+                            {"baseline_cnr", number_or_null(b.cnr)}};
   }
   t << std::string(std::strlen(line) - 1, '-') << "\n";
   row("macro mean", r.model_macro, r.baseline_macro);
   j["macro"] = {{"n", r.model_macro.n},
-                {"hit_rate", num(r.model_macro.hit_rate)},
-                {"iou", num(r.model_macro.iou)},
-                {"dice", num(r.model_macro.dice)},
-                {"cnr", num(r.model_macro.cnr)},
-                {"baseline_hit_rate", num(r.baseline_macro.hit_rate)},
-                {"baseline_iou", num(r.baseline_macro.iou)},
-                {"baseline_cnr", num(r.baseline_macro.cnr)}};
+                {"hit_rate", number_or_null(r.model_macro.hit_rate)},
+                {"iou", number_or_null(r.model_macro.iou)},
+                {"dice", number_or_null(r.model_macro.dice)},
+                {"cnr", number_or_null(r.model_macro.cnr)},
+                {"baseline_hit_rate", number_or_null(r.baseline_macro.hit_rate)},
+                {"baseline_iou", number_or_null(r.baseline_macro.iou)},
+                {"baseline_cnr", number_or_null(r.baseline_macro.cnr)}};
   std::string csv = data::csv_row({"id", "category", "hit", "iou", "dice", "cnr", "baseline_hit", "baseline_iou", "baseline_cnr"});
   auto f = [](double v) {
     char b[32];
@@ -242,8 +242,8 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
       << classification_table(r.classification, false);
     nlohmann::ordered_json per = nlohmann::ordered_json::object();
     for (const auto& c : r.classification.classes)
-      per[c.name] = {{"n_pos", c.n_pos}, {"n_neg", c.n_neg}, {"auroc", num(c.auroc)}};
-    j["classification"] = {{"classes", per}, {"macro_auroc", num(r.classification.macro_auroc)}};
+      per[c.name] = {{"n_pos", c.n_pos}, {"n_neg", c.n_neg}, {"auroc", number_or_null(c.auroc)}};
+    j["classification"] = {{"classes", per}, {"macro_auroc", number_or_null(r.classification.macro_auroc)}};
     std::vector<std::string> header = {"id"};
     for (const auto& c : r.class_names) header.push_back("p:" + c);
     for (const auto& c : r.class_names) header.push_back("label:" + c);

@@ -73,12 +73,14 @@ struct AflocConfig {
   LossConfig loss;
 
   int64_t embed_dim() const { return bert.hidden_size; }
-  /// Error naming the field for inconsistent values (depth not 18/34/50, heads not dividing
+  /// Error naming the field for inconsistent values (depth not 10/18/34/50, heads not dividing
   /// hidden, last_n_layers > layers + 1, ...).
   void validate() const;
   /// Spatial side of the deep (deep_layer) and shallow (layer2) feature maps for this input size.
   int64_t deep_side() const;
   int64_t shallow_side() const;
+  /// Input pixels (after the internal upsampling) per deep-map cell: 16 from layer3, 8 from layer2.
+  int64_t deep_stride() const { return deep_layer == 2 ? 8 : 16; }
 };
 
 /// Named presets: "paper" (ResNet-50 + BERT-base, 768-d, 97 tokens, 224 input) and "tiny"

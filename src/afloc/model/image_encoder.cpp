@@ -13,7 +13,9 @@ torch::Tensor resize_shifted(const torch::Tensor& images, int64_t size, double s
                         F::GridSampleFuncOptions().mode(torch::kBilinear).padding_mode(torch::kBorder).align_corners(true));
 }
 
-ImageEncoderImpl::ImageEncoderImpl(const AflocConfig& c) : upsample_size(c.upsample_size), deep_layer(c.deep_layer), align_cells(c.align_cells) {
+ImageEncoderImpl::ImageEncoderImpl(const AflocConfig& c) : upsample_size(c.upsample_size),
+      deep_layer(c.deep_layer),
+      cell_shift(c.align_cells ? (static_cast<double>(c.deep_stride()) - 1.0) / 2.0 : 0.0) {
   model = register_module("model", ResNet(c.resnet));
   const int64_t d = c.embed_dim();
   global_embedder = register_module("global_embedder", nn::Linear(model->layer4_channels(), d));
@@ -36,8 +38,8 @@ ImageEmbeddings ImageEncoderImpl::forward(const torch::Tensor& images, bool with
   TORCH_CHECK(images.dim() == 4 && images.size(1) == 3, "images must be (B, 3, H, W), got ",
               images.sizes());
   torch::Tensor x = images;
-  if (align_cells) {
-    x = resize_shifted(x, upsample_size > 0 ? upsample_size : images.size(2), (deep_layer == 2 ? 8.0 : 16.0) / 2.0 - 0.5);
+  if (cell_shift > 0) {
+    x = resize_shifted(x, upsample_size > 0 ? upsample_size : images.size(2), cell_shift);
   } else if (upsample_size > 0) {
     x = F::interpolate(x, F::InterpolateFuncOptions()
                               .size(std::vector<int64_t>{upsample_size, upsample_size})

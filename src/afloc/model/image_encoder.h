@@ -36,11 +36,12 @@ class ImageEncoderImpl : public torch::nn::Module {
 
   ResNet model{nullptr};
   torch::nn::Linear global_embedder{nullptr};
-  torch::nn::Conv2d local_embedder{nullptr};   ///< layer3 -> D
+  torch::nn::Conv2d local_embedder{nullptr};   ///< layer3 (or layer2, deep_layer 2) -> D
   torch::nn::Conv2d local2_embedder{nullptr};  ///< layer2 -> D
   int64_t upsample_size;
   int64_t deep_layer;  ///< 3: v_d from layer3 (SPEC); 2: from layer2
-  bool align_cells;    ///< AflocConfig::align_cells
+  /// Input shift of AflocConfig::align_cells: (deep stride - 1) / 2 pixels, 0 without it.
+  double cell_shift;
 
  private:
   bool channels_last_ = false;
