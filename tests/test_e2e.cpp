@@ -134,6 +134,10 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
   ASSERT_EQ(r.code, 0) << r.out;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_GT(j["macro"]["n"].get<int64_t>(), 0);
+  // No map beats the pointing-game ceiling of its resolution (the tiny model's 10x10 map).
+  EXPECT_EQ(j["map_side"].get<int64_t>(), 10);
+  for (const auto& [cat, c] : j["categories"].items())
+    EXPECT_LE(c["hit_rate"].get<double>(), c["hit_ceiling"].get<double>()) << cat;
   EXPECT_TRUE(fs::exists(ev + "/cases.csv"));
   EXPECT_TRUE(fs::exists(ev + "/table.txt"));
   EXPECT_TRUE(fs::exists(ev + "/overlays/sheet.png"));

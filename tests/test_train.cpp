@@ -259,5 +259,37 @@ TEST(Heatmap, FollowsTheQueryAndIsNormalised) {
   EXPECT_FLOAT_EQ(p[44][49].item<float>(), p[45][50].item<float>());
 }
 
+// The pointing game's ceiling rests on where a heatmap's arg-max can land: next to a cell centre
+// of the upsampled map, moved inside the margin. Random maps of several sides, smoothed or not,
+// must peak on one of those pixels.
+TEST(Heatmap, ArgmaxLandsOnAPeakPixel) {
+  torch::manual_seed(3);
+  for (const int64_t side : {10, 13, 19}) {
+    for (const double sigma : {-1.0, 0.0}) {
+      infer::HeatmapOptions o;
+      o.sigma = sigma;
+      const auto [rows, cols] = eval::peak_pixels(side, side, 224, o);
+      ASSERT_FALSE(rows.empty());
+      EXPECT_LT(rows.size(), static_cast<size_t>(2 * side + 2));
+      for (int k = 0; k < 200; ++k) {
+        const torch::Tensor h = infer::heatmap(torch::randn({side, side}), 224, o);
+        const auto arg = torch::argmax(torch::nan_to_num(h, -2.0f)).item<int64_t>();
+        EXPECT_TRUE(std::binary_search(rows.begin(), rows.end(), arg / 224)) << side << " row " << arg / 224;
+        EXPECT_TRUE(std::binary_search(cols.begin(), cols.end(), arg % 224)) << side << " col " << arg % 224;
+      }
+    }
+  }
+  // 10x10 at 224 with the 14-px margin: centres at 22.4 i + 10.7; the outer ones move inside.
+  const auto [rows, cols] = eval::peak_pixels(10, 10, 224, {});
+  EXPECT_EQ(rows.front(), 14);
+  EXPECT_EQ(rows.back(), 209);
+  EXPECT_TRUE(std::binary_search(rows.begin(), rows.end(), 33));
+  EXPECT_TRUE(std::binary_search(rows.begin(), rows.end(), 34));
+  EXPECT_FALSE(std::binary_search(rows.begin(), rows.end(), 44));
+  infer::HeatmapOptions cubic;
+  cubic.interpolation = "bicubic";
+  EXPECT_TRUE(eval::peak_pixels(10, 10, 224, cubic).first.empty());  // no ceiling claimed
+}
+
 }  // namespace
 }  // namespace afloc::train

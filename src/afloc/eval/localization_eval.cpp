@@ -4,6 +4,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
@@ -93,6 +94,23 @@ std::string prompt_for(const std::string& tmpl, const std::string& category) {
   return p.replace(at, 9, ascii_lower(category));
 }
 
+std::pair<std::vector<int64_t>, std::vector<int64_t>> peak_pixels(int64_t h, int64_t w, int64_t size,
+                                                                  const infer::HeatmapOptions& o) {
+  if (o.interpolation != "bilinear") return {};
+  const int64_t margin = o.margin >= 0 ? o.margin : static_cast<int64_t>(std::lround(14.0 * static_cast<double>(size) / 224.0));
+  const int64_t lo = std::min(margin, size - 1), hi = std::max(lo, size - 1 - margin);
+  auto axis = [&](int64_t n) {
+    std::set<int64_t> c;
+    for (int64_t i = 0; i < n; ++i) {
+      const double x = (static_cast<double>(i) + 0.5) * static_cast<double>(size) / static_cast<double>(n) - 0.5;
+      for (const double v : {std::floor(x), std::ceil(x)}) c.insert(std::clamp(static_cast<int64_t>(v), lo, hi));
+    }
+    c.insert(lo);  // a map flat beyond the first centre: arg-max takes the first valid pixel
+    return std::vector<int64_t>(c.begin(), c.end());
+  };
+  return {axis(h), axis(w)};
+}
+
 torch::Tensor centre_prior(int64_t size) {
   const auto s = static_cast<double>(size);
   const torch::Tensor y = (torch::arange(size, torch::kFloat) + 0.5f - static_cast<float>(0.45 * s)).pow(2);
@@ -124,6 +142,8 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
   const Map prior_map = to_map(prior);
 
   LocalizationMetric mm, bm;
+  std::pair<std::vector<int64_t>, std::vector<int64_t>> peaks;
+  std::map<std::string, std::pair<int64_t, int64_t>> ceiling;  // category -> (cases, reachable)
   ProgressBar bar("evaluate", static_cast<int64_t>(images.size()), "img", o.progress);
   int64_t overlays = 0;
   std::vector<cv::Mat> tiles;
@@ -138,6 +158,10 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
     }
     const model::ImageEmbeddings emb = net->encode_images(torch::stack(batch).to(dev), /*with_shallow=*/false);
     const torch::Tensor deep = emb.deep.to(torch::kFloat);
+    if (res.map_side == 0) {
+      res.map_side = deep.size(2);
+      peaks = peak_pixels(deep.size(2), deep.size(3), E, o.heatmap);
+    }
     torch::Tensor prob;
     if (!res.class_names.empty()) prob = infer::class_probabilities(emb.global.to(torch::kFloat), head).cpu().to(torch::kDouble).contiguous();
     for (size_t i = start; i < end; ++i) {
@@ -165,7 +189,13 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
         const torch::Tensor heat = infer::heatmap(sim, E, o.heatmap);
         const Map hm = to_map(heat), gm = mask_map(m);
         const auto model = mm.update(cat, gm, hm), base = bm.update(cat, gm, prior_map);
-        res.cases.push_back({im.id, cat, model.iou, model.dice, model.cnr, base.iou, base.cnr, model.hit, base.hit});
+        bool reachable = false;
+        for (const int64_t y : peaks.first)
+          for (const int64_t x : peaks.second) reachable = reachable || m.pixels[static_cast<size_t>(y * E + x)] != 0;
+        auto& [n_cases, n_reachable] = ceiling[cat];
+        ++n_cases;
+        n_reachable += reachable;
+        res.cases.push_back({im.id, cat, model.iou, model.dice, model.cnr, base.iou, base.cnr, model.hit, base.hit, reachable});
         if (!o.overlays_dir.empty() && overlays < o.n_overlays) {
           char name[64];
           std::snprintf(name, sizeof name, "%03lld_", static_cast<long long>(overlays));
@@ -184,6 +214,14 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
   res.model = mm.aggregate();
   res.baseline = bm.aggregate();
   res.model_macro = mm.macro();
+  const bool have_ceiling = !peaks.first.empty();
+  for (const auto& [cat, summary] : res.model) {
+    const auto& [n_cases, n_reachable] = ceiling[cat];
+    res.hit_ceiling.push_back(have_ceiling && n_cases > 0 ? static_cast<double>(n_reachable) / static_cast<double>(n_cases) : std::nan(""));
+  }
+  double total = 0;
+  for (const double c : res.hit_ceiling) total += c;
+  res.hit_ceiling_macro = res.hit_ceiling.empty() ? std::nan("") : total / static_cast<double>(res.hit_ceiling.size());
   res.baseline_macro = bm.macro();
   if (!res.class_names.empty()) res.classification = evaluate_classification(res.class_names, res.probabilities, res.labels);
   return res;
@@ -194,21 +232,24 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
   nlohmann::ordered_json j{{"categories", nlohmann::ordered_json::object()}};
   std::ostringstream t;
   char line[256];
-  std::snprintf(line, sizeof line, "%-22s %5s | %8s %8s %8s %8s | %8s %8s %8s\n", "category", "n", "hit", "mIoU", "Dice",
-                "CNR", "base hit", "base IoU", "IoU/base");
+  std::snprintf(line, sizeof line, "%-22s %5s | %8s %8s %8s %8s %8s | %8s %8s %8s\n", "category", "n", "hit", "ceiling",
+                "mIoU", "Dice", "CNR", "base hit", "base IoU", "IoU/base");
   t << line << std::string(std::strlen(line) - 1, '-') << "\n";
-  auto row = [&](const std::string& name, const LocalizationMetric::Summary& m, const LocalizationMetric::Summary& b) {
-    std::snprintf(line, sizeof line, "%-22s %5lld | %8.3f %8.3f %8.3f %8.3f | %8.3f %8.3f %8.2f\n", name.c_str(),
-                  static_cast<long long>(m.n), m.hit_rate, m.iou, m.dice, m.cnr, b.hit_rate, b.iou,
+  auto row = [&](const std::string& name, const LocalizationMetric::Summary& m, double ceiling,
+                 const LocalizationMetric::Summary& b) {
+    std::snprintf(line, sizeof line, "%-22s %5lld | %8.3f %8.3f %8.3f %8.3f %8.3f | %8.3f %8.3f %8.2f\n", name.c_str(),
+                  static_cast<long long>(m.n), m.hit_rate, ceiling, m.iou, m.dice, m.cnr, b.hit_rate, b.iou,
                   b.iou > 0 ? m.iou / b.iou : std::nan(""));
     t << line;
   };
   for (size_t i = 0; i < r.model.size(); ++i) {
     const auto& [cat, m] = r.model[i];
     const auto& b = r.baseline[i].second;
-    row(cat, m, b);
+    const double ceiling = i < r.hit_ceiling.size() ? r.hit_ceiling[i] : std::nan("");
+    row(cat, m, ceiling, b);
     j["categories"][cat] = {{"n", m.n},
                             {"hit_rate", number_or_null(m.hit_rate)},
+                            {"hit_ceiling", number_or_null(ceiling)},
                             {"iou", number_or_null(m.iou)},
                             {"dice", number_or_null(m.dice)},
                             {"cnr", number_or_null(m.cnr)},
@@ -217,16 +258,22 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
                             {"baseline_cnr", number_or_null(b.cnr)}};
   }
   t << std::string(std::strlen(line) - 1, '-') << "\n";
-  row("macro mean", r.model_macro, r.baseline_macro);
+  row("macro mean", r.model_macro, r.hit_ceiling_macro, r.baseline_macro);
+  std::snprintf(line, sizeof line,
+                "ceiling: the highest hit rate any %lldx%lld map can reach (its arg-max lies next to a cell centre)\n",
+                static_cast<long long>(r.map_side), static_cast<long long>(r.map_side));
+  t << line;
+  j["map_side"] = r.map_side;
   j["macro"] = {{"n", r.model_macro.n},
                 {"hit_rate", number_or_null(r.model_macro.hit_rate)},
+                {"hit_ceiling", number_or_null(r.hit_ceiling_macro)},
                 {"iou", number_or_null(r.model_macro.iou)},
                 {"dice", number_or_null(r.model_macro.dice)},
                 {"cnr", number_or_null(r.model_macro.cnr)},
                 {"baseline_hit_rate", number_or_null(r.baseline_macro.hit_rate)},
                 {"baseline_iou", number_or_null(r.baseline_macro.iou)},
                 {"baseline_cnr", number_or_null(r.baseline_macro.cnr)}};
-  std::string csv = data::csv_row({"id", "category", "hit", "iou", "dice", "cnr", "baseline_hit", "baseline_iou", "baseline_cnr"});
+  std::string csv = data::csv_row({"id", "category", "hit", "iou", "dice", "cnr", "baseline_hit", "baseline_iou", "baseline_cnr", "hit_ceiling"});
   auto f = [](double v) {
     char b[32];
     std::snprintf(b, sizeof b, "%.6f", v);
@@ -234,7 +281,7 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
   };
   for (const auto& c : r.cases) {
     csv += data::csv_row({c.id, c.category, c.hit ? "1" : "0", f(c.iou), f(c.dice), f(c.cnr), c.baseline_hit ? "1" : "0",
-                          f(c.baseline_iou), f(c.baseline_cnr)});
+                          f(c.baseline_iou), f(c.baseline_cnr), c.hit_ceiling ? "1" : "0"});
   }
   write_file_atomic((fs::path(out_dir) / "cases.csv").string(), csv);
   if (!r.class_names.empty()) {

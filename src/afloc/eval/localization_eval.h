@@ -40,11 +40,16 @@ struct CaseResult {
   std::string id, category;
   double iou, dice, cnr, baseline_iou, baseline_cnr;
   bool hit, baseline_hit;
+  bool hit_ceiling;  ///< the mask holds a pixel the heatmap's arg-max can reach (peak_pixels)
 };
 
 struct LocEvalResult {
   std::vector<std::pair<std::string, LocalizationMetric::Summary>> model, baseline;  ///< per category
   LocalizationMetric::Summary model_macro, baseline_macro;
+  /// Pointing-game ceiling of the map's resolution per category (same order as `model`) and macro.
+  std::vector<double> hit_ceiling;
+  double hit_ceiling_macro = 0;
+  int64_t map_side = 0;  ///< side of the deep map the heatmaps come from
   std::vector<CaseResult> cases;
   /// Classification (when LocEvalOptions::classify): classes, per-image probabilities and labels
   /// (1 = the image holds the finding), the summary.
@@ -57,6 +62,15 @@ struct LocEvalResult {
 /// The prompt for a category ("Pleural Effusion" -> "Findings suggesting pleural effusion."); a
 /// template without {finding} is used as is for every category (a prompt-independent control).
 std::string prompt_for(const std::string& template_, const std::string& category);
+
+/// The pixels a heatmap's arg-max can land on, as (rows, cols) of the (size, size) heatmap. A bilinear
+/// upsampling (align_corners=False) of an (h, w) map is linear between the cell centres, so its
+/// arg-max lies on a pixel next to a cell centre (floor or ceil of (i + 0.5) size / n - 0.5), moved
+/// inside the NaN margin, or on the first valid pixel when the map is flat beyond the outer centres.
+/// A mask holding none of these pixels cannot be hit by any model whose map has this side: the
+/// pointing game's ceiling at this resolution. Empty for other interpolations (no ceiling).
+std::pair<std::vector<int64_t>, std::vector<int64_t>> peak_pixels(int64_t h, int64_t w, int64_t size,
+                                                                  const infer::HeatmapOptions& options);
 
 /// The centre prior: a Gaussian at (0.5, 0.45) of the image with sigma 0.2 of its side, (size, size).
 torch::Tensor centre_prior(int64_t size);
