@@ -19,7 +19,7 @@ namespace {
 
 text::Vocab hand_vocab() {
   return text::Vocab({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "small", "eff", "##usion", ".",
-                      "no", "p", "##ne", "##um", "heart", "ok"});
+                      "no", "p", "##ne", "##um", "heart", "ok", "with", "##out", "note"});
 }
 
 TEST(Aggregation, WordsSentencesAndLengthsOnAHandCase) {
@@ -33,6 +33,11 @@ TEST(Aggregation, WordsSentencesAndLengthsOnAHandCase) {
   EXPECT_EQ(agg.word_lens[0].item<int64_t>(), 7);  // small effusion . no pneum . + 1
   EXPECT_EQ(agg.n_sentences[0], 2);
   EXPECT_EQ(agg.sent_lens[0].item<int64_t>(), 3);
+  // Negation flags per sentence unit: [CLS], "small effusion", "no pneum", [SEP].
+  EXPECT_FALSE(agg.sent_negated[0][0].item<bool>());
+  EXPECT_FALSE(agg.sent_negated[0][1].item<bool>());
+  EXPECT_TRUE(agg.sent_negated[0][2].item<bool>());
+  EXPECT_FALSE(agg.sent_negated[0][3].item<bool>());
 
   const torch::Tensor hidden = torch::arange(12, torch::kFloat).view({1, 12, 1}) + 1;  // token t -> t+1
   const model::TextEmbeddings e = model::aggregate(hidden, agg);
@@ -62,6 +67,17 @@ TEST(Aggregation, EmptyTextGivesANaNSentenceButFiniteGradients) {
   EXPECT_TRUE(hidden.grad().isfinite().all().item<bool>());
 }
 
+TEST(Aggregation, NegationCuesAreWholeWordsRebuiltFromPieces) {
+  const model::TokenTable table(hand_vocab());
+  // [CLS] heart ok with ##out eff ##usion . note small . [SEP]: "without" is two pieces; "note"
+  // starts like "no" but is another word.
+  const torch::Tensor ids = torch::tensor({{2, 13, 14, 15, 16, 6, 7, 8, 17, 5, 8, 3}}, torch::kLong);
+  const model::Aggregation agg = model::build_aggregation(ids, table);
+  ASSERT_EQ(agg.n_sentences[0], 2);
+  EXPECT_TRUE(agg.sent_negated[0][1].item<bool>());
+  EXPECT_FALSE(agg.sent_negated[0][2].item<bool>());
+}
+
 TEST(Aggregation, RejectsIdsWithoutSepOrOutOfRange) {
   const model::TokenTable table(hand_vocab());
   EXPECT_THROW(model::build_aggregation(torch::tensor({{2, 5, 6}}, torch::kLong), table), Error);
@@ -83,6 +99,43 @@ TEST(Loss, BatchedLocalLossEqualsThePerCaptionLoop) {
     EXPECT_NEAR(r.loss0.item<double>(), l0.item<double>(), 1e-5) << "block " << block;
     EXPECT_NEAR(r.loss1.item<double>(), l1.item<double>(), 1e-5) << "block " << block;
   }
+}
+
+// Skipped units (loss.skip_negated) count as if the caption never held them.
+TEST(Loss, SkippedUnitsEqualCaptionsWithoutThem) {
+  torch::manual_seed(5);
+  const int64_t b = 4, d = 8, t = 6;
+  const torch::Tensor img = torch::randn({b, d, 3, 3});
+  const torch::Tensor units = torch::randn({b, d, t});
+  const std::vector<int64_t> lens = {6, 4, 3, 5};
+  torch::Tensor skip = torch::zeros({b, t}, torch::kBool);
+  skip[0][2] = true;
+  skip[0][4] = true;
+  skip[3][1] = true;
+  skip[2][5] = true;  // past caption 2's length: no effect
+  torch::Tensor compact = torch::zeros({b, d, t});
+  std::vector<int64_t> compact_lens;
+  for (int64_t k = 0; k < b; ++k) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < lens[static_cast<size_t>(k)]; ++i)
+      if (!skip[k][i].item<bool>()) compact[k].select(1, n++).copy_(units[k].select(1, i));
+    compact_lens.push_back(n);
+  }
+  const auto a = loss::local_loss(img, units, torch::tensor(lens), {}, skip);
+  const auto c = loss::local_loss(img, compact, torch::tensor(compact_lens));
+  EXPECT_NEAR(a.loss0.item<double>(), c.loss0.item<double>(), 1e-5);
+  EXPECT_NEAR(a.loss1.item<double>(), c.loss1.item<double>(), 1e-5);
+  const auto plain = loss::local_loss(img, units, torch::tensor(lens));
+  EXPECT_GT(std::abs(a.loss0.item<double>() - plain.loss0.item<double>()), 1e-4);
+  // Through the config switch.
+  const torch::Tensor s = torch::randn({b, d, 4, 4}), g = torch::randn({b, d}), r = torch::randn({b, d});
+  model::LossConfig cfg;
+  cfg.use_word = false;
+  cfg.use_report = false;
+  cfg.skip_negated = true;
+  const auto on = loss::alignment_loss(s, img, g, units, torch::tensor(lens), units, torch::tensor(lens), r, cfg,
+                                       int64_t{1} << 25, skip);
+  EXPECT_NEAR(on.sentence.item<double>(), (c.loss0 + c.loss1).item<double>(), 1e-5);
 }
 
 TEST(Loss, TermsSwitchOffForAblations) {

@@ -17,7 +17,7 @@ torch::Tensor labels_for(int64_t n, const torch::Device& device) {
 }  // namespace
 
 LocalLossResult local_loss(const torch::Tensor& regions, const torch::Tensor& units,
-                           const torch::Tensor& lens_in, const LocalLossOptions& opt) {
+                           const torch::Tensor& lens_in, const LocalLossOptions& opt, const torch::Tensor& skip) {
   TORCH_CHECK(regions.dim() == 4, "regions must be (B, D, h, w), got ", regions.sizes());
   TORCH_CHECK(units.dim() == 3, "units must be (B, D, T), got ", units.sizes());
   TORCH_CHECK(regions.size(0) == units.size(0), "image batch ", regions.size(0),
@@ -35,8 +35,13 @@ LocalLossResult local_loss(const torch::Tensor& regions, const torch::Tensor& un
 
   // valid[k, i]: unit i belongs to caption k. Unused units are zeroed so that whatever they hold
   // (pads, NaN) never reaches the result or its gradient, as the authors' slicing guarantees.
-  const torch::Tensor valid =
-      (torch::arange(t).unsqueeze(0) < lens.unsqueeze(1)).to(device);  // (B, T)
+  torch::Tensor valid = torch::arange(t).unsqueeze(0) < lens.unsqueeze(1);  // (B, T)
+  if (skip.defined()) {
+    TORCH_CHECK(skip.dim() == 2 && skip.size(0) == b && skip.size(1) >= t, "skip must be (", b, ", >= ", t,
+                "), got ", skip.sizes());
+    valid = valid & skip.narrow(1, 0, t).to(torch::kCPU, torch::kBool).logical_not();
+  }
+  valid = valid.to(device);
   // Contiguous (B, D, T): the text encoder's units are a transposed view of (B, T, D), and with that
   // layout the gradients reaching the bmm below get strides that drop it off the BLAS path (10x).
   const torch::Tensor q = torch::where(valid.unsqueeze(1), units.narrow(2, 0, t),
@@ -130,7 +135,8 @@ AlignmentLoss alignment_loss(const torch::Tensor& shallow, const torch::Tensor& 
                              const torch::Tensor& global, const torch::Tensor& words,
                              const torch::Tensor& word_lens, const torch::Tensor& sentences,
                              const torch::Tensor& sent_lens, const torch::Tensor& report,
-                             const model::LossConfig& c, int64_t max_block_elements) {
+                             const model::LossConfig& c, int64_t max_block_elements,
+                             const torch::Tensor& sent_negated) {
   LocalLossOptions lo;
   lo.temp1 = c.temp1;
   lo.temp2 = c.temp2;
@@ -144,7 +150,7 @@ AlignmentLoss alignment_loss(const torch::Tensor& shallow, const torch::Tensor& 
     terms.push_back(out.report);
   }
   if (c.use_sentence) {
-    const auto l = local_loss(deep, sentences, sent_lens, lo);
+    const auto l = local_loss(deep, sentences, sent_lens, lo, c.skip_negated ? sent_negated : torch::Tensor());
     out.sentence = (l.loss0 + l.loss1) * c.sentence_weight;
     terms.push_back(out.sentence);
   }
@@ -161,8 +167,10 @@ AlignmentLoss alignment_loss(const torch::Tensor& shallow, const torch::Tensor& 
 
 AlignmentLoss alignment_loss(const model::ImageEmbeddings& image, const model::TextEmbeddings& text,
                              const model::LossConfig& c, int64_t max_block_elements) {
+  TORCH_CHECK(!c.skip_negated || text.sent_negated.defined(),
+              "loss.skip_negated needs the text encoder's negation flags");
   return alignment_loss(image.shallow, image.deep, image.global, text.words, text.word_lens,
-                        text.sentences, text.sent_lens, text.report, c, max_block_elements);
+                        text.sentences, text.sent_lens, text.report, c, max_block_elements, text.sent_negated);
 }
 
 }  // namespace afloc::loss

@@ -32,8 +32,11 @@ struct LocalLossResult {
 /// the number of leading units each caption uses (the authors' cap_lens, [CLS] included).
 /// For caption k and image b: a = softmax_units(regions_b^T units_k) * temp1, softmax over
 /// regions; c = regions_b a; Z = log sum_i exp(temp2 cos(c_i, t_i)).
+/// skip (optional, (B, T') bool, T' >= max(lens)): units left out as if the caption did not hold
+/// them (the model config's loss.skip_negated).
 LocalLossResult local_loss(const torch::Tensor& regions, const torch::Tensor& units,
-                           const torch::Tensor& lens, const LocalLossOptions& options = {});
+                           const torch::Tensor& lens, const LocalLossOptions& options = {},
+                           const torch::Tensor& skip = {});
 
 /// Reference twin of local_loss: the authors' loop, one caption at a time against the whole image
 /// batch, written plainly. For tests and benchmarks; returns loss0 and loss1 only.
@@ -69,6 +72,7 @@ AlignmentLoss alignment_loss(const torch::Tensor& shallow, const torch::Tensor& 
                              const torch::Tensor& word_lens, const torch::Tensor& sentences,
                              const torch::Tensor& sent_lens, const torch::Tensor& report,
                              const model::LossConfig& config,
-                             int64_t max_block_elements = int64_t{1} << 25);
+                             int64_t max_block_elements = int64_t{1} << 25,
+                             const torch::Tensor& sent_negated = {});
 
 }  // namespace afloc::loss

@@ -86,6 +86,7 @@ void parse_loss(const json& j, LossConfig& c, const std::string& path) {
   get(j, "temp1", c.temp1, path, known);
   get(j, "temp2", c.temp2, path, known);
   get(j, "temp3", c.temp3, path, known);
+  get(j, "skip_negated", c.skip_negated, path, known);
   reject_unknown(j, known, path);
 }
 
@@ -217,7 +218,8 @@ void to_json(nlohmann::json& j, const AflocConfig& c) {
         {"report_weight", c.loss.report_weight},
         {"temp1", c.loss.temp1},
         {"temp2", c.loss.temp2},
-        {"temp3", c.loss.temp3}}},
+        {"temp3", c.loss.temp3},
+        {"skip_negated", c.loss.skip_negated}}},
   };
 }
 

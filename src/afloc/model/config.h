@@ -42,6 +42,11 @@ struct LossConfig {
   double temp1 = 4.0;   ///< attention sharpening
   double temp2 = 5.0;   ///< unit/region match
   double temp3 = 10.0;  ///< contrastive logit scale
+  /// Leave negated sentences ("No pleural effusion.", "... without consolidation.") out of the
+  /// sentence-region loss; they still shape the report vector. Not in the authors' method (off in
+  /// `paper`): a text encoder trained from scratch otherwise learns a finding's name mostly from
+  /// sentences that deny it, aligned with films that do not show it (docs/training.md).
+  bool skip_negated = false;
 };
 
 /// Tokenizer settings stored with a model.

@@ -1,5 +1,6 @@
 #include "afloc/model/text_encoder.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "afloc/common/error.h"
@@ -11,12 +12,19 @@ TokenTable::TokenTable(const text::Vocab& vocab) : sep_id(vocab.sep_id()) {
   continuation.resize(n);
   bracket.resize(n);
   dot.resize(n);
+  piece.resize(n);
   for (size_t i = 0; i < n; ++i) {
     const std::string& t = vocab.tokens()[i];
     continuation[i] = t.rfind("##", 0) == 0;
     bracket[i] = !t.empty() && t[0] == '[';
     dot[i] = t == ".";
+    piece[i] = continuation[i] ? t.substr(2) : t;
   }
+}
+
+const std::vector<std::string>& negation_words() {
+  static const std::vector<std::string> words{"no", "not", "without", "negative"};
+  return words;
 }
 
 Aggregation build_aggregation(const torch::Tensor& ids_in, const TokenTable& table) {
@@ -28,17 +36,20 @@ Aggregation build_aggregation(const torch::Tensor& ids_in, const TokenTable& tab
   agg.word_matrix = torch::zeros({b, t, t});
   agg.sent_matrix = torch::zeros({b, t, t});
   agg.empty_sentence = torch::zeros({b, t}, torch::kBool);
+  agg.sent_negated = torch::zeros({b, t}, torch::kBool);
   agg.word_lens = torch::zeros({b}, torch::kLong);
   agg.sent_lens = torch::zeros({b}, torch::kLong);
   auto ids_a = ids.accessor<int64_t, 2>();
   auto w_a = agg.word_matrix.accessor<float, 3>();
   auto s_a = agg.sent_matrix.accessor<float, 3>();
   auto e_a = agg.empty_sentence.accessor<bool, 2>();
+  auto n_a = agg.sent_negated.accessor<bool, 2>();
 
   for (int64_t r = 0; r < b; ++r) {
     // Words: a token that is not a "##" continuation starts a new unit; [SEP] closes the list.
     std::vector<int64_t> first_token;  // unit -> id of its first piece
     std::vector<int64_t> pieces;       // unit -> number of pieces
+    std::vector<std::string> word;     // unit -> its text (pieces joined)
     int64_t sep_unit = -1;
     for (int64_t i = 0; i < t; ++i) {
       const int64_t id = ids_a[r][i];
@@ -52,13 +63,16 @@ Aggregation build_aggregation(const torch::Tensor& ids_in, const TokenTable& tab
         if (sep_unit >= t) throw Error("token ids row " + std::to_string(r) + ": too many units");
         first_token.push_back(id);
         pieces.push_back(1);
+        word.emplace_back("[SEP]");
         w_a[r][sep_unit][i] = 1.0f;
         break;
       }
       if (!table.continuation[static_cast<size_t>(id)] || first_token.empty()) {
         first_token.push_back(id);
         pieces.push_back(0);
+        word.emplace_back();
       }
+      word.back() += table.piece[static_cast<size_t>(id)];
       const auto u = static_cast<int64_t>(first_token.size()) - 1;
       w_a[r][u][i] = 1.0f;
       ++pieces.back();
@@ -89,7 +103,11 @@ Aggregation build_aggregation(const torch::Tensor& ids_in, const TokenTable& tab
       const int64_t end = dots[i];
       const int64_t row = static_cast<int64_t>(i) + 1;
       if (end > start) {
-        for (int64_t u = start; u < end; ++u) s_a[r][row][u] = 1.0f / static_cast<float>(end - start);
+        for (int64_t u = start; u < end; ++u) {
+          s_a[r][row][u] = 1.0f / static_cast<float>(end - start);
+          const auto& cues = negation_words();
+          if (std::find(cues.begin(), cues.end(), word[static_cast<size_t>(u)]) != cues.end()) n_a[r][row] = true;
+        }
       } else {
         e_a[r][row] = true;  // mean over an empty slice: NaN in the authors' code
       }
@@ -122,6 +140,7 @@ TextEmbeddings aggregate(const torch::Tensor& hidden_sum, const Aggregation& agg
   e.report = words.sum(1) / static_cast<double>(t);
   e.word_lens = agg.word_lens;
   e.sent_lens = agg.sent_lens;
+  e.sent_negated = agg.sent_negated;
   return e;
 }
 

@@ -16,6 +16,7 @@ struct TokenTable {
   std::vector<uint8_t> continuation;  ///< token starts with "##"
   std::vector<uint8_t> bracket;       ///< token starts with "[" ([CLS], [SEP], [UNK], ...)
   std::vector<uint8_t> dot;           ///< token is "."
+  std::vector<std::string> piece;     ///< token text without its "##" (to rebuild words)
   int64_t sep_id;
 };
 
@@ -27,6 +28,7 @@ struct TextEmbeddings {
   torch::Tensor report;     ///< (B, D)
   torch::Tensor word_lens;  ///< (B) int64 CPU: non-bracket words + 1 (units the word loss reads)
   torch::Tensor sent_lens;  ///< (B) int64 CPU: sentences + 1
+  torch::Tensor sent_negated;  ///< (B, T) bool CPU: sentence units holding a negation word
 };
 
 /// Word/sentence grouping for a batch of token ids (CPU). Exposed for tests and tools.
@@ -34,10 +36,15 @@ struct Aggregation {
   torch::Tensor word_matrix;      ///< (B, T, T) float: unit u = sum of tokens t with W[u, t] = 1
   torch::Tensor sent_matrix;      ///< (B, T, T) float: sentence unit = mean of word units
   torch::Tensor empty_sentence;   ///< (B, T) bool: sentence units whose mean is over nothing
+  torch::Tensor sent_negated;     ///< (B, T) bool: sentence units with a word of negation_words()
   torch::Tensor word_lens, sent_lens;  ///< (B) int64
   std::vector<int64_t> n_words;        ///< word units incl. [CLS] and [SEP]
   std::vector<int64_t> n_sentences;    ///< sentences (without [CLS]/[SEP])
 };
+
+/// Words that mark a sentence as negated ("no", "not", "without", "negative"): the cue words of
+/// NegEx-style report labellers that cover the phrasing of MIMIC-CXR's negative findings.
+const std::vector<std::string>& negation_words();
 
 /// Builds the aggregation for ids (B, T). Error if a row has no [SEP] or an id is out of range.
 Aggregation build_aggregation(const torch::Tensor& ids, const TokenTable& table);

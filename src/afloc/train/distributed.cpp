@@ -159,6 +159,7 @@ model::TextEmbeddings Communicator::all_gather(const model::TextEmbeddings& e) {
   // Lengths live on the CPU; Gloo gathers CPU tensors, NCCL device ones.
   g.word_lens = all_gather(e.word_lens.to(device_)).cpu();
   g.sent_lens = all_gather(e.sent_lens.to(device_)).cpu();
+  if (e.sent_negated.defined()) g.sent_negated = all_gather(e.sent_negated.to(device_, torch::kUInt8)).cpu().to(torch::kBool);
   return g;
 }
 
