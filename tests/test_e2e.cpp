@@ -164,8 +164,10 @@ std::pair<CliRun, CliRun> run_two_ranks(const std::string& args) {
 
 TEST_F(E2E, TwoProcessesStayInStepAndWithGatheringMatchOneProcess) {
   // No dropout and frozen BatchNorm: then the global batch's loss does not depend on how it is split.
+  // skip_negated: the sentences' negation flags must travel with the gathered embeddings.
   const std::string cfg = tmp("dist_cfg") + ".json";
-  std::ofstream(cfg) << R"({"model": {"preset": "tiny", "bert": {"hidden_dropout": 0.0, "attention_dropout": 0.0}},
+  std::ofstream(cfg) << R"({"model": {"preset": "tiny", "bert": {"hidden_dropout": 0.0, "attention_dropout": 0.0},
+                             "loss": {"skip_negated": true}},
     "loop": {"freeze_batchnorm": true, "log_every": 1, "max_steps": 4, "validate": false, "epochs": 1,
              "checkpoint_every": 0}})";
   const std::string d2 = tmp("dist2"), d1 = tmp("dist1"), dn = tmp("dist_nogather");
