@@ -3,7 +3,7 @@
 # phantom chest X-ray world (shared/PHANTOM.md), pretrains the `tiny` AFLoc model on its image-report
 # pairs only, then measures zero-shot localization of every finding against the hidden masks, next
 # to a centre-prior baseline, and zero-shot diagnosis (AUROC) of every finding; then localizes and
-# classifies held-out films with `afloc localize` / `afloc classify`. ~10 minutes on 2 cores
+# classifies held-out films with `afloc localize` / `afloc classify`. ~11 minutes on 2 cores once built
 # (--quick: ~3).
 #   bash scripts/demo.sh [--quick]       outputs in ./demo (AFLOC_DEMO_OUT to change)
 # Re-running continues where it stopped (the world is kept, training resumes from its checkpoint).
