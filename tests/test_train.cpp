@@ -260,12 +260,12 @@ TEST(Heatmap, FollowsTheQueryAndIsNormalised) {
 }
 
 // The pointing game's ceiling rests on where a heatmap's arg-max can land: next to a cell centre
-// of the upsampled map, moved inside the margin. Random maps of several sides, smoothed or not,
-// must peak on one of those pixels.
+// of the upsampled map, moved inside the margin. Random maps of several sides, with the default
+// smoothing and a light one, must peak on one of those pixels.
 TEST(Heatmap, ArgmaxLandsOnAPeakPixel) {
   torch::manual_seed(3);
   for (const int64_t side : {10, 13, 19}) {
-    for (const double sigma : {-1.0, 0.0}) {
+    for (const double sigma : {-1.0, 0.3}) {
       infer::HeatmapOptions o;
       o.sigma = sigma;
       const auto [rows, cols] = eval::peak_pixels(side, side, 224, o);

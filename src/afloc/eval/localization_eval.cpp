@@ -97,7 +97,7 @@ std::string prompt_for(const std::string& tmpl, const std::string& category) {
 std::pair<std::vector<int64_t>, std::vector<int64_t>> peak_pixels(int64_t h, int64_t w, int64_t size,
                                                                   const infer::HeatmapOptions& o) {
   if (o.interpolation != "bilinear") return {};
-  const int64_t margin = o.margin >= 0 ? o.margin : static_cast<int64_t>(std::lround(14.0 * static_cast<double>(size) / 224.0));
+  const int64_t margin = infer::margin_pixels(o, size);
   const int64_t lo = std::min(margin, size - 1), hi = std::max(lo, size - 1 - margin);
   auto axis = [&](int64_t n) {
     std::set<int64_t> c;
@@ -137,13 +137,12 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
     res.class_names.assign(cats.begin(), cats.end());
     head = infer::build_class_head(encoder, infer::cxr_bank(res.class_names));
   }
-  const int64_t margin = o.heatmap.margin >= 0 ? o.heatmap.margin : static_cast<int64_t>(std::lround(14.0 * static_cast<double>(E) / 224.0));
-  const torch::Tensor prior = infer::normalize(centre_prior(E), margin);
+  const torch::Tensor prior = infer::normalize(centre_prior(E), infer::margin_pixels(o.heatmap, E));
   const Map prior_map = to_map(prior);
+  res.map_side = net->config().deep_side();
+  const auto peaks = peak_pixels(res.map_side, res.map_side, E, o.heatmap);
 
   LocalizationMetric mm, bm;
-  std::pair<std::vector<int64_t>, std::vector<int64_t>> peaks;
-  std::map<std::string, std::pair<int64_t, int64_t>> ceiling;  // category -> (cases, reachable)
   ProgressBar bar("evaluate", static_cast<int64_t>(images.size()), "img", o.progress);
   int64_t overlays = 0;
   std::vector<cv::Mat> tiles;
@@ -158,10 +157,8 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
     }
     const model::ImageEmbeddings emb = net->encode_images(torch::stack(batch).to(dev), /*with_shallow=*/false);
     const torch::Tensor deep = emb.deep.to(torch::kFloat);
-    if (res.map_side == 0) {
-      res.map_side = deep.size(2);
-      peaks = peak_pixels(deep.size(2), deep.size(3), E, o.heatmap);
-    }
+    TORCH_CHECK(deep.size(2) == res.map_side && deep.size(3) == res.map_side, "deep map ", deep.sizes(),
+                " but the config's deep side is ", res.map_side);
     torch::Tensor prob;
     if (!res.class_names.empty()) prob = infer::class_probabilities(emb.global.to(torch::kFloat), head).cpu().to(torch::kDouble).contiguous();
     for (size_t i = start; i < end; ++i) {
@@ -192,9 +189,6 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
         bool reachable = false;
         for (const int64_t y : peaks.first)
           for (const int64_t x : peaks.second) reachable = reachable || m.pixels[static_cast<size_t>(y * E + x)] != 0;
-        auto& [n_cases, n_reachable] = ceiling[cat];
-        ++n_cases;
-        n_reachable += reachable;
         res.cases.push_back({im.id, cat, model.iou, model.dice, model.cnr, base.iou, base.cnr, model.hit, base.hit, reachable});
         if (!o.overlays_dir.empty() && overlays < o.n_overlays) {
           char name[64];
@@ -214,10 +208,15 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
   res.model = mm.aggregate();
   res.baseline = bm.aggregate();
   res.model_macro = mm.macro();
-  const bool have_ceiling = !peaks.first.empty();
+  // Per category (res.model's order): the share of its cases whose mask holds a reachable pixel.
   for (const auto& [cat, summary] : res.model) {
-    const auto& [n_cases, n_reachable] = ceiling[cat];
-    res.hit_ceiling.push_back(have_ceiling && n_cases > 0 ? static_cast<double>(n_reachable) / static_cast<double>(n_cases) : std::nan(""));
+    int64_t n = 0, reachable = 0;
+    for (const auto& c : res.cases)
+      if (c.category == cat) {
+        ++n;
+        reachable += c.hit_ceiling;
+      }
+    res.hit_ceiling.push_back(!peaks.first.empty() && n > 0 ? static_cast<double>(reachable) / static_cast<double>(n) : std::nan(""));
   }
   double total = 0;
   for (const double c : res.hit_ceiling) total += c;

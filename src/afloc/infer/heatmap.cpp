@@ -122,10 +122,14 @@ torch::Tensor normalize(const torch::Tensor& map, int64_t margin, const std::str
   return h.to(map.device(), map.scalar_type());
 }
 
+int64_t margin_pixels(const HeatmapOptions& o, int64_t size) {
+  return o.margin >= 0 ? o.margin : static_cast<int64_t>(std::lround(14.0 * static_cast<double>(size) / 224.0));
+}
+
 torch::Tensor heatmap(const torch::Tensor& sim, int64_t size, const HeatmapOptions& o) {
   const double sigma = o.sigma > 0 ? o.sigma : 1.5 * static_cast<double>(sim.size(0)) / 19.0;
-  const int64_t margin = o.margin >= 0 ? o.margin : static_cast<int64_t>(std::lround(14.0 * static_cast<double>(size) / 224.0));
-  return normalize(upsample(gaussian_smooth(sim, sigma, o.truncate), size, size, o.interpolation), margin, o.normalization);
+  return normalize(upsample(gaussian_smooth(sim, sigma, o.truncate), size, size, o.interpolation),
+                   margin_pixels(o, size), o.normalization);
 }
 
 }  // namespace afloc::infer

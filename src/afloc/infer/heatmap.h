@@ -29,6 +29,9 @@ torch::Tensor upsample(const torch::Tensor& map, int64_t height, int64_t width, 
 /// NaN outside the central region (margin pixels on each side), then min-max over non-NaN pixels to
 /// [-1, 1] (the authors' set_margin + norm_heatmap(mode=0)); a constant map is returned unchanged.
 torch::Tensor normalize(const torch::Tensor& map, int64_t margin, const std::string& mode = "minmax");
+/// The NaN border in pixels for a square output of side `size`: options.margin, or by default
+/// 14 px at 224 scaled to the size.
+int64_t margin_pixels(const HeatmapOptions& options, int64_t size);
 /// The whole path for a square output of side `size`: (h, w) raw map -> (size, size) in [-1, 1].
 torch::Tensor heatmap(const torch::Tensor& sim, int64_t size, const HeatmapOptions& options = {});
 
