@@ -89,8 +89,10 @@ TEST_F(E2E, ResumeAfterACrashRepeatsTheUninterruptedRun) {
   const CliRun again = run_cli(train_args(b));
   EXPECT_EQ(again.code, 1);
   EXPECT_NE(again.out.find("--resume"), std::string::npos) << again.out;
-  const CliRun resumed = run_cli("--log-level warn train -o " + b + " --resume --max-steps 8 --json");
+  // No loop flags: the run goes on to its own end (8 steps), not to the defaults' (5 epochs).
+  const CliRun resumed = run_cli("--log-level warn train -o " + b + " --resume --json");
   ASSERT_EQ(resumed.code, 0) << resumed.out;
+  EXPECT_EQ(nlohmann::json::parse(resumed.out.substr(resumed.out.find('{')))["steps"], 8) << resumed.out;
 
   const auto la = step_losses(a + "/metrics.jsonl"), lb = step_losses(b + "/metrics.jsonl");
   ASSERT_EQ(la.size(), 8u);
@@ -101,6 +103,12 @@ TEST_F(E2E, ResumeAfterACrashRepeatsTheUninterruptedRun) {
   }
   // Validation ran at the epoch end in both runs.
   EXPECT_NE(read(b + "/metrics.jsonl").find("val_loss"), std::string::npos);
+
+  // A finished run can be extended by a loop flag given with --resume.
+  const CliRun extended = run_cli("--log-level warn train -o " + b + " --resume --max-steps 10 --json");
+  ASSERT_EQ(extended.code, 0) << extended.out;
+  EXPECT_EQ(nlohmann::json::parse(extended.out.substr(extended.out.find('{')))["steps"], 10) << extended.out;
+  EXPECT_EQ(step_losses(b + "/metrics.jsonl").size(), 10u);
 }
 
 TEST_F(E2E, NonFiniteLossStopsNamingTheBatchAndKeepsTheCheckpoint) {

@@ -1,11 +1,13 @@
 // `afloc train`: pretraining from a run config, with flags overriding its fields.
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "afloc/common/error.h"
 #include "afloc/common/json_number.h"
 #include "afloc/common/log.h"
+#include "afloc/io/model_io.h"
 #include "afloc/model/config.h"
 #include "afloc/train/trainer.h"
 #include "commands.h"
@@ -60,8 +62,16 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
       ->group("");  // hidden
   c->callback([o, c, &g] {
     apply_global(g);
-    train::RunConfig cfg = o->config.empty() ? train::RunConfig{} : train::load_run_config(o->config);
     auto given = [&](const char* name) { return c->get_option(name)->count() > 0; };
+    train::RunConfig cfg;
+    if (!o->config.empty()) {
+      cfg = train::load_run_config(o->config);
+    } else if (o->t.resume) {
+      // `train -o RUN --resume` continues RUN as it was started: its loop settings (epochs, steps,
+      // workers), not the defaults, unless flags below change them.
+      const std::string latest = io::latest_checkpoint(o->out.empty() ? cfg.out : o->out);
+      if (!latest.empty()) cfg = train::load_run_config((std::filesystem::path(latest) / "run.json").string());
+    }
     if (!o->model_config.empty()) cfg.model = model::load_config(o->model_config);
     else if (!o->preset.empty()) cfg.model = model::preset(o->preset);
     if (!o->data.empty()) cfg.data.root = o->data;
