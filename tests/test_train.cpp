@@ -250,6 +250,14 @@ TEST(Heatmap, FollowsTheQueryAndIsNormalised) {
   // scipy "reflect" smoothing of a constant map stays constant.
   const torch::Tensor c = infer::gaussian_smooth(torch::full({5, 7}, 3.0f), 1.5);
   EXPECT_NEAR((c - 3.0f).abs().max().item<float>(), 0.0f, 1e-6);
+  // sigma 0 means no smoothing (scipy's convention), not the default.
+  const torch::Tensor r = torch::randn({10, 10});
+  EXPECT_TRUE(torch::equal(infer::gaussian_smooth(r, 0.0), r));
+  infer::HeatmapOptions none;
+  none.sigma = 0;
+  const torch::Tensor plain = infer::heatmap(r, 224, none), smoothed = infer::heatmap(r, 224, {});
+  EXPECT_TRUE(torch::allclose(plain.nan_to_num(0.0), infer::normalize(infer::upsample(r, 224, 224, "bilinear"), 14, "minmax").nan_to_num(0.0)));
+  EXPECT_FALSE(torch::allclose(plain.nan_to_num(0.0), smoothed.nan_to_num(0.0)));
   // The centre prior peaks in the middle of the chest.
   const torch::Tensor p = eval::centre_prior(100);
   // Centre at (x, y) = (50, 45) in continuous coordinates = between pixels 49/50 and 44/45.
@@ -261,11 +269,11 @@ TEST(Heatmap, FollowsTheQueryAndIsNormalised) {
 
 // The pointing game's ceiling rests on where a heatmap's arg-max can land: next to a cell centre
 // of the upsampled map, moved inside the margin. Random maps of several sides, with the default
-// smoothing and a light one, must peak on one of those pixels.
+// smoothing, a light one and none, must peak on one of those pixels.
 TEST(Heatmap, ArgmaxLandsOnAPeakPixel) {
   torch::manual_seed(3);
   for (const int64_t side : {10, 13, 19}) {
-    for (const double sigma : {-1.0, 0.3}) {
+    for (const double sigma : {-1.0, 0.3, 0.0}) {
       infer::HeatmapOptions o;
       o.sigma = sigma;
       const auto [rows, cols] = eval::peak_pixels(side, side, 224, o);

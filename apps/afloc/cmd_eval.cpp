@@ -38,7 +38,7 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("-o,--out", o->out, "Output directory (metrics.json, cases.csv, table.txt, overlays/)");
   c->add_option("--prompt", o->loc.prompt_template, "Prompt template ({finding} = lower-case category; without it, one prompt for all = a control)");
   c->add_option("--eval-size", o->loc.eval_size, "Square size at which heatmaps meet masks");
-  c->add_option("--sigma", o->loc.heatmap.sigma, "Heatmap smoothing in feature cells (<0: 1.5 x side/19)");
+  c->add_option("--sigma", o->loc.heatmap.sigma, "Heatmap smoothing in feature cells (<0: 1.5 x side/19, 0: none)");
   c->add_option("--margin", o->loc.heatmap.margin, "NaN border in pixels (<0: 14 x size/224)");
   c->add_option("--overlays", o->loc.n_overlays, "PNG overlays written (first cases)");
   c->add_flag("--no-classify", o->no_classify, "Skip the zero-shot classification (AUROC) part");

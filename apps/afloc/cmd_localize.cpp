@@ -134,7 +134,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("inputs", o->inputs, "Images, folders or lists")->required();
   c->add_option("-o,--out", o->out, "Output directory");
   c->add_option("--size", o->o.size, "Output side in pixels (SPEC: 224)");
-  c->add_option("--sigma", o->o.heatmap.sigma, "Gaussian blur in feature cells (<0: 1.5 x side/19)");
+  c->add_option("--sigma", o->o.heatmap.sigma, "Gaussian blur in feature cells (<0: 1.5 x side/19, 0: none)");
   c->add_option("--truncate", o->o.heatmap.truncate, "Gaussian kernel radius in sigmas");
   c->add_option("--margin", o->o.heatmap.margin, "NaN border in pixels (<0: 14 x size/224; 0: none)");
   c->add_option("--interpolation", o->o.heatmap.interpolation, "bilinear, bicubic or nearest");

@@ -45,7 +45,8 @@ torch::Tensor similarity_map(const torch::Tensor& regions, const torch::Tensor& 
 
 torch::Tensor gaussian_smooth(const torch::Tensor& map, double sigma, double truncate) {
   TORCH_CHECK(map.dim() == 2, "gaussian_smooth: (h, w) expected");
-  TORCH_CHECK(sigma > 0, "gaussian_smooth: sigma must be > 0");
+  TORCH_CHECK(sigma >= 0, "gaussian_smooth: sigma must be >= 0");
+  if (sigma == 0) return map.clone();  // as scipy: no smoothing
   const auto radius = static_cast<int64_t>(truncate * sigma + 0.5);
   std::vector<double> w(static_cast<size_t>(2 * radius + 1));
   double sum = 0;
@@ -127,7 +128,7 @@ int64_t margin_pixels(const HeatmapOptions& o, int64_t size) {
 }
 
 torch::Tensor heatmap(const torch::Tensor& sim, int64_t size, const HeatmapOptions& o) {
-  const double sigma = o.sigma > 0 ? o.sigma : 1.5 * static_cast<double>(sim.size(0)) / 19.0;
+  const double sigma = o.sigma >= 0 ? o.sigma : 1.5 * static_cast<double>(sim.size(0)) / 19.0;
   return normalize(upsample(gaussian_smooth(sim, sigma, o.truncate), size, size, o.interpolation),
                    margin_pixels(o, size), o.normalization);
 }

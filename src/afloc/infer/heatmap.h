@@ -9,7 +9,7 @@
 namespace afloc::infer {
 
 struct HeatmapOptions {
-  double sigma = -1;          ///< Gaussian sigma in feature cells; < 0 = 1.5 * side / 19 (1.5 at 19x19)
+  double sigma = -1;          ///< Gaussian sigma in feature cells; < 0 = 1.5 * side / 19 (1.5 at 19x19), 0 = none
   double truncate = 4.0;      ///< kernel radius = int(truncate * sigma + 0.5)
   int64_t margin = -1;        ///< NaN border in output pixels; < 0 = round(14 * size / 224); 0 = none
   std::string interpolation = "bilinear";  ///< upsampling: bilinear (authors'), bicubic or nearest
