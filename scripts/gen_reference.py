@@ -4,6 +4,7 @@ python3-torchvision (oracles only; the product is C++).
 
 * resnet18.pt / resnet34.pt / resnet50.pt: torchvision ResNets (random init, BatchNorm statistics perturbed so a
   port that skipped BN would fail), classifier removed; the layer2/3/4 maps and the pooled vector.
+  resnet50_dilated.pt: the same with replace_stride_with_dilation=[False, True, False].
 * sklearn_metrics.pt: roc_auc_score and balanced_accuracy_score on random data with ties.
 * bert_base2.pt / bert_small.pt: an independent BERT written with torch.nn.functional's
   multi_head_attention_forward, holding Hugging Face parameter names; every hidden state.
@@ -32,10 +33,11 @@ def perturb_bn(model, gen):
             m.num_batches_tracked.data = torch.tensor(1234)
 
 
-def resnet_case(depth, size, seed):
+def resnet_case(depth, size, seed, dilate_layer3=False):
     torch.manual_seed(seed)
+    kw = {"replace_stride_with_dilation": [False, True, False]} if dilate_layer3 else {}
     model = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34,
-             50: torchvision.models.resnet50}[depth](weights=None)
+             50: torchvision.models.resnet50}[depth](weights=None, **kw)
     model.fc = nn.Identity()
     perturb_bn(model, torch.Generator().manual_seed(seed + 1))
     model.eval()
@@ -50,7 +52,8 @@ def resnet_case(depth, size, seed):
         assert torch.allclose(pooled, model(x), atol=1e-5)
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     return {
-        "meta": {"depth": torch.tensor(depth), "size": torch.tensor(size)},
+        "meta": {"depth": torch.tensor(depth), "size": torch.tensor(size),
+                 "dilate_layer3": torch.tensor(int(dilate_layer3))},
         "state_dict": sd,
         "input": x,
         "out": {"layer2": l2, "layer3": l3, "layer4": l4, "pooled": pooled},
@@ -170,6 +173,7 @@ def main():
         "resnet18": lambda: resnet_case(18, 160, 11),
         "resnet34": lambda: resnet_case(34, 128, 15),
         "resnet50": lambda: resnet_case(50, 224, 12),
+        "resnet50_dilated": lambda: resnet_case(50, 160, 17, dilate_layer3=True),
         "bert_base2": lambda: bert_case(28996, 768, 2, 12, 3072, 512, 13),
         "bert_small": lambda: bert_case(300, 128, 4, 4, 512, 128, 14),
         "sklearn_metrics": lambda: sklearn_case(16),

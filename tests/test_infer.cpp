@@ -134,12 +134,13 @@ TEST(Localizer, PresenceGatesRegionsUnlessAll) {
 TEST(ImageEncoder, InferenceLayoutMatchesThePlainForward) {
   // Folded batch norms + channels-last must give the plain forward's embeddings, for basic blocks
   // (ResNet-18) and bottlenecks with downsampling (ResNet-50); BN statistics perturbed so that a
-  // wrong fold would show.
-  for (int64_t depth : {18, 50}) {
+  // wrong fold would show. Also with a dilated layer3 (the fold must keep each conv's dilation).
+  for (const auto& [depth, dilate] : std::vector<std::pair<int, bool>>{{18, false}, {50, false}, {10, true}, {50, true}}) {
     torch::manual_seed(depth);
     model::AflocConfig c = model::preset("tiny");
     c.resnet.depth = depth;
     c.resnet.width = 16;
+    c.resnet.dilate_layer3 = dilate;
     c.bert.vocab_size = 50;
     model::ImageEncoder enc(c);
     {
@@ -160,8 +161,10 @@ TEST(ImageEncoder, InferenceLayoutMatchesThePlainForward) {
     const auto fast = enc->forward(x, /*with_shallow=*/false);
     EXPECT_FALSE(fast.shallow.defined());
     const double scale = plain.deep.abs().max().item<double>();
-    expect_close("deep, depth " + std::to_string(depth), fast.deep / scale, plain.deep / scale, 1e-5);
-    expect_close("global, depth " + std::to_string(depth), fast.global, plain.global, 1e-5 * plain.global.abs().max().item<double>());
+    const std::string tag = "depth " + std::to_string(depth) + (dilate ? " dilated" : "");
+    EXPECT_EQ(plain.deep.size(2), c.deep_side()) << tag;
+    expect_close("deep, " + tag, fast.deep / scale, plain.deep / scale, 1e-5);
+    expect_close("global, " + tag, fast.global, plain.global, 1e-5 * plain.global.abs().max().item<double>());
     EXPECT_TRUE(fast.deep.is_contiguous());
   }
 }

@@ -36,19 +36,20 @@ std::vector<std::string> reference_files(const std::string& prefix, std::initial
 }
 
 TEST(Reference, ResNetMatchesTorchvision) {
-  const auto files = reference_files("resnet", {"18", "34", "50"});
+  const auto files = reference_files("resnet", {"18", "34", "50", "50_dilated"});
   torch::NoGradGuard g;
   for (const auto& f : files) {
     SCOPED_TRACE(f);
     const io::TensorMap m = io::load_tensor_file(f);
     model::ResNetConfig cfg;
     cfg.depth = static_cast<int>(io::require(m, "meta.depth", f).item<int64_t>());
+    if (m.count("meta.dilate_layer3")) cfg.dilate_layer3 = m.at("meta.dilate_layer3").item<int64_t>() != 0;
     model::ResNet net(cfg);
     const io::LoadReport rep = io::load_state_dict(*net, io::select_prefix(m, "state_dict."), f);
     EXPECT_TRUE(rep.complete()) << rep.summary();
     net->eval();
     const model::ResNetFeatures out = net(io::require(m, "input", f));
-    const std::string tag = "resnet" + std::to_string(cfg.depth) + " ";
+    const std::string tag = "resnet" + std::to_string(cfg.depth) + (cfg.dilate_layer3 ? " dilated " : " ");
     expect_close(tag + "layer2", out.layer2, io::require(m, "out.layer2", f), 1e-4);
     expect_close(tag + "layer3", out.layer3, io::require(m, "out.layer3", f), 1e-4);
     expect_close(tag + "layer4", out.layer4, io::require(m, "out.layer4", f), 1e-4);

@@ -232,6 +232,11 @@ TEST(Config, PresetWithOverridesAndStrictErrors) {
   // v_d from layer2: the deep map has the shallow map's side.
   const AflocConfig l2 = parse_config(R"({"preset": "paper", "deep_layer": 2})", "x.json");
   EXPECT_EQ(l2.deep_side(), 38);
+  // A dilated layer3 keeps layer2's side too, and round-trips through JSON.
+  const AflocConfig dil = parse_config(R"({"preset": "tiny", "resnet": {"dilate_layer3": true}})", "x.json");
+  EXPECT_EQ(dil.deep_side(), 20);
+  EXPECT_EQ(dil.deep_stride(), 8);
+  EXPECT_TRUE(parse_config(config_to_string(dil), "<test>").resnet.dilate_layer3);
   EXPECT_EQ(parse_config(R"({"preset": "paper", "resnet": {"depth": 10}})", "x.json").resnet.depth, 10);
   auto msg = [](const std::string& text) {
     try {

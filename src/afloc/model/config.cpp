@@ -44,6 +44,7 @@ void parse_resnet(const json& j, ResNetConfig& c, const std::string& path) {
   std::vector<std::string> known;
   get(j, "depth", c.depth, path, known);
   get(j, "width", c.width, path, known);
+  get(j, "dilate_layer3", c.dilate_layer3, path, known);
   reject_unknown(j, known, path);
 }
 
@@ -150,7 +151,9 @@ int64_t AflocConfig::shallow_side() const {
   return down2(down2(down2(in)));  // conv1, maxpool, layer2
 }
 
-int64_t AflocConfig::deep_side() const { return deep_layer == 2 ? shallow_side() : down2(shallow_side()); }
+int64_t AflocConfig::deep_side() const {
+  return deep_layer == 2 || resnet.dilate_layer3 ? shallow_side() : down2(shallow_side());
+}
 
 std::vector<std::string> preset_names() { return {"paper", "tiny"}; }
 
@@ -191,7 +194,7 @@ void to_json(nlohmann::json& j, const AflocConfig& c) {
       {"upsample_size", c.upsample_size},
       {"deep_layer", c.deep_layer},
       {"align_cells", c.align_cells},
-      {"resnet", {{"depth", c.resnet.depth}, {"width", c.resnet.width}}},
+      {"resnet", {{"depth", c.resnet.depth}, {"width", c.resnet.width}, {"dilate_layer3", c.resnet.dilate_layer3}}},
       {"bert",
        {{"vocab_size", c.bert.vocab_size},
         {"hidden_size", c.bert.hidden_size},

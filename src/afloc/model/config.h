@@ -14,6 +14,10 @@ namespace afloc::model {
 struct ResNetConfig {
   int depth = 50;
   int width = 64;
+  /// torchvision's replace_stride_with_dilation for layer3: its stride 2 becomes dilation 2 (and
+  /// layer4 keeps dilation 2), so layer3 and the deep map have layer2's side (stride 8) with
+  /// layer3's receptive fields. Not in the authors' model (false); 4x layer3's compute.
+  bool dilate_layer3 = false;
 };
 
 /// Hugging Face BertModel hyper-parameters (Bio_ClinicalBERT by default).
@@ -85,7 +89,7 @@ struct AflocConfig {
   int64_t deep_side() const;
   int64_t shallow_side() const;
   /// Input pixels (after the internal upsampling) per deep-map cell: 16 from layer3, 8 from layer2.
-  int64_t deep_stride() const { return deep_layer == 2 ? 8 : 16; }
+  int64_t deep_stride() const { return deep_layer == 2 || resnet.dilate_layer3 ? 8 : 16; }
 };
 
 /// Named presets: "paper" (ResNet-50 + BERT-base, 768-d, 97 tokens, 224 input) and "tiny"

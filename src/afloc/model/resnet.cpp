@@ -7,8 +7,8 @@ namespace nn = torch::nn;
 
 namespace {
 
-nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad) {
-  return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).bias(false));
+nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad, int64_t dilation = 1) {
+  return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).dilation(dilation).bias(false));
 }
 
 }  // namespace
@@ -21,14 +21,15 @@ FusedConv FusedConv::fold(const nn::Conv2d& conv, const nn::BatchNorm2d& bn, c10
   f.weight = (conv->weight * scale.view({-1, 1, 1, 1})).contiguous(format);
   f.bias = bn->bias - bn->running_mean * scale;
   f.stride = conv->options.stride()->at(0);
-  // torchvision's convolutions are all 'same'-padded: (k - 1) / 2 (the padding option is a
-  // variant whose accessor differs between LibTorch 1.x and 2.x).
-  f.padding = (conv->options.kernel_size()->at(0) - 1) / 2;
+  f.dilation = conv->options.dilation()->at(0);
+  // torchvision's convolutions are all 'same'-padded: dilation * (k - 1) / 2 (the padding option
+  // is a variant whose accessor differs between LibTorch 1.x and 2.x).
+  f.padding = f.dilation * (conv->options.kernel_size()->at(0) - 1) / 2;
   return f;
 }
 
 torch::Tensor FusedConv::operator()(const torch::Tensor& x) const {
-  return torch::conv2d(x, weight, bias, stride, padding);
+  return torch::conv2d(x, weight, bias, stride, padding, dilation);
 }
 
 void ResBlockImpl::fuse(c10::MemoryFormat format) {
@@ -40,20 +41,21 @@ void ResBlockImpl::fuse(c10::MemoryFormat format) {
   }
 }
 
-ResBlockImpl::ResBlockImpl(bool bottleneck, int64_t in_ch, int64_t planes, int64_t stride)
+ResBlockImpl::ResBlockImpl(bool bottleneck, int64_t in_ch, int64_t planes, int64_t stride, int64_t dilation)
     : bottleneck_(bottleneck) {
   const int64_t out_ch = planes * expansion(bottleneck);
   if (bottleneck) {
     conv1 = register_module("conv1", conv(in_ch, planes, 1, 1, 0));
     bn1 = register_module("bn1", nn::BatchNorm2d(planes));
-    conv2 = register_module("conv2", conv(planes, planes, 3, stride, 1));
+    conv2 = register_module("conv2", conv(planes, planes, 3, stride, dilation, dilation));
     bn2 = register_module("bn2", nn::BatchNorm2d(planes));
     conv3 = register_module("conv3", conv(planes, out_ch, 1, 1, 0));
     bn3 = register_module("bn3", nn::BatchNorm2d(out_ch));
   } else {
-    conv1 = register_module("conv1", conv(in_ch, planes, 3, stride, 1));
+    // torchvision's BasicBlock refuses dilation; here both 3x3 convolutions take it.
+    conv1 = register_module("conv1", conv(in_ch, planes, 3, stride, dilation, dilation));
     bn1 = register_module("bn1", nn::BatchNorm2d(planes));
-    conv2 = register_module("conv2", conv(planes, planes, 3, 1, 1));
+    conv2 = register_module("conv2", conv(planes, planes, 3, 1, dilation, dilation));
     bn2 = register_module("bn2", nn::BatchNorm2d(planes));
   }
   if (stride != 1 || in_ch != out_ch) {
@@ -98,12 +100,12 @@ ResNetImpl::ResNetImpl(const ResNetConfig& config) : bottleneck_(config.depth ==
   in_ch_ = w;
   conv1 = register_module("conv1", conv(3, w, 7, 2, 3));
   bn1 = register_module("bn1", nn::BatchNorm2d(w));
-  layer1 = register_module("layer1", make_layer(w, blocks[0], 1));
-  layer2 = register_module("layer2", make_layer(w * 2, blocks[1], 2));
+  layer1 = register_module("layer1", make_layer(w, blocks[0], 1, false));
+  layer2 = register_module("layer2", make_layer(w * 2, blocks[1], 2, false));
   layer2_channels_ = in_ch_;
-  layer3 = register_module("layer3", make_layer(w * 4, blocks[2], 2));
+  layer3 = register_module("layer3", make_layer(w * 4, blocks[2], 2, config.dilate_layer3));
   layer3_channels_ = in_ch_;
-  layer4 = register_module("layer4", make_layer(w * 8, blocks[3], 2));
+  layer4 = register_module("layer4", make_layer(w * 8, blocks[3], 2, false));
   layer4_channels_ = in_ch_;
   // torchvision's init: kaiming-normal (fan_out, relu) convolutions, BN weight 1 / bias 0.
   for (auto& m : modules(/*include_self=*/false)) {
@@ -113,10 +115,17 @@ ResNetImpl::ResNetImpl(const ResNetConfig& config) : bottleneck_(config.depth ==
   }
 }
 
-nn::Sequential ResNetImpl::make_layer(int64_t planes, int64_t n, int64_t stride) {
+nn::Sequential ResNetImpl::make_layer(int64_t planes, int64_t n, int64_t stride, bool dilate) {
+  // torchvision's _make_layer: a dilated layer trades its stride for dilation; its first block
+  // keeps the previous dilation, and later layers inherit the grown one.
+  const int64_t previous = dilation_;
+  if (dilate) {
+    dilation_ *= stride;
+    stride = 1;
+  }
   nn::Sequential seq;
   for (int64_t i = 0; i < n; ++i) {
-    seq->push_back(ResBlock(bottleneck_, in_ch_, planes, i == 0 ? stride : 1));
+    seq->push_back(ResBlock(bottleneck_, in_ch_, planes, i == 0 ? stride : 1, i == 0 ? previous : dilation_));
     in_ch_ = planes * ResBlockImpl::expansion(bottleneck_);
   }
   return seq;

@@ -12,7 +12,7 @@ namespace afloc::model {
 /// s = gamma / sqrt(var + eps).
 struct FusedConv {
   torch::Tensor weight, bias;
-  int64_t stride = 1, padding = 0;
+  int64_t stride = 1, padding = 0, dilation = 1;
   /// Folds `bn` (eval statistics) into `conv` (no bias); weights in `format`.
   static FusedConv fold(const torch::nn::Conv2d& conv, const torch::nn::BatchNorm2d& bn, c10::MemoryFormat format);
   torch::Tensor operator()(const torch::Tensor& x) const;
@@ -21,7 +21,7 @@ struct FusedConv {
 /// Bottleneck (ResNet-50; torchvision v1.5: stride on conv2) or BasicBlock (ResNet-18/34).
 class ResBlockImpl : public torch::nn::Module {
  public:
-  ResBlockImpl(bool bottleneck, int64_t in_ch, int64_t planes, int64_t stride);
+  ResBlockImpl(bool bottleneck, int64_t in_ch, int64_t planes, int64_t stride, int64_t dilation = 1);
   /// x: (B, in_ch, H, W) -> (B, planes * expansion, H/stride, W/stride)
   torch::Tensor forward(const torch::Tensor& x);
   static int64_t expansion(bool bottleneck) { return bottleneck ? 4 : 1; }
@@ -42,7 +42,7 @@ TORCH_MODULE(ResBlock);
 /// Stage outputs of the ResNet trunk.
 struct ResNetFeatures {
   torch::Tensor layer2;  ///< (B, 2*w*e, H/8,  W/8)
-  torch::Tensor layer3;  ///< (B, 4*w*e, H/16, W/16)
+  torch::Tensor layer3;  ///< (B, 4*w*e, H/16, W/16); H/8 with dilate_layer3
   torch::Tensor layer4;  ///< (B, 8*w*e, H/32, W/32)
   torch::Tensor pooled;  ///< (B, 8*w*e): adaptive average pool of layer4
 };
@@ -61,9 +61,10 @@ class ResNetImpl : public torch::nn::Module {
 
  private:
   std::vector<FusedConv> stem_;
-  torch::nn::Sequential make_layer(int64_t planes, int64_t blocks, int64_t stride);
+  torch::nn::Sequential make_layer(int64_t planes, int64_t blocks, int64_t stride, bool dilate);
   bool bottleneck_;
   int64_t in_ch_;
+  int64_t dilation_ = 1;
   int64_t layer2_channels_ = 0, layer3_channels_ = 0, layer4_channels_ = 0;
   torch::nn::Conv2d conv1{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr};
