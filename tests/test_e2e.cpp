@@ -146,7 +146,28 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
   EXPECT_EQ(j["map_side"].get<int64_t>(), 10);
   for (const auto& [cat, c] : j["categories"].items())
     EXPECT_LE(c["hit_rate"].get<double>(), c["hit_ceiling"].get<double>()) << cat;
-  EXPECT_TRUE(fs::exists(ev + "/cases.csv"));
+  // cases.csv: a hit is a peak distance of 0, a miss a positive one within the 224-px square.
+  std::ifstream cases(ev + "/cases.csv");
+  std::string line;
+  std::getline(cases, line);
+  EXPECT_EQ(line.substr(line.rfind(',') + 1), "peak_distance_px");
+  int rows = 0;
+  while (std::getline(cases, line)) {
+    std::vector<std::string> cells;
+    std::stringstream ss(line);
+    for (std::string cell; std::getline(ss, cell, ',');) cells.push_back(cell);
+    ASSERT_EQ(cells.size(), 13u) << line;
+    const double d = std::stod(cells[12]);
+    for (const int k : {10, 11}) {
+      EXPECT_GE(std::stoi(cells[k]), 0) << line;
+      EXPECT_LT(std::stoi(cells[k]), 224) << line;
+    }
+    EXPECT_EQ(cells[2] == "1", d == 0.0) << line;
+    EXPECT_GE(d, 0.0);
+    EXPECT_LT(d, 224 * 1.5) << line;
+    ++rows;
+  }
+  EXPECT_EQ(rows, j["macro"]["n"].get<int>());
   EXPECT_TRUE(fs::exists(ev + "/table.txt"));
   EXPECT_TRUE(fs::exists(ev + "/overlays/sheet.png"));
   int pngs = 0;

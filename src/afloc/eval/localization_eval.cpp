@@ -189,7 +189,9 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
         bool reachable = false;
         for (const int64_t y : peaks.first)
           for (const int64_t x : peaks.second) reachable = reachable || m.pixels[static_cast<size_t>(y * E + x)] != 0;
-        res.cases.push_back({im.id, cat, model.iou, model.dice, model.cnr, base.iou, base.cnr, model.hit, base.hit, reachable});
+        const int64_t peak = peak_index(hm);
+        res.cases.push_back({im.id, cat, model.iou, model.dice, model.cnr, base.iou, base.cnr, model.hit, base.hit, reachable,
+                             peak < 0 ? -1 : peak % E, peak < 0 ? -1 : peak / E, peak_distance(gm, hm, E)});
         if (!o.overlays_dir.empty() && overlays < o.n_overlays) {
           char name[64];
           std::snprintf(name, sizeof name, "%03lld_", static_cast<long long>(overlays));
@@ -241,6 +243,15 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
                   b.iou > 0 ? m.iou / b.iou : std::nan(""));
     t << line;
   };
+  // Median distance of the misses' arg-max to their mask, per category.
+  auto median_miss = [&r](const std::string& cat) {
+    std::vector<double> d;
+    for (const auto& c : r.cases)
+      if (c.category == cat && !c.hit && !std::isnan(c.peak_distance)) d.push_back(c.peak_distance);
+    if (d.empty()) return std::nan("");
+    std::sort(d.begin(), d.end());
+    return d.size() % 2 ? d[d.size() / 2] : 0.5 * (d[d.size() / 2 - 1] + d[d.size() / 2]);
+  };
   for (size_t i = 0; i < r.model.size(); ++i) {
     const auto& [cat, m] = r.model[i];
     const auto& b = r.baseline[i].second;
@@ -249,6 +260,7 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
     j["categories"][cat] = {{"n", m.n},
                             {"hit_rate", number_or_null(m.hit_rate)},
                             {"hit_ceiling", number_or_null(ceiling)},
+                            {"median_miss_distance_px", number_or_null(median_miss(cat))},
                             {"iou", number_or_null(m.iou)},
                             {"dice", number_or_null(m.dice)},
                             {"cnr", number_or_null(m.cnr)},
@@ -272,7 +284,7 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
                 {"baseline_hit_rate", number_or_null(r.baseline_macro.hit_rate)},
                 {"baseline_iou", number_or_null(r.baseline_macro.iou)},
                 {"baseline_cnr", number_or_null(r.baseline_macro.cnr)}};
-  std::string csv = data::csv_row({"id", "category", "hit", "iou", "dice", "cnr", "baseline_hit", "baseline_iou", "baseline_cnr", "hit_ceiling"});
+  std::string csv = data::csv_row({"id", "category", "hit", "iou", "dice", "cnr", "baseline_hit", "baseline_iou", "baseline_cnr", "hit_ceiling", "peak_x", "peak_y", "peak_distance_px"});
   auto f = [](double v) {
     char b[32];
     std::snprintf(b, sizeof b, "%.6f", v);
@@ -280,7 +292,8 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
   };
   for (const auto& c : r.cases) {
     csv += data::csv_row({c.id, c.category, c.hit ? "1" : "0", f(c.iou), f(c.dice), f(c.cnr), c.baseline_hit ? "1" : "0",
-                          f(c.baseline_iou), f(c.baseline_cnr), c.hit_ceiling ? "1" : "0"});
+                          f(c.baseline_iou), f(c.baseline_cnr), c.hit_ceiling ? "1" : "0",
+                          std::to_string(c.peak_x), std::to_string(c.peak_y), f(c.peak_distance)});
   }
   write_file_atomic((fs::path(out_dir) / "cases.csv").string(), csv);
   if (!r.class_names.empty()) {

@@ -41,6 +41,8 @@ struct CaseResult {
   double iou, dice, cnr, baseline_iou, baseline_cnr;
   bool hit, baseline_hit;
   bool hit_ceiling;  ///< the mask holds a pixel the heatmap's arg-max can reach (peak_pixels)
+  int64_t peak_x, peak_y;  ///< the heatmap's arg-max (pixels at the evaluation size; -1 when none)
+  double peak_distance;    ///< pixels from the arg-max to the mask (0 = hit; eval::peak_distance)
 };
 
 struct LocEvalResult {

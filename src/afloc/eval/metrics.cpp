@@ -98,14 +98,36 @@ double cnr(const Map& gt, const Map& heatmap) {
   return (min_ - mout) / std::sqrt(vin + vout);
 }
 
-bool hit(const Map& gt, const Map& heatmap) {
-  check(gt, heatmap);
+int64_t peak_index(const Map& heatmap) {
   size_t best = heatmap.size();
   for (size_t i = 0; i < heatmap.size(); ++i) {
     if (std::isnan(heatmap[i])) continue;
     if (best == heatmap.size() || heatmap[i] > heatmap[best]) best = i;
   }
-  return best < heatmap.size() && gt[best] != 0;
+  return best == heatmap.size() ? -1 : static_cast<int64_t>(best);
+}
+
+bool hit(const Map& gt, const Map& heatmap) {
+  check(gt, heatmap);
+  const int64_t best = peak_index(heatmap);
+  return best >= 0 && gt[static_cast<size_t>(best)] != 0;
+}
+
+double peak_distance(const Map& gt, const Map& heatmap, int64_t width) {
+  check(gt, heatmap);
+  if (width <= 0 || gt.size() % static_cast<size_t>(width) != 0) throw std::invalid_argument("peak_distance: width");
+  const int64_t peak = peak_index(heatmap);
+  if (peak < 0) return std::nan("");
+  const auto best = static_cast<size_t>(peak);
+  const auto w = static_cast<size_t>(width);
+  const auto by = static_cast<double>(best / w), bx = static_cast<double>(best % w);
+  double d2 = std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i < gt.size(); ++i) {
+    if (gt[i] == 0) continue;
+    const double dy = static_cast<double>(i / w) - by, dx = static_cast<double>(i % w) - bx;
+    d2 = std::min(d2, dy * dy + dx * dx);
+  }
+  return std::isinf(d2) ? std::nan("") : std::sqrt(d2);
 }
 
 std::vector<int64_t> box_mapping(const std::vector<double>& b, int64_t width, int64_t height, int64_t scale) {

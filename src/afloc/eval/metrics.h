@@ -28,8 +28,14 @@ int64_t predicted_pixels(const Map& heatmap, double threshold);
 /// gt is 2, overlapping boxes, belong to neither, as in the authors' code); 0 when the denominator
 /// is 0. The heatmap is re-normalised to [-1, 1] over non-NaN pixels first.
 double cnr(const Map& gt, const Map& heatmap);
-/// Pointing game: the arg-max (first, row-major) non-NaN pixel lies inside gt.
+/// The pointing game's arg-max: the first (row-major) largest non-NaN pixel; -1 when all are NaN.
+int64_t peak_index(const Map& heatmap);
+/// Pointing game: the arg-max (peak_index) lies inside gt.
 bool hit(const Map& gt, const Map& heatmap);
+/// How far a pointing-game miss falls: the Euclidean distance in pixels from the arg-max pixel (as
+/// in hit) to the nearest gt != 0 pixel of a row-major map `width` pixels wide; 0 for a hit, NaN
+/// when gt is empty or the heatmap all NaN. Not one of the authors' metrics (a diagnostic).
+double peak_distance(const Map& gt, const Map& heatmap, int64_t width);
 
 /// The authors' box_mapping: a box (x, y, w, h) in an image of width x height pixels moved into the
 /// square `scale` geometry of resize_pad (scaled by the long side, shifted by the floor pad), each
