@@ -397,11 +397,11 @@ TEST(Metrics, HandCheckedCases) {
   // Miss distance: h2 peaks at (row 0, col 2), one pixel right of gt's (0, 1); a hit is 0.
   EXPECT_EQ(eval::peak_index(h2), 2);
   EXPECT_EQ(eval::peak_index(eval::Map(6, NAN)), -1);
-  EXPECT_DOUBLE_EQ(eval::peak_distance(gt, h2, 3), 1.0);
-  EXPECT_DOUBLE_EQ(eval::peak_distance(gt, h, 3), 0.0);
-  EXPECT_DOUBLE_EQ(eval::peak_distance(eval::Map{0, 0, 0, 0, 0, 1}, h, 3), std::sqrt(5.0));  // (0,0) to (1,2)
-  EXPECT_TRUE(std::isnan(eval::peak_distance(eval::Map(6, 0.0f), h, 3)));
-  EXPECT_TRUE(std::isnan(eval::peak_distance(gt, eval::Map(6, NAN), 3)));
+  EXPECT_DOUBLE_EQ(eval::peak_distance(gt, eval::peak_index(h2), 3), 1.0);
+  EXPECT_DOUBLE_EQ(eval::peak_distance(gt, eval::peak_index(h), 3), 0.0);
+  EXPECT_DOUBLE_EQ(eval::peak_distance(eval::Map{0, 0, 0, 0, 0, 1}, eval::peak_index(h), 3), std::sqrt(5.0));  // (0,0) to (1,2)
+  EXPECT_TRUE(std::isnan(eval::peak_distance(eval::Map(6, 0.0f), eval::peak_index(h), 3)));
+  EXPECT_TRUE(std::isnan(eval::peak_distance(gt, eval::peak_index(eval::Map(6, NAN)), 3)));
   // CNR on the renormalised map: in = {1, 0.2/... }; check the sign and a flat map.
   EXPECT_GT(eval::cnr(gt, h), 0.0);
   EXPECT_DOUBLE_EQ(eval::cnr(gt, eval::Map{0, 0, 0, 0, 0, 0}), 0.0);

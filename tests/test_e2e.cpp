@@ -15,6 +15,7 @@
 
 #include <torch/torch.h>
 
+#include "afloc/data/csv.h"
 #include "afloc/io/npy.h"
 #include "afloc/io/safetensors.h"
 #include "afloc/io/tensor_file.h"
@@ -147,27 +148,20 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
   for (const auto& [cat, c] : j["categories"].items())
     EXPECT_LE(c["hit_rate"].get<double>(), c["hit_ceiling"].get<double>()) << cat;
   // cases.csv: a hit is a peak distance of 0, a miss a positive one within the 224-px square.
-  std::ifstream cases(ev + "/cases.csv");
-  std::string line;
-  std::getline(cases, line);
-  EXPECT_EQ(line.substr(line.rfind(',') + 1), "peak_distance_px");
-  int rows = 0;
-  while (std::getline(cases, line)) {
-    std::vector<std::string> cells;
-    std::stringstream ss(line);
-    for (std::string cell; std::getline(ss, cell, ',');) cells.push_back(cell);
-    ASSERT_EQ(cells.size(), 13u) << line;
-    const double d = std::stod(cells[12]);
-    for (const int k : {10, 11}) {
-      EXPECT_GE(std::stoi(cells[k]), 0) << line;
-      EXPECT_LT(std::stoi(cells[k]), 224) << line;
+  const data::CsvTable cases = data::read_csv(ev + "/cases.csv");
+  const size_t hit = cases.column("hit"), px = cases.column("peak_x"), py = cases.column("peak_y"),
+               dist = cases.column("peak_distance_px");
+  for (size_t r = 0; r < cases.rows.size(); ++r) {
+    const double d = std::stod(cases.at(r, dist));
+    for (const size_t k : {px, py}) {
+      EXPECT_GE(std::stoi(cases.at(r, k)), 0) << "row " << r;
+      EXPECT_LT(std::stoi(cases.at(r, k)), 224) << "row " << r;
     }
-    EXPECT_EQ(cells[2] == "1", d == 0.0) << line;
+    EXPECT_EQ(cases.at(r, hit) == "1", d == 0.0) << "row " << r;
     EXPECT_GE(d, 0.0);
-    EXPECT_LT(d, 224 * 1.5) << line;
-    ++rows;
+    EXPECT_LT(d, 224 * 1.5) << "row " << r;
   }
-  EXPECT_EQ(rows, j["macro"]["n"].get<int>());
+  EXPECT_EQ(cases.rows.size(), j["macro"]["n"].get<size_t>());
   EXPECT_TRUE(fs::exists(ev + "/table.txt"));
   EXPECT_TRUE(fs::exists(ev + "/overlays/sheet.png"));
   int pngs = 0;

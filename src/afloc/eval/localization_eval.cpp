@@ -191,7 +191,7 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
           for (const int64_t x : peaks.second) reachable = reachable || m.pixels[static_cast<size_t>(y * E + x)] != 0;
         const int64_t peak = peak_index(hm);
         res.cases.push_back({im.id, cat, model.iou, model.dice, model.cnr, base.iou, base.cnr, model.hit, base.hit, reachable,
-                             peak < 0 ? -1 : peak % E, peak < 0 ? -1 : peak / E, peak_distance(gm, hm, E)});
+                             peak < 0 ? -1 : peak % E, peak < 0 ? -1 : peak / E, peak_distance(gm, peak, E)});
         if (!o.overlays_dir.empty() && overlays < o.n_overlays) {
           char name[64];
           std::snprintf(name, sizeof name, "%03lld_", static_cast<long long>(overlays));

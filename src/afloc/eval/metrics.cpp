@@ -113,10 +113,9 @@ bool hit(const Map& gt, const Map& heatmap) {
   return best >= 0 && gt[static_cast<size_t>(best)] != 0;
 }
 
-double peak_distance(const Map& gt, const Map& heatmap, int64_t width) {
-  check(gt, heatmap);
+double peak_distance(const Map& gt, int64_t peak, int64_t width) {
   if (width <= 0 || gt.size() % static_cast<size_t>(width) != 0) throw std::invalid_argument("peak_distance: width");
-  const int64_t peak = peak_index(heatmap);
+  if (peak >= static_cast<int64_t>(gt.size())) throw std::invalid_argument("peak_distance: peak outside the map");
   if (peak < 0) return std::nan("");
   const auto best = static_cast<size_t>(peak);
   const auto w = static_cast<size_t>(width);

@@ -32,10 +32,10 @@ double cnr(const Map& gt, const Map& heatmap);
 int64_t peak_index(const Map& heatmap);
 /// Pointing game: the arg-max (peak_index) lies inside gt.
 bool hit(const Map& gt, const Map& heatmap);
-/// How far a pointing-game miss falls: the Euclidean distance in pixels from the arg-max pixel (as
-/// in hit) to the nearest gt != 0 pixel of a row-major map `width` pixels wide; 0 for a hit, NaN
-/// when gt is empty or the heatmap all NaN. Not one of the authors' metrics (a diagnostic).
-double peak_distance(const Map& gt, const Map& heatmap, int64_t width);
+/// How far a pointing-game miss falls: the Euclidean distance in pixels from pixel `peak` (a
+/// heatmap's peak_index) to the nearest gt != 0 pixel of a row-major map `width` pixels wide; 0 for
+/// a hit, NaN when gt is empty or peak < 0. Not one of the authors' metrics (a diagnostic).
+double peak_distance(const Map& gt, int64_t peak, int64_t width);
 
 /// The authors' box_mapping: a box (x, y, w, h) in an image of width x height pixels moved into the
 /// square `scale` geometry of resize_pad (scaled by the long side, shifted by the floor pad), each
