@@ -110,6 +110,17 @@ TEST_F(E2E, ResumeAfterACrashRepeatsTheUninterruptedRun) {
   ASSERT_EQ(extended.code, 0) << extended.out;
   EXPECT_EQ(nlohmann::json::parse(extended.out.substr(extended.out.find('{')))["steps"], 10) << extended.out;
   EXPECT_EQ(step_losses(b + "/metrics.jsonl").size(), 10u);
+
+  // A moved run (another disk, another working directory) resumes where it is now: run.json's
+  // "out" names where it was started, which no longer exists and must not be recreated.
+  const std::string moved = tmp("run_b_moved");
+  fs::rename(b, moved);
+  const CliRun again_moved = run_cli("--log-level warn train -o " + moved + " --resume -e 3 --max-steps 12 --json");
+  ASSERT_EQ(again_moved.code, 0) << again_moved.out;
+  EXPECT_EQ(nlohmann::json::parse(again_moved.out.substr(again_moved.out.find('{')))["steps"], 12) << again_moved.out;
+  EXPECT_FALSE(fs::exists(b));
+  EXPECT_EQ(step_losses(moved + "/metrics.jsonl").size(), 12u);
+  EXPECT_NE(read(moved + "/run.json").find(moved), std::string::npos);
 }
 
 TEST_F(E2E, NonFiniteLossStopsNamingTheBatchAndKeepsTheCheckpoint) {

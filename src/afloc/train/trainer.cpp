@@ -210,9 +210,16 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
     resume_dir = io::latest_checkpoint(cfg.out);
     if (resume_dir.empty()) throw Error("--resume: no checkpoint in " + cfg.out + "/checkpoints");
     const RunConfig saved = load_run_config((fs::path(resume_dir) / "run.json").string());
-    // Loop length settings may be extended on resume; everything else comes from the checkpoint.
+    // Loop length settings may be extended on resume; everything else comes from the checkpoint,
+    // except where things are now: the run directory being resumed (the saved one may be relative
+    // to another working directory, or the run may have moved) and the data, when given.
     const LoopConfig loop = cfg.loop;
+    const std::string out = cfg.out;
+    const DataConfig data = cfg.data;
     cfg = saved;
+    cfg.out = out;
+    if (!data.root.empty()) cfg.data.root = data.root;
+    if (!data.manifest.empty()) cfg.data.manifest = data.manifest;
     cfg.loop.epochs = loop.epochs;
     cfg.loop.max_steps = loop.max_steps;
     cfg.loop.workers = loop.workers;
