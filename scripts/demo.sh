@@ -30,6 +30,8 @@ $AFLOC train -c configs/phantom_tiny.json -d "$OUT/world/mimic-cxr-jpg" -o "$OUT
 
 echo "== 3. zero-shot localization ('Findings suggesting {finding}.' vs the hidden masks) and diagnosis (AUROC)"
 $AFLOC eval-phantom -r "$OUT/run" -w "$OUT/world" -o "$OUT/eval"
+echo "== 3b. the same model's heatmaps at twice the map side (--dense-map: shift-and-stitch, same weights)"
+$AFLOC eval-phantom -r "$OUT/run" -w "$OUT/world" -o "$OUT/eval_dense" --dense-map --no-classify
 echo "== 4. the unseen finding (never named in pretraining reports)"
 $AFLOC eval-phantom -r "$OUT/run" -w "$OUT/world" --split unseen -o "$OUT/eval_unseen" --no-classify
 echo "== 5. localize findings on held-out films (as on your own PNG/JPEG/DICOM files): masks only where"
@@ -45,5 +47,7 @@ $AFLOC classify -M "$OUT/run" --bank phantom "$OUT/films.txt" -o "$OUT/classify"
 echo
 echo "== results (model vs centre prior; AUROC vs chance 0.5): $OUT/eval/table.txt"
 cat "$OUT/eval/table.txt"
+echo "== with --dense-map: $OUT/eval_dense/table.txt"
+sed -n '1p;/macro mean/p' "$OUT/eval_dense/table.txt"
 echo "outputs: $OUT/contact_sheet.png, $OUT/eval/table.txt, $OUT/eval/overlays/sheet.png, $OUT/eval/metrics.json,"
 echo "         $OUT/localize/<film>/<prompt>_overlay.png and .npy, $OUT/localize/results.jsonl, $OUT/classify/scores.csv"

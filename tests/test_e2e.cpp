@@ -178,6 +178,19 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
   int pngs = 0;
   for (const auto& e : fs::directory_iterator(ev + "/overlays")) pngs += e.path().extension() == ".png";
   EXPECT_EQ(pngs, 5);  // four overlays and the sheet
+  // --dense-map: the same model read at twice the map side; the pointing-game ceiling rises (the
+  // pixels an arg-max can land on are twice as dense), and diagnosis, which reads v_g only, is
+  // unchanged.
+  const CliRun d = run_cli("--log-level warn eval-phantom -r " + run + " -w " + world_ + " -o " + tmp("eval_dense") +
+                           " --overlays 0 --json --dense-map");
+  ASSERT_EQ(d.code, 0) << d.out;
+  const auto jd = nlohmann::json::parse(d.out);
+  EXPECT_EQ(jd["map_side"].get<int64_t>(), 20);
+  EXPECT_GT(jd["macro"]["hit_ceiling"].get<double>(), j["macro"]["hit_ceiling"].get<double>());
+  for (const auto& [cat, c] : jd["categories"].items())
+    EXPECT_LE(c["hit_rate"].get<double>(), c["hit_ceiling"].get<double>()) << cat;
+  ASSERT_TRUE(j.contains("classification"));
+  EXPECT_EQ(jd["classification"].dump(), j["classification"].dump());
 }
 
 nlohmann::json last_json(const std::string& out) {

@@ -135,12 +135,18 @@ TEST(ImageEncoder, InferenceLayoutMatchesThePlainForward) {
   // Folded batch norms + channels-last must give the plain forward's embeddings, for basic blocks
   // (ResNet-18) and bottlenecks with downsampling (ResNet-50); BN statistics perturbed so that a
   // wrong fold would show. Also with a dilated layer3 (the fold must keep each conv's dilation).
-  for (const auto& [depth, dilate] : std::vector<std::pair<int, bool>>{{18, false}, {50, false}, {10, true}, {50, true}}) {
+  // And with shift-and-stitch (dense_map: five passes, one map interleaved from four).
+  struct Case {
+    int depth;
+    bool dilate, dense;
+  };
+  for (const auto& [depth, dilate, dense] : std::vector<Case>{{18, false, false}, {50, false, false}, {10, true, false}, {50, true, false}, {10, false, true}}) {
     torch::manual_seed(depth);
     model::AflocConfig c = model::preset("tiny");
     c.resnet.depth = depth;
     c.resnet.width = 16;
     c.resnet.dilate_layer3 = dilate;
+    c.dense_map = dense;
     c.bert.vocab_size = 50;
     model::ImageEncoder enc(c);
     {
@@ -161,12 +167,63 @@ TEST(ImageEncoder, InferenceLayoutMatchesThePlainForward) {
     const auto fast = enc->forward(x, /*with_shallow=*/false);
     EXPECT_FALSE(fast.shallow.defined());
     const double scale = plain.deep.abs().max().item<double>();
-    const std::string tag = "depth " + std::to_string(depth) + (dilate ? " dilated" : "");
+    const std::string tag = "depth " + std::to_string(depth) + (dilate ? " dilated" : "") + (dense ? " dense" : "");
     EXPECT_EQ(plain.deep.size(2), c.deep_side()) << tag;
     expect_close("deep, " + tag, fast.deep / scale, plain.deep / scale, 1e-5);
     expect_close("global, " + tag, fast.global, plain.global, 1e-5 * plain.global.abs().max().item<double>());
     EXPECT_TRUE(fast.deep.is_contiguous());
   }
+}
+
+TEST(ImageEncoder, DenseMapIsTheNetworkOnTranslatedInputsInterleaved) {
+  // Without the cell alignment or an internal resize, the dense map's cell (2i + a, 2j + b) is the
+  // plain network's cell (i, j) on the input moved a * 8 px up and b * 8 px left (half the stride
+  // 16), edge pixels replicated: every fine cell is one the network computes in training.
+  torch::manual_seed(3);
+  model::AflocConfig c = model::preset("tiny");
+  c.resnet.width = 8;
+  c.image_size = 64;
+  c.upsample_size = 0;
+  c.align_cells = false;
+  c.bert.vocab_size = 50;
+  model::ImageEncoder enc(c);
+  enc->eval();
+  torch::InferenceMode guard;
+  const torch::Tensor x = torch::rand({2, 3, 64, 64}) * 2 - 1;
+  const torch::Tensor plain = enc->forward(x, false).deep;
+  enc->dense_map = true;
+  const auto dense = enc->forward(x, false);
+  const int64_t n = plain.size(2);
+  ASSERT_EQ(dense.deep.sizes(), (std::vector<int64_t>{2, plain.size(1), 2 * n, 2 * n}));
+  c.dense_map = true;
+  EXPECT_EQ(dense.deep.size(2), c.deep_side());
+  auto move = [](const torch::Tensor& t, int64_t dim, int64_t by) {  // t[p] = t[min(p + by, end)]
+    const int64_t len = t.size(dim);
+    return torch::cat({t.narrow(dim, by, len - by), t.narrow(dim, len - 1, 1).expand_as(t.narrow(dim, 0, by))}, dim);
+  };
+  using torch::indexing::None;
+  using torch::indexing::Slice;
+  const double scale = plain.abs().max().item<double>();
+  for (int a = 0; a < 2; ++a)
+    for (int b = 0; b < 2; ++b) {
+      const torch::Tensor moved = move(move(x, 2, 8 * a), 3, 8 * b);
+      enc->dense_map = false;
+      const torch::Tensor ref = enc->forward(moved, false).deep;
+      enc->dense_map = true;
+      const torch::Tensor got = dense.deep.index({Slice(), Slice(), Slice(a, None, 2), Slice(b, None, 2)});
+      expect_close("cells (2i+" + std::to_string(a) + ", 2j+" + std::to_string(b) + ")", got / scale, ref / scale, 5e-5);
+    }
+  // v_g is the plain pass's: diagnosis does not change.
+  enc->dense_map = false;
+  expect_close("global", dense.global, enc->forward(x, false).global, 1e-6);
+  // With align_cells, fine cell k is centred at 8k + 3.5 px, where the heatmap's bilinear
+  // upsampling (align_corners=False) draws it: passes at 3.5 and 3.5 + 8 px.
+  model::AflocConfig al = model::preset("tiny");
+  al.bert.vocab_size = 50;
+  model::ImageEncoder aligned(al);
+  EXPECT_DOUBLE_EQ(aligned->cell_shift, 7.5);
+  EXPECT_DOUBLE_EQ(aligned->dense_shifts[0], 3.5);
+  EXPECT_DOUBLE_EQ(aligned->dense_shifts[1], 11.5);
 }
 
 }  // namespace

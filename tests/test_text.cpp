@@ -237,6 +237,13 @@ TEST(Config, PresetWithOverridesAndStrictErrors) {
   EXPECT_EQ(dil.deep_side(), 20);
   EXPECT_EQ(dil.deep_stride(), 8);
   EXPECT_TRUE(parse_config(config_to_string(dil), "<test>").resnet.dilate_layer3);
+  // Shift-and-stitch doubles v_d's side at the network's own stride.
+  const AflocConfig dense = parse_config(R"({"preset": "tiny", "dense_map": true})", "x.json");
+  EXPECT_EQ(dense.deep_side(), 20);
+  EXPECT_EQ(dense.deep_stride(), 8);
+  EXPECT_EQ(dense.network_stride(), 16);
+  EXPECT_TRUE(parse_config(config_to_string(dense), "<test>").dense_map);
+  EXPECT_FALSE(preset("tiny").dense_map);
   EXPECT_EQ(parse_config(R"({"preset": "paper", "resnet": {"depth": 10}})", "x.json").resnet.depth, 10);
   auto msg = [](const std::string& text) {
     try {

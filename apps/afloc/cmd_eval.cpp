@@ -18,7 +18,7 @@ struct EvalCli {
   std::string checkpoint, run, world, out = "eval";
   std::vector<std::string> splits = {"test"};
   eval::LocEvalOptions loc;
-  bool json = false, no_classify = false;
+  bool json = false, no_classify = false, dense_map = false;
   PromptCacheFlags cache;
 };
 
@@ -39,6 +39,7 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--prompt", o->loc.prompt_template, "Prompt template ({finding} = lower-case category; without it, one prompt for all = a control)");
   c->add_option("--eval-size", o->loc.eval_size, "Square size at which heatmaps meet masks");
   c->add_option("--sigma", o->loc.heatmap.sigma, "Heatmap smoothing in feature cells (<0: 1.5 x side/19, 0: none)");
+  c->add_flag("--dense-map", o->dense_map, DENSE_MAP_HELP);
   c->add_option("--margin", o->loc.heatmap.margin, "NaN border in pixels (<0: 14 x size/224)");
   c->add_option("--overlays", o->loc.n_overlays, "PNG overlays written (first cases)");
   c->add_flag("--no-classify", o->no_classify, "Skip the zero-shot classification (AUROC) part");
@@ -49,6 +50,7 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
     const std::string ck = !o->checkpoint.empty() ? o->checkpoint : o->run;
     if (ck.empty()) throw Error("eval-phantom: give --model DIR (a model directory, checkpoint or run)");
     auto tm = io::load_model(ck, torch::Device(g.device));
+    if (o->dense_map) tm.model->set_dense_map(true);
     tm.model->optimize_for_inference();
     const auto images = eval::read_phantom_ground_truth(o->world, o->splits);
     if (images.empty()) throw Error(o->world + ": no ground-truth images in the requested splits");

@@ -32,7 +32,7 @@ struct LocalizeCli {
   std::string model, prompt_file, out = "localize", prompt_template = "Findings suggesting {finding}.", boxes;
   std::vector<std::string> prompts, findings, inputs;
   infer::LocalizeOptions o;
-  bool no_npy = false, no_masks = false;
+  bool no_npy = false, no_masks = false, dense_map = false;
   PromptCacheFlags cache;
 };
 
@@ -100,8 +100,9 @@ std::vector<std::string> read_prompt_file(const std::string& path) {
   return out;
 }
 
-nlohmann::ordered_json options_json(const infer::LocalizeOptions& o) {
+nlohmann::ordered_json options_json(const infer::LocalizeOptions& o, bool dense_map) {
   return {{"size", o.size},
+          {"dense_map", dense_map},
           {"sigma", o.heatmap.sigma},
           {"truncate", o.heatmap.truncate},
           {"margin", o.heatmap.margin},
@@ -135,6 +136,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("-o,--out", o->out, "Output directory");
   c->add_option("--size", o->o.size, "Output side in pixels (SPEC: 224)");
   c->add_option("--sigma", o->o.heatmap.sigma, "Gaussian blur in feature cells (<0: 1.5 x side/19, 0: none)");
+  c->add_flag("--dense-map", o->dense_map, DENSE_MAP_HELP);
   c->add_option("--truncate", o->o.heatmap.truncate, "Gaussian kernel radius in sigmas");
   c->add_option("--margin", o->o.heatmap.margin, "NaN border in pixels (<0: 14 x size/224; 0: none)");
   c->add_option("--interpolation", o->o.heatmap.interpolation, "bilinear, bicubic or nearest");
@@ -179,6 +181,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
     const auto images = expand_inputs(o->inputs);
     if (images.empty()) throw Error("localize: no images found in the inputs");
     io::LoadedModel m = io::load_model(o->model, torch::Device(g.device));
+    if (o->dense_map) m.model->set_dense_map(true);
     m.model->optimize_for_inference();
     infer::PromptEncoder encoder(m.model, o->cache.resolved());
     infer::Localizer loc(m.model, o->o, encoder);
@@ -189,7 +192,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
     nlohmann::ordered_json echo{{"model", m.source},
                                 {"prompts", prompts},
                                 {"presence_prompts", presence_json},
-                                {"options", options_json(o->o)}};
+                                {"options", options_json(o->o, o->dense_map)}};
     write_file_atomic((fs::path(o->out) / "options.json").string(), echo.dump(2) + "\n");
     std::ofstream jsonl(fs::path(o->out) / "results.jsonl");
     Failures failed;
@@ -263,7 +266,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
                                    {"peak", {{"x", r.peak_x}, {"y", r.peak_y}, {"value", r.peak}}},
                                    {"regions", regions},
                                    {"files", files},
-                                   {"options", options_json(o->o)}};
+                                   {"options", options_json(o->o, o->dense_map)}};
         jsonl << rec.dump() << "\n";
         ++records;
       }

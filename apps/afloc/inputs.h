@@ -35,6 +35,11 @@ ImageBatch read_images(const std::vector<std::string>& paths, size_t start, size
 /// Lists the failed inputs and throws (exit code 1) when there are any.
 void report_failures(const Failures& failed, size_t total);
 
+/// Help of --dense-map (localize, eval-phantom): model::AflocConfig::dense_map.
+inline constexpr const char* DENSE_MAP_HELP =
+    "Shift-and-stitch: heatmaps from a deep map of twice the side (four image-network passes on\n"
+    "the input translated by half a cell; same weights). Finer peaks for small findings";
+
 /// --prompt-cache DIR / --no-prompt-cache.
 struct PromptCacheFlags {
   std::string dir;  ///< "" = the default folder (see infer::default_prompt_cache_dir)

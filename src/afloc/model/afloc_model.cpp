@@ -42,6 +42,11 @@ void AflocModelImpl::optimize_for_inference() {
   img_encoder->optimize_for_inference();
 }
 
+void AflocModelImpl::set_dense_map(bool on) {
+  config_.dense_map = on;
+  img_encoder->dense_map = on;
+}
+
 TextEmbeddings AflocModelImpl::encode_text(const TokenBatch& tokens) {
   return text_encoder(tokens.ids, tokens.attention_mask, tokens.token_type_ids);
 }

@@ -37,6 +37,9 @@ class AflocModelImpl : public torch::nn::Module {
   /// Eval mode plus the image encoder's inference layout (folded batch norms, channels-last).
   /// Call once after loading, before inference; not for training.
   void optimize_for_inference();
+  /// AflocConfig::dense_map on a built (trained or loaded) model: v_d at twice its side from
+  /// four translated passes; weights unchanged.
+  void set_dense_map(bool on);
   TextEmbeddings encode_text(const TokenBatch& tokens);
   /// Tokenizes texts (CPU tensors; move them with TokenBatch::to).
   TokenBatch tokenize(const std::vector<std::string>& texts, TextMode mode = TextMode::kPrompt) const;

@@ -99,6 +99,7 @@ void parse_root(const json& j, AflocConfig& c, const std::string& path) {
   get(j, "upsample_size", c.upsample_size, path, known);
   get(j, "deep_layer", c.deep_layer, path, known);
   get(j, "align_cells", c.align_cells, path, known);
+  get(j, "dense_map", c.dense_map, path, known);
   known.insert(known.end(), {"resnet", "bert", "text", "loss"});
   if (j.contains("resnet")) parse_resnet(j.at("resnet"), c.resnet, path + ".resnet");
   if (j.contains("bert")) parse_bert(j.at("bert"), c.bert, path + ".bert");
@@ -152,7 +153,8 @@ int64_t AflocConfig::shallow_side() const {
 }
 
 int64_t AflocConfig::deep_side() const {
-  return deep_layer == 2 || resnet.dilate_layer3 ? shallow_side() : down2(shallow_side());
+  const int64_t network = deep_layer == 2 || resnet.dilate_layer3 ? shallow_side() : down2(shallow_side());
+  return dense_map ? 2 * network : network;
 }
 
 std::vector<std::string> preset_names() { return {"paper", "tiny"}; }
@@ -194,6 +196,7 @@ void to_json(nlohmann::json& j, const AflocConfig& c) {
       {"upsample_size", c.upsample_size},
       {"deep_layer", c.deep_layer},
       {"align_cells", c.align_cells},
+      {"dense_map", c.dense_map},
       {"resnet", {{"depth", c.resnet.depth}, {"width", c.resnet.width}, {"dilate_layer3", c.resnet.dilate_layer3}}},
       {"bert",
        {{"vocab_size", c.bert.vocab_size},

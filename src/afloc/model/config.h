@@ -77,6 +77,12 @@ struct AflocConfig {
   /// centred on s*i while the heatmap puts it at s*i + (s - 1)/2: half a cell down and right
   /// (7.5 px of 160 for `tiny`, 10.5 px at 224). The authors' model has no shift (false).
   bool align_cells = false;
+  /// Shift-and-stitch: v_d at twice its side, the extra cells computed by running the image
+  /// network on the input translated by half the deep stride (8 px of the upsampled input from
+  /// layer3), so every cell of the finer map is one the network computes in training. Costs four
+  /// image-network passes for v_d (plus one for v_g and v_s); an inference option that any trained
+  /// model accepts (weights unchanged). The authors' model has none (false).
+  bool dense_map = false;
   BertConfig bert;
   TextConfig text;
   LossConfig loss;
@@ -88,8 +94,11 @@ struct AflocConfig {
   /// Spatial side of the deep (deep_layer) and shallow (layer2) feature maps for this input size.
   int64_t deep_side() const;
   int64_t shallow_side() const;
-  /// Input pixels (after the internal upsampling) per deep-map cell: 16 from layer3, 8 from layer2.
-  int64_t deep_stride() const { return deep_layer == 2 || resnet.dilate_layer3 ? 8 : 16; }
+  /// Input pixels (after the internal upsampling) per cell of the network's own deep map: 16 from
+  /// layer3, 8 from layer2 or dilated layer3.
+  int64_t network_stride() const { return deep_layer == 2 || resnet.dilate_layer3 ? 8 : 16; }
+  /// Input pixels per cell of v_d: network_stride(), halved by dense_map.
+  int64_t deep_stride() const { return dense_map ? network_stride() / 2 : network_stride(); }
 };
 
 /// Named presets: "paper" (ResNet-50 + BERT-base, 768-d, 97 tokens, 224 input) and "tiny"

@@ -6,6 +6,8 @@
 /// local2_embedder.
 #include <torch/torch.h>
 
+#include <array>
+
 #include "afloc/model/config.h"
 #include "afloc/model/resnet.h"
 
@@ -23,6 +25,8 @@ struct ImageEmbeddings {
 /// output pixel p reads where the plain resize reads p + shift (edge pixels replicated beyond
 /// the border). shift 0 is F::interpolate(bilinear, align_corners=True).
 torch::Tensor resize_shifted(const torch::Tensor& images, int64_t size, double shift);
+/// The same with separate vertical and horizontal shifts.
+torch::Tensor resize_shifted(const torch::Tensor& images, int64_t size, double shift_y, double shift_x);
 
 class ImageEncoderImpl : public torch::nn::Module {
  public:
@@ -40,10 +44,17 @@ class ImageEncoderImpl : public torch::nn::Module {
   torch::nn::Conv2d local2_embedder{nullptr};  ///< layer2 -> D
   int64_t upsample_size;
   int64_t deep_layer;  ///< 3: v_d from layer3 (SPEC); 2: from layer2
-  /// Input shift of AflocConfig::align_cells: (deep stride - 1) / 2 pixels, 0 without it.
+  /// Input shift of AflocConfig::align_cells: (network stride - 1) / 2 pixels, 0 without it.
   double cell_shift;
+  /// AflocConfig::dense_map: v_d stitched from four passes on inputs translated by
+  /// dense_shifts (y, x) in {0, 1}^2 (pixels; half a network stride apart, plus the half-cell
+  /// alignment of the finer map when align_cells is on).
+  bool dense_map;
+  std::array<double, 2> dense_shifts{};
 
  private:
+  torch::Tensor network_input(const torch::Tensor& images, double shift_y, double shift_x) const;
+  torch::Tensor dense_deep(const torch::Tensor& images);
   bool channels_last_ = false;
 };
 TORCH_MODULE(ImageEncoder);
