@@ -81,6 +81,24 @@ void BM_Afloc(benchmark::State& state) {
 }
 BENCHMARK(BM_Afloc)->Arg(1)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// The same with --dense-map (shift-and-stitch: five image-network passes instead of one, a 38x38
+// map): what the finer heatmaps cost against BM_Afloc/16.
+void BM_AflocDenseMap(benchmark::State& state) {
+  auto& net = model();
+  net->set_dense_map(true);
+  net->optimize_for_inference();
+  afloc::infer::PromptEncoder enc(net);
+  const auto head = presence_head(enc);
+  afloc::infer::LocalizeOptions o;
+  o.batch = state.range(0);
+  afloc::infer::Localizer loc(net, o, enc);
+  std::vector<std::string> names(images().size(), "x");
+  for (auto _ : state) benchmark::DoNotOptimize(loc.run(images(), names, prompts(), &head));
+  state.SetItemsProcessed(state.iterations() * kImages);
+  net->set_dense_map(false);
+}
+BENCHMARK(BM_AflocDenseMap)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
+
 // The authors' per-item loop: image encoded alone and prompt re-encoded for each (image, prompt).
 void BM_AuthorsPerImagePipeline(benchmark::State& state) {
   auto& net = model();
