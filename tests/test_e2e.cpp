@@ -112,10 +112,14 @@ TEST_F(E2E, ResumeAfterACrashRepeatsTheUninterruptedRun) {
   EXPECT_EQ(step_losses(b + "/metrics.jsonl").size(), 10u);
 
   // A moved run (another disk, another working directory) resumes where it is now: run.json's
-  // "out" names where it was started, which no longer exists and must not be recreated.
-  const std::string moved = tmp("run_b_moved");
+  // "out" names where it was started, which no longer exists and must not be recreated. Its data
+  // moved too: -d given with --resume says where.
+  const std::string moved = tmp("run_b_moved"), moved_world = tmp("world_moved");
   fs::rename(b, moved);
-  const CliRun again_moved = run_cli("--log-level warn train -o " + moved + " --resume -e 3 --max-steps 12 --json");
+  fs::rename(world_, moved_world);
+  const CliRun again_moved = run_cli("--log-level warn train -o " + moved + " -d " + moved_world +
+                                     "/mimic-cxr-jpg --resume -e 3 --max-steps 12 --json");
+  fs::rename(moved_world, world_);
   ASSERT_EQ(again_moved.code, 0) << again_moved.out;
   EXPECT_EQ(nlohmann::json::parse(again_moved.out.substr(again_moved.out.find('{')))["steps"], 12) << again_moved.out;
   EXPECT_FALSE(fs::exists(b));
