@@ -190,6 +190,8 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
   ASSERT_EQ(d.code, 0) << d.out;
   const auto jd = nlohmann::json::parse(d.out);
   EXPECT_EQ(jd["map_side"].get<int64_t>(), 20);
+  EXPECT_TRUE(jd["dense_map"].get<bool>());
+  EXPECT_FALSE(j["dense_map"].get<bool>());
   EXPECT_GT(jd["macro"]["hit_ceiling"].get<double>(), j["macro"]["hit_ceiling"].get<double>());
   for (const auto& [cat, c] : jd["categories"].items())
     EXPECT_LE(c["hit_rate"].get<double>(), c["hit_ceiling"].get<double>()) << cat;

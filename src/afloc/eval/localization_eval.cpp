@@ -140,6 +140,7 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
   const torch::Tensor prior = infer::normalize(centre_prior(E), infer::margin_pixels(o.heatmap, E));
   const Map prior_map = to_map(prior);
   res.map_side = net->config().deep_side();
+  res.dense_map = net->config().dense_map;
   const auto peaks = peak_pixels(res.map_side, res.map_side, E, o.heatmap);
 
   LocalizationMetric mm, bm;
@@ -271,10 +272,12 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
   t << std::string(std::strlen(line) - 1, '-') << "\n";
   row("macro mean", r.model_macro, r.hit_ceiling_macro, r.baseline_macro);
   std::snprintf(line, sizeof line,
-                "ceiling: the highest hit rate any %lldx%lld map can reach (its arg-max lies next to a cell centre)\n",
-                static_cast<long long>(r.map_side), static_cast<long long>(r.map_side));
+                "ceiling: the highest hit rate any %lldx%lld map can reach (its arg-max lies next to a cell centre)%s\n",
+                static_cast<long long>(r.map_side), static_cast<long long>(r.map_side),
+                r.dense_map ? "; shift-and-stitched map (--dense-map)" : "");
   t << line;
   j["map_side"] = r.map_side;
+  j["dense_map"] = r.dense_map;
   j["macro"] = {{"n", r.model_macro.n},
                 {"hit_rate", number_or_null(r.model_macro.hit_rate)},
                 {"hit_ceiling", number_or_null(r.hit_ceiling_macro)},

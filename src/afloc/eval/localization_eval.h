@@ -52,6 +52,7 @@ struct LocEvalResult {
   std::vector<double> hit_ceiling;
   double hit_ceiling_macro = 0;
   int64_t map_side = 0;  ///< side of the deep map the heatmaps come from
+  bool dense_map = false;  ///< the map was shift-and-stitched (model::AflocConfig::dense_map)
   std::vector<CaseResult> cases;
   /// Classification (when LocEvalOptions::classify): classes, per-image probabilities and labels
   /// (1 = the image holds the finding), the summary.
