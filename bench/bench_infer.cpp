@@ -67,26 +67,12 @@ afloc::infer::ClassHead presence_head(afloc::infer::PromptEncoder& enc) {
   return afloc::infer::build_class_head(enc, bank);
 }
 
+// Args: batch, dense. dense 1 = --dense-map (shift-and-stitch: five image-network passes instead
+// of one, a 38x38 map): what the finer heatmaps cost against dense 0.
 void BM_Afloc(benchmark::State& state) {
   auto& net = model();
+  net->set_dense_map(state.range(1) != 0);
   net->optimize_for_inference();  // as afloc localize / classify do
-  afloc::infer::PromptEncoder enc(net);
-  const auto head = presence_head(enc);
-  afloc::infer::LocalizeOptions o;
-  o.batch = state.range(0);
-  afloc::infer::Localizer loc(net, o, enc);
-  std::vector<std::string> names(images().size(), "x");
-  for (auto _ : state) benchmark::DoNotOptimize(loc.run(images(), names, prompts(), &head));
-  state.SetItemsProcessed(state.iterations() * kImages);
-}
-BENCHMARK(BM_Afloc)->Arg(1)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
-
-// The same with --dense-map (shift-and-stitch: five image-network passes instead of one, a 38x38
-// map): what the finer heatmaps cost against BM_Afloc/16.
-void BM_AflocDenseMap(benchmark::State& state) {
-  auto& net = model();
-  net->set_dense_map(true);
-  net->optimize_for_inference();
   afloc::infer::PromptEncoder enc(net);
   const auto head = presence_head(enc);
   afloc::infer::LocalizeOptions o;
@@ -97,7 +83,7 @@ void BM_AflocDenseMap(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kImages);
   net->set_dense_map(false);
 }
-BENCHMARK(BM_AflocDenseMap)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Afloc)->Args({1, 0})->Args({16, 0})->Args({16, 1})->ArgNames({"batch", "dense"})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // The authors' per-item loop: image encoded alone and prompt re-encoded for each (image, prompt).
 void BM_AuthorsPerImagePipeline(benchmark::State& state) {
