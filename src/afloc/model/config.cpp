@@ -153,7 +153,8 @@ int64_t AflocConfig::shallow_side() const {
 }
 
 int64_t AflocConfig::deep_side() const {
-  const int64_t network = deep_layer == 2 || resnet.dilate_layer3 ? shallow_side() : down2(shallow_side());
+  // layer2's map (stride 8) or layer3's (one more halving, unless layer3 is dilated)
+  const int64_t network = network_stride() == 8 ? shallow_side() : down2(shallow_side());
   return dense_map ? 2 * network : network;
 }
 
