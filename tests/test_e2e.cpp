@@ -177,6 +177,21 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
     EXPECT_LT(d, 224 * 1.5) << "row " << r;
   }
   EXPECT_EQ(cases.rows.size(), j["macro"]["n"].get<size_t>());
+  // SPEC §5's bootstrap intervals (1000 resamples by default) hold their point estimates, for the
+  // macro row, each category and the macro IoU over the prior's; table.txt states the macro row's.
+  EXPECT_EQ(j["bootstrap"]["replicates"].get<int64_t>(), 1000);
+  auto within = [](const nlohmann::json& ci, double v, const std::string& what) {
+    ASSERT_TRUE(ci.is_array() && ci.size() == 2 && ci[0].is_number() && ci[1].is_number()) << what << ": " << ci.dump();
+    EXPECT_LE(ci[0].get<double>(), v + 1e-12) << what;
+    EXPECT_GE(ci[1].get<double>(), v - 1e-12) << what;
+  };
+  for (const char* metric : {"hit_rate", "iou", "cnr"}) {
+    within(j["macro"]["ci95"][metric], j["macro"][metric].get<double>(), std::string("macro ") + metric);
+    for (const auto& [cat, c] : j["categories"].items()) within(c["ci95"][metric], c[metric].get<double>(), cat + " " + metric);
+  }
+  within(j["macro"]["ci95"]["iou_over_baseline"], j["macro"]["iou"].get<double>() / j["macro"]["baseline_iou"].get<double>(),
+         "IoU over baseline");
+  EXPECT_NE(read(ev + "/table.txt").find("95% CI of the macro row (1000 bootstrap resamples"), std::string::npos);
   EXPECT_TRUE(fs::exists(ev + "/table.txt"));
   EXPECT_TRUE(fs::exists(ev + "/overlays/sheet.png"));
   int pngs = 0;
@@ -186,11 +201,13 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
   // pixels an arg-max can land on are twice as dense), and diagnosis, which reads v_g only, is
   // unchanged.
   const CliRun d = run_cli("--log-level warn eval-phantom -r " + run + " -w " + world_ + " -o " + tmp("eval_dense") +
-                           " --overlays 0 --json --dense-map");
+                           " --overlays 0 --json --dense-map --bootstrap 0");
   ASSERT_EQ(d.code, 0) << d.out;
   const auto jd = nlohmann::json::parse(d.out);
   EXPECT_EQ(jd["map_side"].get<int64_t>(), 20);
   EXPECT_TRUE(jd["dense_map"].get<bool>());
+  EXPECT_FALSE(jd.contains("bootstrap"));  // --bootstrap 0: no intervals
+  EXPECT_FALSE(jd["macro"].contains("ci95"));
   EXPECT_FALSE(j["dense_map"].get<bool>());
   EXPECT_GT(jd["macro"]["hit_ceiling"].get<double>(), j["macro"]["hit_ceiling"].get<double>());
   for (const auto& [cat, c] : jd["categories"].items())

@@ -138,6 +138,53 @@ TEST(ClassificationMetrics, LabelsCsvPerClassColumnsOrOneLabelColumn) {
   EXPECT_DOUBLE_EQ(s.accuracy, 1.0);
 }
 
+TEST(Bootstrap, PercentileIndicesAreTheAuthors) {
+  // compute_cis at level 0.05: sorted[int(0.025 R) - 1] and sorted[int(0.975 R) - 1].
+  std::vector<double> v;
+  for (int i = 1000; i >= 1; --i) v.push_back(i);  // reversed: the function sorts
+  const eval::Interval ci = eval::percentile_interval(v);
+  EXPECT_EQ(ci.lower, 25.0);
+  EXPECT_EQ(ci.upper, 975.0);
+  v.push_back(std::nan(""));  // NaN replicates are dropped, not sorted in
+  EXPECT_EQ(eval::percentile_interval(v).upper, 975.0);
+  std::vector<double> few(39, 1.0);  // int(0.025 * 39) - 1 < 0: no interval
+  EXPECT_TRUE(std::isnan(eval::percentile_interval(few).lower));
+}
+
+TEST(Bootstrap, ResampleMeansPerCategoryAndMacro) {
+  const std::vector<int64_t> cat = {0, 0, 1, 1, 2};
+  const std::vector<double> val = {1.0, 3.0, 10.0, std::nan(""), 7.0};
+  const auto [means, macro] = eval::resample_means(cat, val, 3, {0, 0, 1, 2, 3});
+  EXPECT_DOUBLE_EQ(means[0], 5.0 / 3.0);  // 1, 1, 3
+  EXPECT_DOUBLE_EQ(means[1], 10.0);       // the NaN value is left out
+  EXPECT_TRUE(std::isnan(means[2]));      // category 2 missed by this resample
+  EXPECT_DOUBLE_EQ(macro, (5.0 / 3.0 + 10.0) / 2.0);
+  EXPECT_THROW(eval::resample_means(cat, val, 2, {4}), std::invalid_argument);
+}
+
+TEST(Bootstrap, IntervalOfAProportionHasTheBinomialWidth) {
+  // 100 cases, 40 hits: the bootstrap interval of the hit rate is about 0.4 +- 1.96 sqrt(0.24 / 100)
+  // = 0.304..0.496; a constant series has a zero-width interval; a seed gives the same resamples.
+  std::vector<int64_t> cat(100, 0);
+  std::vector<double> hit(100, 0.0);
+  for (int i = 0; i < 40; ++i) hit[static_cast<size_t>(i * 5 / 2)] = 1.0;
+  const auto samples = eval::bootstrap_samples(100, 1000, 7);
+  ASSERT_EQ(samples.size(), 1000u);
+  std::vector<double> rates, constant;
+  for (const auto& s : samples) {
+    ASSERT_EQ(s.size(), 100u);
+    rates.push_back(eval::resample_means(cat, hit, 1, s).second);
+    constant.push_back(eval::resample_means(cat, std::vector<double>(100, 0.25), 1, s).second);
+  }
+  const eval::Interval ci = eval::percentile_interval(rates);
+  EXPECT_NEAR(ci.lower, 0.304, 0.03);
+  EXPECT_NEAR(ci.upper, 0.496, 0.03);
+  EXPECT_EQ(eval::percentile_interval(constant).lower, 0.25);
+  EXPECT_EQ(eval::percentile_interval(constant).upper, 0.25);
+  EXPECT_EQ(eval::bootstrap_samples(100, 3, 7)[2], samples[2]);
+  EXPECT_NE(eval::bootstrap_samples(100, 3, 8)[2], samples[2]);
+}
+
 TEST(OptThreshold, NumpyArangeAndConfidence) {
   const auto a = eval::np_arange(0.2, 0.8, 0.1);
   ASSERT_EQ(a.size(), 7u);

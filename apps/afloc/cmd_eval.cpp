@@ -43,6 +43,9 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--margin", o->loc.heatmap.margin, "NaN border in pixels (<0: 14 x size/224)");
   c->add_option("--overlays", o->loc.n_overlays, "PNG overlays written (first cases)");
   c->add_flag("--no-classify", o->no_classify, "Skip the zero-shot classification (AUROC) part");
+  c->add_option("--bootstrap", o->loc.bootstrap, "Bootstrap resamples of the cases for 95% intervals (0: none)")
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--bootstrap-seed", o->loc.bootstrap_seed, "Seed of the bootstrap resamples");
   c->add_flag("--json", o->json, "Print metrics as JSON");
   o->cache.add_to(c);
   c->callback([o, &g] {

@@ -119,6 +119,47 @@ torch::Tensor centre_prior(int64_t size) {
   return torch::exp(-(y.unsqueeze(1) + x.unsqueeze(0)) / static_cast<float>(2 * sig * sig));
 }
 
+namespace {
+
+/// SPEC §5's 95% intervals: resample the cases (all categories together, as the authors' bootci),
+/// take each category's and the macro mean per resample, and the percentile interval of those.
+void bootstrap_intervals(LocEvalResult& res, int64_t replicates, uint64_t seed) {
+  std::map<std::string, int64_t> index;
+  for (const auto& [cat, summary] : res.model) index.emplace(cat, static_cast<int64_t>(index.size()));
+  const auto k = static_cast<int64_t>(index.size());
+  std::vector<int64_t> category;
+  std::vector<double> hit, iou, cnr, base_iou;
+  for (const auto& c : res.cases) {
+    category.push_back(index.at(c.category));
+    hit.push_back(c.hit ? 1.0 : 0.0);
+    iou.push_back(c.iou);
+    cnr.push_back(c.cnr);
+    base_iou.push_back(c.baseline_iou);
+  }
+  const auto samples = bootstrap_samples(static_cast<int64_t>(res.cases.size()), replicates, seed);
+  // replicate statistics: [metric][category or k = macro][replicate]
+  std::vector<std::vector<std::vector<double>>> rep(3, std::vector<std::vector<double>>(static_cast<size_t>(k + 1)));
+  std::vector<double> ratio;
+  for (const auto& s : samples) {
+    const std::vector<double>* series[3] = {&hit, &iou, &cnr};
+    for (size_t m = 0; m < 3; ++m) {
+      const auto [means, macro] = resample_means(category, *series[m], k, s);
+      for (int64_t c = 0; c < k; ++c) rep[m][static_cast<size_t>(c)].push_back(means[static_cast<size_t>(c)]);
+      rep[m][static_cast<size_t>(k)].push_back(macro);
+      if (m == 1) ratio.push_back(macro / resample_means(category, base_iou, k, s).second);
+    }
+  }
+  auto row = [&rep](size_t c) {
+    return RowIntervals{percentile_interval(rep[0][c]), percentile_interval(rep[1][c]), percentile_interval(rep[2][c])};
+  };
+  for (int64_t c = 0; c < k; ++c) res.model_ci.push_back(row(static_cast<size_t>(c)));
+  res.model_macro_ci = row(static_cast<size_t>(k));
+  res.iou_over_baseline_ci = percentile_interval(ratio);
+  res.bootstrap = replicates;
+}
+
+}  // namespace
+
 LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<GtImage>& images, const LocEvalOptions& o) {
   torch::NoGradGuard ng;
   net->eval();
@@ -225,6 +266,7 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
   for (const double c : res.hit_ceiling) total += c;
   res.hit_ceiling_macro = res.hit_ceiling.empty() ? std::nan("") : total / static_cast<double>(res.hit_ceiling.size());
   res.baseline_macro = bm.macro();
+  if (o.bootstrap > 0) bootstrap_intervals(res, o.bootstrap, o.bootstrap_seed);
   if (!res.class_names.empty()) res.classification = evaluate_classification(res.class_names, res.probabilities, res.labels);
   return res;
 }
@@ -253,6 +295,12 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
     std::sort(d.begin(), d.end());
     return d.size() % 2 ? d[d.size() / 2] : 0.5 * (d[d.size() / 2 - 1] + d[d.size() / 2]);
   };
+  auto interval = [](const Interval& v) {
+    return nlohmann::ordered_json::array({number_or_null(v.lower), number_or_null(v.upper)});
+  };
+  auto intervals = [&interval](const RowIntervals& v) {
+    return nlohmann::ordered_json{{"hit_rate", interval(v.hit_rate)}, {"iou", interval(v.iou)}, {"cnr", interval(v.cnr)}};
+  };
   for (size_t i = 0; i < r.model.size(); ++i) {
     const auto& [cat, m] = r.model[i];
     const auto& b = r.baseline[i].second;
@@ -268,6 +316,7 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
                             {"baseline_hit_rate", number_or_null(b.hit_rate)},
                             {"baseline_iou", number_or_null(b.iou)},
                             {"baseline_cnr", number_or_null(b.cnr)}};
+    if (i < r.model_ci.size()) j["categories"][cat]["ci95"] = intervals(r.model_ci[i]);
   }
   t << std::string(std::strlen(line) - 1, '-') << "\n";
   row("macro mean", r.model_macro, r.hit_ceiling_macro, r.baseline_macro);
@@ -276,6 +325,15 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
                 static_cast<long long>(r.map_side), static_cast<long long>(r.map_side),
                 r.dense_map ? "; shift-and-stitched map (--dense-map)" : "");
   t << line;
+  if (r.bootstrap > 0) {
+    const auto& c = r.model_macro_ci;
+    std::snprintf(line, sizeof line,
+                  "95%% CI of the macro row (%lld bootstrap resamples of the %zu cases): hit %.3f-%.3f, mIoU %.3f-%.3f, "
+                  "CNR %.3f-%.3f, IoU/base %.2f-%.2f\n",
+                  static_cast<long long>(r.bootstrap), r.cases.size(), c.hit_rate.lower, c.hit_rate.upper, c.iou.lower,
+                  c.iou.upper, c.cnr.lower, c.cnr.upper, r.iou_over_baseline_ci.lower, r.iou_over_baseline_ci.upper);
+    t << line;
+  }
   j["map_side"] = r.map_side;
   j["dense_map"] = r.dense_map;
   j["macro"] = {{"n", r.model_macro.n},
@@ -287,6 +345,24 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
                 {"baseline_hit_rate", number_or_null(r.baseline_macro.hit_rate)},
                 {"baseline_iou", number_or_null(r.baseline_macro.iou)},
                 {"baseline_cnr", number_or_null(r.baseline_macro.cnr)}};
+  if (r.bootstrap > 0) {
+    j["macro"]["ci95"] = intervals(r.model_macro_ci);
+    j["macro"]["ci95"]["iou_over_baseline"] = interval(r.iou_over_baseline_ci);
+    // The last row of the authors' test_*_summary_results.csv: the mean of the categories' bounds
+    // (wider than the interval of the macro mean above).
+    RowIntervals mean_bounds;
+    auto mean_of = [&r](auto member, bool upper) {
+      std::vector<double> v;
+      for (const auto& c : r.model_ci) v.push_back(upper ? (c.*member).upper : (c.*member).lower);
+      return nanmean(v);
+    };
+    mean_bounds.hit_rate = {mean_of(&RowIntervals::hit_rate, false), mean_of(&RowIntervals::hit_rate, true)};
+    mean_bounds.iou = {mean_of(&RowIntervals::iou, false), mean_of(&RowIntervals::iou, true)};
+    mean_bounds.cnr = {mean_of(&RowIntervals::cnr, false), mean_of(&RowIntervals::cnr, true)};
+    j["macro"]["ci95_mean_of_category_bounds"] = intervals(mean_bounds);
+    j["bootstrap"] = {{"replicates", r.bootstrap}, {"resampled", "cases, all categories together (the authors' bootci)"},
+                      {"interval", "percentile: sorted replicates [int(0.025 R) - 1], [int(0.975 R) - 1]"}};
+  }
   std::string csv = data::csv_row({"id", "category", "hit", "iou", "dice", "cnr", "baseline_hit", "baseline_iou", "baseline_cnr", "hit_ceiling", "peak_x", "peak_y", "peak_distance_px"});
   auto f = [](double v) {
     char b[32];

@@ -2,6 +2,7 @@
 /// Zero-shot localization evaluation of a trained model on ground-truth masks: heatmaps for
 /// "Findings suggesting {finding}." against each finding's mask, per category and macro, next to a
 /// centre-prior baseline (a fixed Gaussian in the middle of the chest) run through the same protocol.
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,15 @@ struct LocEvalOptions {
   /// truth (the authors' chest X-ray prompt sets, binary), scored by AUROC.
   bool classify = true;
   std::string prompt_cache_dir;  ///< on-disk prompt cache ("" = memory only)
+  /// 95% confidence intervals from this many bootstrap resamples of the cases (SPEC §5: 1000;
+  /// 0 = none), drawn with this seed.
+  int64_t bootstrap = 1000;
+  uint64_t bootstrap_seed = 0;
+};
+
+/// Bootstrap intervals of one row of the table.
+struct RowIntervals {
+  Interval hit_rate{NAN, NAN}, iou{NAN, NAN}, cnr{NAN, NAN};
 };
 
 struct CaseResult {
@@ -54,6 +64,13 @@ struct LocEvalResult {
   int64_t map_side = 0;  ///< side of the deep map the heatmaps come from
   bool dense_map = false;  ///< the map was shift-and-stitched (model::AflocConfig::dense_map)
   std::vector<CaseResult> cases;
+  /// 95% bootstrap intervals (LocEvalOptions::bootstrap resamples; empty / NaN when 0): per
+  /// category (same order as `model`), of the macro means, and of the macro IoU over the centre
+  /// prior's macro IoU (both from the same resamples).
+  int64_t bootstrap = 0;
+  std::vector<RowIntervals> model_ci;
+  RowIntervals model_macro_ci;
+  Interval iou_over_baseline_ci{NAN, NAN};
   /// Classification (when LocEvalOptions::classify): classes, per-image probabilities and labels
   /// (1 = the image holds the finding), the summary.
   std::vector<std::string> class_names, image_ids;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <random>
 #include <stdexcept>
 
 namespace afloc::eval {
@@ -238,6 +239,49 @@ double balanced_accuracy(const std::vector<int>& y_true, const std::vector<int>&
   std::vector<double> recall;
   for (const auto& [c, ct] : per) recall.push_back(static_cast<double>(ct.first) / static_cast<double>(ct.second));
   return nanmean(recall);
+}
+
+std::vector<std::vector<int64_t>> bootstrap_samples(int64_t n, int64_t replicates, uint64_t seed) {
+  if (n < 0 || replicates < 0) throw std::invalid_argument("bootstrap_samples: negative size");
+  std::mt19937_64 rng(seed);
+  std::vector<std::vector<int64_t>> out(static_cast<size_t>(replicates));
+  if (n == 0) return out;
+  std::uniform_int_distribution<int64_t> pick(0, n - 1);
+  for (auto& s : out) {
+    s.resize(static_cast<size_t>(n));
+    for (auto& i : s) i = pick(rng);
+  }
+  return out;
+}
+
+std::pair<std::vector<double>, double> resample_means(const std::vector<int64_t>& category, const std::vector<double>& values,
+                                                      int64_t n_categories, const std::vector<int64_t>& sample) {
+  if (category.size() != values.size()) throw std::invalid_argument("resample_means: categories and values differ in length");
+  std::vector<double> sum(static_cast<size_t>(n_categories), 0.0);
+  std::vector<int64_t> count(static_cast<size_t>(n_categories), 0);
+  for (const int64_t i : sample) {
+    const auto k = static_cast<size_t>(i);
+    if (k >= values.size()) throw std::invalid_argument("resample_means: case index out of range");
+    const int64_t c = category[k];
+    if (c < 0 || c >= n_categories) throw std::invalid_argument("resample_means: category out of range");
+    if (std::isnan(values[k])) continue;
+    sum[static_cast<size_t>(c)] += values[k];
+    ++count[static_cast<size_t>(c)];
+  }
+  std::vector<double> means(static_cast<size_t>(n_categories), kNaN);
+  for (size_t c = 0; c < means.size(); ++c)
+    if (count[c] > 0) means[c] = sum[c] / static_cast<double>(count[c]);
+  return {means, nanmean(means)};
+}
+
+Interval percentile_interval(std::vector<double> v) {
+  v.erase(std::remove_if(v.begin(), v.end(), [](double x) { return !std::isfinite(x); }), v.end());
+  const auto r = static_cast<double>(v.size());
+  // compute_cis(confidence_level=0.05): int(level / 2 * R) - 1 and int((1 - level / 2) * R) - 1
+  const auto lo = static_cast<int64_t>(0.05 / 2 * r) - 1, hi = static_cast<int64_t>((1 - 0.05 / 2) * r) - 1;
+  if (lo < 0) return {kNaN, kNaN};
+  std::sort(v.begin(), v.end());
+  return {v[static_cast<size_t>(lo)], v[static_cast<size_t>(hi)]};
 }
 
 }  // namespace afloc::eval

@@ -54,6 +54,26 @@ double roc_auc(const std::vector<double>& scores, const std::vector<int>& labels
 /// occur in y_true. NaN for empty input.
 double balanced_accuracy(const std::vector<int>& y_true, const std::vector<int>& y_pred);
 
+/// A confidence interval (NaN bounds when it cannot be computed).
+struct Interval {
+  double lower, upper;
+};
+
+/// Bootstrap resamples as the authors' `bootci` draws them (localization/common.py): `replicates`
+/// index lists, each `n` draws with replacement from 0..n-1 over all cases of all categories
+/// together. Seeded std::mt19937_64, so a seed gives the same intervals on every machine (numpy's
+/// generator cannot be reproduced, so the values differ from theirs within the bootstrap's noise).
+std::vector<std::vector<int64_t>> bootstrap_samples(int64_t n, int64_t replicates, uint64_t seed = 0);
+/// Per-category means of `values` over one resample (`category[i]` in 0..n_categories-1; NaN values
+/// left out, as pandas' mean does; NaN for a category the resample missed), and their macro mean
+/// over the categories that have one.
+std::pair<std::vector<double>, double> resample_means(const std::vector<int64_t>& category, const std::vector<double>& values,
+                                                      int64_t n_categories, const std::vector<int64_t>& sample);
+/// The authors' percentile interval of replicate statistics (`compute_cis` at confidence level
+/// 0.05): sorted, lower = [int(0.025 R) - 1], upper = [int(0.975 R) - 1], R the number of finite
+/// replicates (NaN ones dropped). NaN bounds when R < 40 (the lower index would be below 0).
+Interval percentile_interval(std::vector<double> replicate_values);
+
 /// Accumulates per-category localization results (MONAI-style update/aggregate/reset).
 class LocalizationMetric {
  public:
