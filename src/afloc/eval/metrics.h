@@ -61,8 +61,9 @@ struct Interval {
 
 /// Bootstrap resamples as the authors' `bootci` draws them (localization/common.py): `replicates`
 /// index lists, each `n` draws with replacement from 0..n-1 over all cases of all categories
-/// together. Seeded std::mt19937_64, so a seed gives the same intervals on every machine (numpy's
-/// generator cannot be reproduced, so the values differ from theirs within the bootstrap's noise).
+/// together. Seeded std::mt19937_64 reduced modulo n, so a seed gives the same intervals with every
+/// compiler and standard library (numpy's generator cannot be reproduced, so the values differ
+/// from theirs within the bootstrap's noise).
 std::vector<std::vector<int64_t>> bootstrap_samples(int64_t n, int64_t replicates, uint64_t seed = 0);
 /// Per-category means of `values` over one resample (`category[i]` in 0..n_categories-1; NaN values
 /// left out, as pandas' mean does; NaN for a category the resample missed), and their macro mean
