@@ -139,15 +139,15 @@ void bootstrap_intervals(LocEvalResult& res, int64_t replicates, uint64_t seed) 
   const auto samples = bootstrap_samples(static_cast<int64_t>(res.cases.size()), replicates, seed);
   // replicate statistics: [metric][category or k = macro][replicate]
   std::vector<std::vector<std::vector<double>>> rep(3, std::vector<std::vector<double>>(static_cast<size_t>(k + 1)));
-  std::vector<double> ratio;
+  const std::vector<double>* series[3] = {&hit, &iou, &cnr};
+  std::vector<double> ratio;  // macro IoU over the prior's macro IoU, same resample
   for (const auto& s : samples) {
-    const std::vector<double>* series[3] = {&hit, &iou, &cnr};
     for (size_t m = 0; m < 3; ++m) {
       const auto [means, macro] = resample_means(category, *series[m], k, s);
       for (int64_t c = 0; c < k; ++c) rep[m][static_cast<size_t>(c)].push_back(means[static_cast<size_t>(c)]);
       rep[m][static_cast<size_t>(k)].push_back(macro);
-      if (m == 1) ratio.push_back(macro / resample_means(category, base_iou, k, s).second);
     }
+    ratio.push_back(rep[1][static_cast<size_t>(k)].back() / resample_means(category, base_iou, k, s).second);
   }
   auto row = [&rep](size_t c) {
     return RowIntervals{percentile_interval(rep[0][c]), percentile_interval(rep[1][c]), percentile_interval(rep[2][c])};
