@@ -156,6 +156,58 @@ TEST(Loss, TermsSwitchOffForAblations) {
   EXPECT_NEAR(part.total.item<double>(), full.sentence.item<double>(), 1e-6);
 }
 
+// The region-report term against a plain loop: for image b and caption k, a smooth maximum over
+// b's regions of their cosine with k's report vector; cross-entropy both ways as the global term.
+TEST(Loss, RegionReportTermEqualsThePlainLoopAndIsOffByDefault) {
+  torch::manual_seed(5);
+  const int64_t b = 3, dim = 8, h = 2, w = 3;
+  const torch::Tensor deep = torch::randn({b, dim, h, w}), rep = torch::randn({b, dim});
+  const double gamma = 7.0, temp3 = 10.0;
+  const auto got = loss::region_report_loss(deep, rep, gamma, temp3);
+  std::vector<double> scores(static_cast<size_t>(b * b));
+  for (int64_t i = 0; i < b; ++i)
+    for (int64_t k = 0; k < b; ++k) {
+      double acc = 0;
+      for (int64_t y = 0; y < h; ++y)
+        for (int64_t x = 0; x < w; ++x) {
+          const torch::Tensor v = deep[i].select(1, y).select(1, x);
+          const double c = (v.dot(rep[k]) / (v.norm() * rep[k].norm())).item<double>();
+          acc += std::exp(gamma * c);
+        }
+      scores[static_cast<size_t>(i * b + k)] = std::log(acc / static_cast<double>(h * w)) / gamma * temp3;
+      EXPECT_NEAR(got.scores[i][k].item<double>(), scores[static_cast<size_t>(i * b + k)], 1e-4);
+    }
+  double l0 = 0, l1 = 0;
+  for (int64_t i = 0; i < b; ++i) {
+    double row = 0, col = 0;
+    for (int64_t k = 0; k < b; ++k) {
+      row += std::exp(scores[static_cast<size_t>(i * b + k)]);
+      col += std::exp(scores[static_cast<size_t>(k * b + i)]);
+    }
+    l0 += std::log(row) - scores[static_cast<size_t>(i * b + i)];
+    l1 += std::log(col) - scores[static_cast<size_t>(i * b + i)];
+  }
+  EXPECT_NEAR(got.loss0.item<double>(), l0 / b, 1e-4);
+  EXPECT_NEAR(got.loss1.item<double>(), l1 / b, 1e-4);
+  // A large gamma pools like the maximum region.
+  const auto sharp = loss::region_report_loss(deep, rep, 1e4, 1.0);
+  const torch::Tensor cos_max =
+      torch::einsum("bdn,kd->bkn", {deep.flatten(2) / deep.flatten(2).norm(2, 1, true), rep / rep.norm(2, 1, true)}).amax(2);
+  EXPECT_LT((sharp.scores - cos_max).abs().max().item<double>(), 1e-3);
+
+  const torch::Tensor s = torch::randn({b, dim, 4, 4}), g = torch::randn({b, dim});
+  const torch::Tensor wd = torch::randn({b, dim, 6}), se = torch::randn({b, dim, 4});
+  const torch::Tensor wl = torch::tensor({6, 3, 2}), sl = torch::tensor({4, 2, 2});
+  model::LossConfig c;
+  EXPECT_FALSE(loss::alignment_loss(s, deep, g, wd, wl, se, sl, rep, c).region.defined());
+  const double without = loss::alignment_loss(s, deep, g, wd, wl, se, sl, rep, c).total.item<double>();
+  c.region_report_weight = 0.5;
+  c.region_report_gamma = gamma;
+  const auto with = loss::alignment_loss(s, deep, g, wd, wl, se, sl, rep, c);
+  EXPECT_NEAR(with.region.item<double>(), 0.5 * (l0 + l1) / b, 1e-4);
+  EXPECT_NEAR(with.total.item<double>(), without + with.region.item<double>(), 1e-4);
+}
+
 struct TinySetup {
   text::Vocab vocab;
   model::AflocConfig cfg;

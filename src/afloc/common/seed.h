@@ -14,4 +14,10 @@ inline uint64_t mix_seed(uint64_t a, uint64_t b) {
   return z ^ (z >> 31);
 }
 
+/// A uniform index in [0, n) from one 64-bit draw (n > 0). A plain modulo rather than
+/// std::uniform_int_distribution, whose mapping differs between libstdc++, libc++ and MSVC: every
+/// seeded choice in afloc (epoch order, captions, bootstrap resamples) must be the same wherever it
+/// is built. The modulo's bias, n / 2^64, is far below anything these draws feed.
+inline uint64_t index_below(uint64_t draw, uint64_t n) { return draw % n; }
+
 }  // namespace afloc

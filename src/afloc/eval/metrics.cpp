@@ -1,6 +1,7 @@
 #include "afloc/eval/metrics.h"
 
 #include "afloc/common/error.h"
+#include "afloc/common/seed.h"
 
 #include <algorithm>
 #include <cmath>
@@ -246,13 +247,11 @@ std::vector<std::vector<int64_t>> bootstrap_samples(int64_t n, int64_t replicate
   std::mt19937_64 rng(seed);
   std::vector<std::vector<int64_t>> out(static_cast<size_t>(replicates));
   if (n == 0) return out;
-  // mt19937_64's stream is fixed by the standard, std::uniform_int_distribution's mapping is not
-  // (libstdc++, libc++ and MSVC differ): a plain modulo keeps the draws the same everywhere; its
-  // bias, n / 2^64, is far below the bootstrap's own noise.
+  // mt19937_64's stream is fixed by the standard; index_below keeps the draws the same everywhere.
   const auto m = static_cast<uint64_t>(n);
   for (auto& s : out) {
     s.resize(static_cast<size_t>(n));
-    for (auto& i : s) i = static_cast<int64_t>(rng() % m);
+    for (auto& i : s) i = static_cast<int64_t>(index_below(rng(), m));
   }
   return out;
 }

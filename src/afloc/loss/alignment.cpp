@@ -1,5 +1,7 @@
 #include "afloc/loss/alignment.h"
 
+#include <cmath>
+
 #include "afloc/model/image_encoder.h"
 #include "afloc/model/text_encoder.h"
 
@@ -131,6 +133,25 @@ GlobalLossResult global_loss(const torch::Tensor& image, const torch::Tensor& re
   return res;
 }
 
+GlobalLossResult region_report_loss(const torch::Tensor& deep, const torch::Tensor& report, double gamma,
+                                    double temp3) {
+  TORCH_CHECK(deep.dim() == 4 && report.dim() == 2 && deep.size(0) == report.size(0) && deep.size(1) == report.size(1),
+              "region-report loss needs (B, D, h, w) regions and (B, D) report vectors, got ", deep.sizes(), " and ",
+              report.sizes());
+  TORCH_CHECK(gamma > 0, "loss.region_report_gamma must be > 0, got ", gamma);
+  const torch::Tensor regions = deep.flatten(2);  // (B, D, N)
+  const int64_t n = regions.size(2);
+  const torch::Tensor rn = regions / regions.norm(2, 1, true).clamp_min(kCosEps);
+  const torch::Tensor tn = report / report.norm(2, 1, true).clamp_min(kCosEps);
+  const torch::Tensor cos = torch::einsum("bdn,kd->bkn", {rn, tn});  // (B images, B captions, N)
+  GlobalLossResult res;
+  res.scores = (torch::logsumexp(cos * gamma, 2) - std::log(static_cast<double>(n))) / gamma * temp3;
+  const torch::Tensor labels = labels_for(deep.size(0), deep.device());
+  res.loss0 = F::cross_entropy(res.scores, labels);
+  res.loss1 = F::cross_entropy(res.scores.t(), labels);
+  return res;
+}
+
 AlignmentLoss alignment_loss(const torch::Tensor& shallow, const torch::Tensor& deep,
                              const torch::Tensor& global, const torch::Tensor& words,
                              const torch::Tensor& word_lens, const torch::Tensor& sentences,
@@ -153,6 +174,11 @@ AlignmentLoss alignment_loss(const torch::Tensor& shallow, const torch::Tensor& 
     const auto l = local_loss(deep, sentences, sent_lens, lo, c.skip_negated ? sent_negated : torch::Tensor());
     out.sentence = (l.loss0 + l.loss1) * c.sentence_weight;
     terms.push_back(out.sentence);
+  }
+  if (c.region_report_weight > 0) {
+    const auto g = region_report_loss(deep, report, c.region_report_gamma, c.temp3);
+    out.region = (g.loss0 + g.loss1) * c.region_report_weight;
+    terms.push_back(out.region);
   }
   if (c.use_word) {
     const auto l = local_loss(shallow, words, word_lens, lo);

@@ -54,6 +54,13 @@ struct GlobalLossResult {
 GlobalLossResult global_loss(const torch::Tensor& image, const torch::Tensor& report,
                              double temp3 = 10.0);
 
+/// Region–report multiple-instance term (model config loss.region_report_weight; not in the
+/// authors' method). deep (B, D, h, w), report (B, D). score[b, k] = log mean_r exp(gamma cos(v_d[b, r],
+/// t_r[k])) / gamma: a smooth maximum over image b's regions, the mean (not the sum) so that a
+/// uniform map scores its cosine whatever the map's side. CE over temp3 * score both ways.
+GlobalLossResult region_report_loss(const torch::Tensor& deep, const torch::Tensor& report, double gamma,
+                                    double temp3 = 10.0);
+
 /// The three terms and their weighted sum; a term switched off in the config is an undefined
 /// tensor and does not enter the total.
 struct AlignmentLoss {
@@ -61,6 +68,7 @@ struct AlignmentLoss {
   torch::Tensor word;      ///< (loss0 + loss1) * word_weight: shallow regions x words
   torch::Tensor sentence;  ///< deep regions x sentences
   torch::Tensor report;    ///< global vector x report vector
+  torch::Tensor region;    ///< deep regions x report vector (loss.region_report_weight > 0 only)
 };
 
 AlignmentLoss alignment_loss(const model::ImageEmbeddings& image, const model::TextEmbeddings& text,

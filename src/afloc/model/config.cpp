@@ -88,6 +88,8 @@ void parse_loss(const json& j, LossConfig& c, const std::string& path) {
   get(j, "temp2", c.temp2, path, known);
   get(j, "temp3", c.temp3, path, known);
   get(j, "skip_negated", c.skip_negated, path, known);
+  get(j, "region_report_weight", c.region_report_weight, path, known);
+  get(j, "region_report_gamma", c.region_report_gamma, path, known);
   reject_unknown(j, known, path);
 }
 
@@ -226,7 +228,9 @@ void to_json(nlohmann::json& j, const AflocConfig& c) {
         {"temp1", c.loss.temp1},
         {"temp2", c.loss.temp2},
         {"temp3", c.loss.temp3},
-        {"skip_negated", c.loss.skip_negated}}},
+        {"skip_negated", c.loss.skip_negated},
+        {"region_report_weight", c.loss.region_report_weight},
+        {"region_report_gamma", c.loss.region_report_gamma}}},
   };
 }
 

@@ -51,6 +51,13 @@ struct LossConfig {
   /// `paper`): a text encoder trained from scratch otherwise learns a finding's name mostly from
   /// sentences that deny it, aligned with films that do not show it (docs/training.md).
   bool skip_negated = false;
+  /// Region–report term (0 = off; not in the authors' method, off in `paper`): the zero-shot
+  /// heatmap's own reading, deep regions against the report vector, trained as multiple-instance
+  /// contrast. An image's score for a caption is the log-sum-exp pool over its regions of
+  /// region_report_gamma * cos(v_d[r], t_r), scaled to temp3 and contrasted both ways over the batch
+  /// like the global term (docs/training.md).
+  double region_report_weight = 0.0;
+  double region_report_gamma = 10.0;
 };
 
 /// Tokenizer settings stored with a model.

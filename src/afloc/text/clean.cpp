@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "afloc/common/seed.h"
 #include "afloc/text/unicode.h"
 
 namespace afloc::text {
@@ -100,15 +101,19 @@ std::string join_caption(const std::vector<std::string>& sentences) {
 std::string sample_caption(const std::vector<std::string>& sentences, std::mt19937_64& rng) {
   if (sentences.empty()) return "";
   if (sentences.size() < 2) return sentences[0];
-  const auto n = static_cast<int64_t>(sentences.size());
-  // numpy randint(1, n) draws from [1, n-1]; choice(..., replace=False) is a random ordered subset.
-  std::uniform_int_distribution<int64_t> count_dist(1, n - 1);
-  const int64_t k = count_dist(rng);
+  const auto n = static_cast<uint64_t>(sentences.size());
+  // numpy randint(1, n) draws k from [1, n-1]; choice(..., k, replace=False) is a random ordered
+  // k-subset: the first k steps of a Fisher-Yates shuffle. Drawn with index_below, not
+  // std::uniform_int_distribution / std::shuffle, so that a seed gives the same captions with every
+  // standard library.
+  const uint64_t k = 1 + index_below(rng(), n - 1);
   std::vector<size_t> order(sentences.size());
   std::iota(order.begin(), order.end(), 0);
-  std::shuffle(order.begin(), order.end(), rng);
   std::vector<std::string> chosen;
-  for (int64_t i = 0; i < k; ++i) chosen.push_back(sentences[order[static_cast<size_t>(i)]]);
+  for (uint64_t i = 0; i < k; ++i) {
+    std::swap(order[i], order[i + index_below(rng(), n - i)]);
+    chosen.push_back(sentences[order[i]]);
+  }
   return join_caption(chosen);
 }
 

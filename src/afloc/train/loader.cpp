@@ -52,7 +52,7 @@ std::vector<int64_t> BatchLoader::epoch_order(int64_t epoch) const {
   uint64_t state = mix_seed(o_.seed, static_cast<uint64_t>(epoch) + 1);
   for (int64_t i = n - 1; i > 0; --i) {
     state = mix_seed(state, static_cast<uint64_t>(i));
-    const int64_t j = static_cast<int64_t>(state % static_cast<uint64_t>(i + 1));
+    const auto j = static_cast<int64_t>(index_below(state, static_cast<uint64_t>(i + 1)));
     std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(j)]);
   }
   return order;
@@ -149,7 +149,7 @@ Batch BatchLoader::build(int64_t epoch, int64_t index) {
           }
         }
         if (attempt > 20) throw Error("too many unreadable images in a row; last: " + std::string(e.what()));
-        sample = static_cast<int64_t>(mix_seed(static_cast<uint64_t>(sample), static_cast<uint64_t>(attempt)) % static_cast<uint64_t>(n));
+        sample = static_cast<int64_t>(index_below(mix_seed(static_cast<uint64_t>(sample), static_cast<uint64_t>(attempt)), static_cast<uint64_t>(n)));
       }
     }
     b.samples.push_back(sample);
