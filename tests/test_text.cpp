@@ -291,6 +291,13 @@ TEST(Config, PresetWithOverridesAndStrictErrors) {
   EXPECT_NE(msg(R"({"preset": "huge"})").find("unknown model preset 'huge'"), std::string::npos);
   EXPECT_NE(msg(R"({"loss": {"use_word": false, "use_sentence": false, "use_report": false}})").find("at least one"),
             std::string::npos);
+  EXPECT_NE(msg(R"({"loss": {"region_report_weight": -1}})").find("loss.region_report_weight = -1.0: must be >= 0"), std::string::npos);
+  EXPECT_NE(msg(R"({"loss": {"region_report_gamma": 0}})").find("loss.region_report_gamma = 0.0: must be > 0"), std::string::npos);
+  const AflocConfig mil = parse_config(R"({"preset": "tiny", "loss": {"region_report_weight": 0.5, "region_report_gamma": 4}})", "x.json");
+  const AflocConfig back = parse_config(config_to_string(mil), "<test>");
+  EXPECT_DOUBLE_EQ(back.loss.region_report_weight, 0.5);
+  EXPECT_DOUBLE_EQ(back.loss.region_report_gamma, 4.0);
+  EXPECT_EQ(preset("paper").loss.region_report_weight, 0.0);
   EXPECT_THROW(load_config("/nonexistent/run.json"), Error);
 }
 

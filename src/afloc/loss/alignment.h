@@ -61,7 +61,7 @@ GlobalLossResult global_loss(const torch::Tensor& image, const torch::Tensor& re
 GlobalLossResult region_report_loss(const torch::Tensor& deep, const torch::Tensor& report, double gamma,
                                     double temp3 = 10.0);
 
-/// The three terms and their weighted sum; a term switched off in the config is an undefined
+/// The terms and their weighted sum; a term switched off in the config is an undefined
 /// tensor and does not enter the total.
 struct AlignmentLoss {
   torch::Tensor total;

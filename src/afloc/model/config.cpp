@@ -146,6 +146,12 @@ void AflocConfig::validate() const {
   if (!loss.use_word && !loss.use_sentence && !loss.use_report) {
     bad("loss", "all terms off", "at least one of use_word/use_sentence/use_report must be on");
   }
+  if (!(loss.region_report_weight >= 0)) {
+    bad("loss.region_report_weight", json(loss.region_report_weight).dump(), "must be >= 0 (0 = off)");
+  }
+  if (!(loss.region_report_gamma > 0)) {
+    bad("loss.region_report_gamma", json(loss.region_report_gamma).dump(), "must be > 0");
+  }
   if (deep_side() < 1) bad("image_size", std::to_string(image_size), "too small for the ResNet");
 }
 
