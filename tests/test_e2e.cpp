@@ -216,6 +216,53 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
   EXPECT_EQ(jd["classification"].dump(), j["classification"].dump());
 }
 
+// Ensembles (-M repeated): the models' normalised heatmaps and probabilities averaged. A model with
+// itself reproduces the single model; two models of different seeds give, per film and class, the
+// mean of their probabilities; models of different map sides are an error naming them.
+TEST_F(E2E, EvaluatePhantomAveragesAnEnsemble) {
+  const std::string a = tmp("run_ens_a"), b = tmp("run_ens_b");
+  const std::string ea = tmp("ens_a"), eb = tmp("ens_b"), eaa = tmp("ens_aa"), eab = tmp("ens_ab");
+  for (const auto& [run, seed] : {std::pair<std::string, int>{a, 0}, {b, 1}})
+    ASSERT_EQ(run_cli("--log-level warn train -d " + world_ + "/mimic-cxr-jpg -o " + run + " -b 8 --max-steps 2 --no-validate -s " +
+                      std::to_string(seed)).code, 0);
+  auto eval = [&](const std::string& models, const std::string& out) {
+    const CliRun r = run_cli("--log-level warn eval-phantom " + models + " -w " + world_ + " -o " + out + " --overlays 0 --bootstrap 0 --json");
+    EXPECT_EQ(r.code, 0) << r.out;
+    return r.code == 0 ? nlohmann::json::parse(r.out) : nlohmann::json();
+  };
+  const auto ja = eval("-M " + a, ea), jb = eval("-M " + b, eb);
+  const auto jaa = eval("-M " + a + " -r " + a, eaa), jab = eval("-M " + a + " -M " + b, eab);
+  ASSERT_FALSE(ja.is_null() || jb.is_null() || jaa.is_null() || jab.is_null());
+  EXPECT_EQ(ja["models"].get<int64_t>(), 1);
+  EXPECT_EQ(jab["models"].get<int64_t>(), 2);
+  EXPECT_EQ(jaa["macro"].dump(), ja["macro"].dump());
+  EXPECT_EQ(jaa["categories"].dump(), ja["categories"].dump());
+  EXPECT_NE(read(eab + "/table.txt").find("averaged over 2 models"), std::string::npos);
+  const data::CsvTable pa = data::read_csv(ea + "/classification.csv"), pb = data::read_csv(eb + "/classification.csv"),
+                       pab = data::read_csv(eab + "/classification.csv");
+  ASSERT_EQ(pab.rows.size(), pa.rows.size());
+  ASSERT_GT(pab.rows.size(), 0u);
+  double max_diff = 0, max_gap = 0;
+  for (size_t r = 0; r < pab.rows.size(); ++r)
+    for (size_t c = 0; c < pab.header.size(); ++c) {
+      if (pab.header[c].rfind("p:", 0) != 0) continue;
+      const double x = std::stod(pa.at(r, c)), y = std::stod(pb.at(r, c)), m = std::stod(pab.at(r, c));
+      max_diff = std::max(max_diff, std::abs(m - 0.5 * (x + y)));
+      max_gap = std::max(max_gap, std::abs(x - y));
+    }
+  EXPECT_LT(max_diff, 2e-6);  // classification.csv holds 6 decimals
+  EXPECT_GT(max_gap, 1e-3);   // the two seeds' models do differ
+  // A model with another deep-map side (128-px input: 8x8) cannot join the average.
+  const std::string c = tmp("run_ens_c"), cfg = tmp("ens_small.json");
+  std::ofstream(cfg) << R"({"preset": "tiny", "image_size": 128, "upsample_size": 0})";
+  ASSERT_EQ(run_cli("--log-level warn train --model-config " + cfg + " -d " + world_ + "/mimic-cxr-jpg -o " + c +
+                    " -b 8 --max-steps 1 --no-validate").code, 0);
+  const CliRun bad = run_cli("--log-level warn eval-phantom -M " + a + " -M " + c + " -w " + world_ + " -o " + tmp("ens_bad") +
+                             " --overlays 0 --bootstrap 0");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.out.find("model 2's deep map is 8 cells a side, model 1's 10"), std::string::npos) << bad.out;
+}
+
 nlohmann::json last_json(const std::string& out) {
   const size_t at = out.rfind("\n{");
   return nlohmann::json::parse(out.substr(at == std::string::npos ? out.find('{') : at + 1));

@@ -15,7 +15,8 @@ namespace afloc::cli {
 namespace {
 
 struct EvalCli {
-  std::string checkpoint, run, world, out = "eval";
+  std::vector<std::string> models;
+  std::string run, world, out = "eval";
   std::vector<std::string> splits = {"test"};
   eval::LocEvalOptions loc;
   bool json = false, no_classify = false, dense_map = false;
@@ -30,8 +31,9 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
                                "Zero-shot localization on a phantom world's hidden masks: pointing-game hit rate,\n"
                                "5-threshold mean IoU, Dice and CNR per finding, next to a centre-prior baseline;\n"
                                "zero-shot classification AUROC per finding");
-  c->add_option("-M,--model,-k,--checkpoint", o->checkpoint,
-                 "Model: a model directory (afloc import/export), a checkpoint directory, or a run directory");
+  c->add_option("-M,--model,-k,--checkpoint", o->models,
+                 "Model: a model directory (afloc import/export), a checkpoint directory, or a run directory; repeat it\n"
+                 "for an ensemble (heatmaps and probabilities averaged over the models, e.g. runs of several seeds)");
   c->add_option("-r,--run", o->run, "Run directory: use its latest checkpoint (same as --model RUN)");
   c->add_option("-w,--world", o->world, "Phantom world directory (afloc synth --out)")->required();
   c->add_option("--split", o->splits, "Ground-truth splits: test and/or unseen");
@@ -50,24 +52,32 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
   o->cache.add_to(c);
   c->callback([o, &g] {
     apply_global(g);
-    const std::string ck = !o->checkpoint.empty() ? o->checkpoint : o->run;
-    if (ck.empty()) throw Error("eval-phantom: give --model DIR (a model directory, checkpoint or run)");
-    auto tm = io::load_model(ck, torch::Device(g.device));
-    if (o->dense_map) tm.model->set_dense_map(true);
-    tm.model->optimize_for_inference();
+    std::vector<std::string> cks = o->models;
+    if (!o->run.empty()) cks.push_back(o->run);
+    if (cks.empty()) throw Error("eval-phantom: give --model DIR (a model directory, checkpoint or run)");
+    std::vector<model::AflocModel> nets;
+    for (const auto& ck : cks) {
+      auto tm = io::load_model(ck, torch::Device(g.device));
+      if (o->dense_map) tm.model->set_dense_map(true);
+      tm.model->optimize_for_inference();
+      nets.push_back(tm.model);
+    }
     const auto images = eval::read_phantom_ground_truth(o->world, o->splits);
     if (images.empty()) throw Error(o->world + ": no ground-truth images in the requested splits");
     o->loc.overlays_dir = o->loc.n_overlays > 0 ? (std::filesystem::path(o->out) / "overlays").string() : "";
     o->loc.progress = log::level() <= log::Level::kInfo;
     o->loc.classify = !o->no_classify;
     o->loc.prompt_cache_dir = o->cache.resolved();
-    const auto r = eval::evaluate_localization(tm.model, images, o->loc);
+    const auto r = eval::evaluate_localization(nets, images, o->loc);
     const std::string table = eval::write_localization_report(r, o->out);
     if (o->json) {
       std::printf("%s", read_file((std::filesystem::path(o->out) / "metrics.json").string()).c_str());
       return;
     }
-    std::printf("checkpoint %s on %s (%zu images)\n%s", ck.c_str(), o->world.c_str(), images.size(), table.c_str());
+    std::string names;
+    for (const auto& ck : cks) names += (names.empty() ? "" : " + ") + ck;
+    std::printf("%s %s on %s (%zu images)\n%s", cks.size() > 1 ? "ensemble" : "checkpoint", names.c_str(), o->world.c_str(),
+                images.size(), table.c_str());
   });
 }
 

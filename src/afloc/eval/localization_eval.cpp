@@ -161,27 +161,39 @@ void bootstrap_intervals(LocEvalResult& res, int64_t replicates, uint64_t seed) 
 }  // namespace
 
 LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<GtImage>& images, const LocEvalOptions& o) {
+  std::vector<model::AflocModel> nets{net};
+  return evaluate_localization(nets, images, o);
+}
+
+LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const std::vector<GtImage>& images,
+                                    const LocEvalOptions& o) {
+  if (nets.empty()) throw Error("evaluate_localization: no model");
   torch::NoGradGuard ng;
-  net->eval();
-  const torch::Device dev = net->device();
-  const int64_t S = net->config().image_size, E = o.eval_size;
-  // One report vector per category prompt; the classification head from the authors' prompt sets.
-  infer::PromptEncoder encoder(net, o.prompt_cache_dir);
+  const int64_t E = o.eval_size;
+  LocEvalResult res;
+  res.map_side = nets[0]->config().deep_side();
+  res.dense_map = nets[0]->config().dense_map;
+  res.n_models = static_cast<int64_t>(nets.size());
+  for (size_t k = 1; k < nets.size(); ++k)
+    if (nets[k]->config().deep_side() != res.map_side)
+      throw Error("ensemble: model " + std::to_string(k + 1) + "'s deep map is " + std::to_string(nets[k]->config().deep_side()) +
+                  " cells a side, model 1's " + std::to_string(res.map_side) + ": averaged heatmaps need one map side");
   std::set<std::string> cats;
   for (const auto& im : images)
     for (const auto& [cat, m] : im.instances) cats.insert(cat);
-  std::map<std::string, torch::Tensor> query;
-  for (const auto& cat : cats) query[cat] = encoder.encode(prompt_for(o.prompt_template, cat));
-  LocEvalResult res;
-  infer::ClassHead head;
-  if (o.classify && !cats.empty()) {
-    res.class_names.assign(cats.begin(), cats.end());
-    head = infer::build_class_head(encoder, infer::cxr_bank(res.class_names));
+  if (o.classify && !cats.empty()) res.class_names.assign(cats.begin(), cats.end());
+  // Per model: one report vector per category prompt and the classification head from the authors'
+  // prompt sets (each model has its own text encoder and vocabulary).
+  std::vector<std::map<std::string, torch::Tensor>> query(nets.size());
+  std::vector<infer::ClassHead> heads(nets.size());
+  for (size_t k = 0; k < nets.size(); ++k) {
+    nets[k]->eval();
+    infer::PromptEncoder encoder(nets[k], o.prompt_cache_dir);
+    for (const auto& cat : cats) query[k][cat] = encoder.encode(prompt_for(o.prompt_template, cat));
+    if (!res.class_names.empty()) heads[k] = infer::build_class_head(encoder, infer::cxr_bank(res.class_names));
   }
   const torch::Tensor prior = infer::normalize(centre_prior(E), infer::margin_pixels(o.heatmap, E));
   const Map prior_map = to_map(prior);
-  res.map_side = net->config().deep_side();
-  res.dense_map = net->config().dense_map;
   const auto peaks = peak_pixels(res.map_side, res.map_side, E, o.heatmap);
 
   LocalizationMetric mm, bm;
@@ -190,19 +202,28 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
   std::vector<cv::Mat> tiles;
   for (size_t start = 0; start < images.size(); start += static_cast<size_t>(o.batch)) {
     const size_t end = std::min(images.size(), start + static_cast<size_t>(o.batch));
-    std::vector<torch::Tensor> batch;
-    std::vector<data::Gray8> shown;
+    std::vector<data::Gray8> gray, shown;
     for (size_t i = start; i < end; ++i) {
-      const data::Gray8 g = data::read_gray8(images[i].image);
-      batch.push_back(data::preprocess(g, S));
-      shown.push_back(data::resize_pad(g, E));
+      gray.push_back(data::read_gray8(images[i].image));
+      shown.push_back(data::resize_pad(gray.back(), E));
     }
-    const model::ImageEmbeddings emb = net->encode_images(torch::stack(batch).to(dev), /*with_shallow=*/false);
-    const torch::Tensor deep = emb.deep.to(torch::kFloat);
-    TORCH_CHECK(deep.size(2) == res.map_side && deep.size(3) == res.map_side, "deep map ", deep.sizes(),
-                " but the config's deep side is ", res.map_side);
+    // Each model's deep map of the batch; an ensemble averages the models' probabilities, and
+    // below their normalised heatmaps.
+    std::vector<torch::Tensor> deeps;
     torch::Tensor prob;
-    if (!res.class_names.empty()) prob = infer::class_probabilities(emb.global.to(torch::kFloat), head).cpu().to(torch::kDouble).contiguous();
+    for (size_t k = 0; k < nets.size(); ++k) {
+      std::vector<torch::Tensor> batch;
+      for (const auto& g : gray) batch.push_back(data::preprocess(g, nets[k]->config().image_size));
+      const model::ImageEmbeddings emb = nets[k]->encode_images(torch::stack(batch).to(nets[k]->device()), /*with_shallow=*/false);
+      deeps.push_back(emb.deep.to(torch::kFloat));
+      TORCH_CHECK(deeps.back().size(2) == res.map_side && deeps.back().size(3) == res.map_side, "deep map ", deeps.back().sizes(),
+                  " but the config's deep side is ", res.map_side);
+      if (!res.class_names.empty()) {
+        const torch::Tensor p = infer::class_probabilities(emb.global.to(torch::kFloat), heads[k]).cpu().to(torch::kDouble);
+        prob = prob.defined() ? prob + p : p;
+      }
+    }
+    if (prob.defined()) prob = (prob / static_cast<double>(nets.size())).contiguous();
     for (size_t i = start; i < end; ++i) {
       const auto& im = images[i];
       if (prob.defined()) {
@@ -224,8 +245,13 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
           for (size_t p = 0; p < m.pixels.size(); ++p) it->second.pixels[p] |= m.pixels[p];
       }
       for (const auto& [cat, m] : masks) {
-        const torch::Tensor sim = infer::similarity_map(deep[static_cast<int64_t>(i - start)], query.at(cat)).cpu();
-        const torch::Tensor heat = infer::heatmap(sim, E, o.heatmap);
+        torch::Tensor heat;
+        for (size_t k = 0; k < nets.size(); ++k) {
+          const torch::Tensor sim = infer::similarity_map(deeps[k][static_cast<int64_t>(i - start)], query[k].at(cat)).cpu();
+          const torch::Tensor h = infer::heatmap(sim, E, o.heatmap);
+          heat = heat.defined() ? heat + h : h;
+        }
+        if (nets.size() > 1) heat = heat / static_cast<double>(nets.size());
         const Map hm = to_map(heat), gm = mask_map(m);
         const auto model = mm.update(cat, gm, hm), base = bm.update(cat, gm, prior_map);
         bool reachable = false;
@@ -325,6 +351,7 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
                 static_cast<long long>(r.map_side), static_cast<long long>(r.map_side),
                 r.dense_map ? "; shift-and-stitched map (--dense-map)" : "");
   t << line;
+  if (r.n_models > 1) t << "ensemble: heatmaps and probabilities averaged over " << r.n_models << " models\n";
   if (r.bootstrap > 0) {
     const auto& c = r.model_macro_ci;
     std::snprintf(line, sizeof line,
@@ -336,6 +363,7 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
   }
   j["map_side"] = r.map_side;
   j["dense_map"] = r.dense_map;
+  j["models"] = r.n_models;
   j["macro"] = {{"n", r.model_macro.n},
                 {"hit_rate", number_or_null(r.model_macro.hit_rate)},
                 {"hit_ceiling", number_or_null(r.hit_ceiling_macro)},

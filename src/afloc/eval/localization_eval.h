@@ -63,6 +63,7 @@ struct LocEvalResult {
   double hit_ceiling_macro = 0;
   int64_t map_side = 0;  ///< side of the deep map the heatmaps come from
   bool dense_map = false;  ///< the map was shift-and-stitched (model::AflocConfig::dense_map)
+  int64_t n_models = 1;    ///< models whose heatmaps and probabilities were averaged
   std::vector<CaseResult> cases;
   /// 95% bootstrap intervals (LocEvalOptions::bootstrap resamples; empty / NaN when 0): per
   /// category (same order as `model`), of the macro means, and of the macro IoU over the centre
@@ -96,6 +97,11 @@ std::pair<std::vector<int64_t>, std::vector<int64_t>> peak_pixels(int64_t h, int
 torch::Tensor centre_prior(int64_t size);
 
 LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<GtImage>& images,
+                                    const LocEvalOptions& options);
+/// An ensemble: every model's heatmap (normalised as SPEC §4) averaged per image and prompt, and
+/// their classification probabilities averaged. The models may differ in everything but the deep
+/// map's side (error otherwise); one model gives exactly the single-model result.
+LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const std::vector<GtImage>& images,
                                     const LocEvalOptions& options);
 
 /// Writes metrics.json, cases.csv, table.txt (and classification.csv) into out_dir; returns the
