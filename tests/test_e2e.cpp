@@ -561,6 +561,86 @@ TEST_F(E2E, ClassifyWritesScoresMetricsAndUsesThePromptCache) {
   EXPECT_NE(nomodel.out.find("vocab.txt"), std::string::npos) << nomodel.out;
 }
 
+// localize and classify with -M repeated: the ensemble's heatmaps and probabilities are the means
+// of the single models' (one of them with another input size and map side).
+TEST_F(E2E, LocalizeAndClassifyAverageAnEnsemble) {
+  const std::string a = tmp("run_lens_a"), b = tmp("run_lens_b"), cfg = tmp("lens_small.json");
+  std::ofstream(cfg) << R"({"preset": "tiny", "image_size": 128, "upsample_size": 0})";
+  ASSERT_EQ(run_cli("--log-level warn train -d " + world_ + "/mimic-cxr-jpg -o " + a + " -b 8 --max-steps 2 --no-validate -s 0").code, 0);
+  ASSERT_EQ(run_cli("--log-level warn train --model-config " + cfg + " -d " + world_ + "/mimic-cxr-jpg -o " + b +
+                    " -b 8 --max-steps 2 --no-validate -s 1").code, 0);
+  const auto images = test_images(world_, tmp("lens_labels") + ".csv", {"Pleural Effusion", "Cardiomegaly"});
+  ASSERT_GE(images.size(), 3u);
+  const std::string inputs = images[0] + " " + images[1] + " " + images[2];
+  auto localize = [&](const std::string& models, const std::string& out) {
+    const CliRun r = run_cli("--log-level warn localize " + models + " -f \"Pleural Effusion\" -p \"Heart size is enlarged.\" " + inputs +
+                             " --all --size 96 -o " + out);
+    EXPECT_EQ(r.code, 0) << r.out;
+    std::map<std::string, nlohmann::json> recs;  // "image|prompt" -> record
+    std::istringstream lines(read(out + "/results.jsonl"));
+    std::string line;
+    while (std::getline(lines, line)) {
+      const auto j = nlohmann::json::parse(line);
+      recs[j["image"].get<std::string>() + "|" + j["prompt"].get<std::string>()] = j;
+    }
+    return std::make_pair(r, recs);
+  };
+  const std::string out_a = tmp("lens_a"), out_b = tmp("lens_b"), out_ab = tmp("lens_ab");
+  const auto [ra, la] = localize("-M " + a, out_a);
+  const auto [rb, lb] = localize("-M " + b, out_b);
+  const auto [rab, lab] = localize("-M " + a + " -M " + b, out_ab);
+  EXPECT_NE(rab.out.find("ensemble of 2 models"), std::string::npos) << rab.out;
+  ASSERT_EQ(lab.size(), 6u);
+  ASSERT_EQ(la.size(), 6u);
+  ASSERT_EQ(lb.size(), 6u);
+  double max_diff = 0, max_gap = 0, p_diff = 0;
+  for (const auto& [key, j] : lab) {
+    EXPECT_EQ(j["options"]["models"].get<int64_t>(), 2);
+    const auto h = io::load_npy(j["files"]["heatmap_npy"].get<std::string>());
+    const auto ha = io::load_npy(la.at(key)["files"]["heatmap_npy"].get<std::string>());
+    const auto hb = io::load_npy(lb.at(key)["files"]["heatmap_npy"].get<std::string>());
+    ASSERT_EQ(h.size(), 96u * 96u);
+    ASSERT_EQ(ha.size(), h.size());
+    ASSERT_EQ(hb.size(), h.size());
+    for (size_t i = 0; i < h.size(); ++i) {
+      ASSERT_EQ(std::isnan(h[i]), std::isnan(ha[i])) << key << " pixel " << i;
+      if (std::isnan(h[i])) continue;
+      max_diff = std::max(max_diff, std::abs(static_cast<double>(h[i]) - 0.5 * (ha[i] + hb[i])));
+      max_gap = std::max(max_gap, std::abs(static_cast<double>(ha[i]) - hb[i]));
+    }
+    p_diff = std::max(p_diff, std::abs(j["probability"].get<double>() -
+                                       0.5 * (la.at(key)["probability"].get<double>() + lb.at(key)["probability"].get<double>())));
+  }
+  EXPECT_LT(max_diff, 1e-6);
+  EXPECT_GT(max_gap, 1e-2);  // the two models' maps do differ
+  EXPECT_LT(p_diff, 1e-6);  // float probabilities
+  const auto opts = nlohmann::json::parse(read(out_ab + "/options.json"));
+  ASSERT_TRUE(opts["model"].is_array());
+  EXPECT_EQ(opts["model"].size(), 2u);
+  EXPECT_TRUE(nlohmann::json::parse(read(out_a + "/options.json"))["model"].is_string());
+
+  // classify: scores.csv of the ensemble = the mean of the single models' (6 decimals).
+  auto classify = [&](const std::string& models, const std::string& out) {
+    const CliRun r = run_cli("--log-level warn classify " + models + " --categories \"Pleural Effusion,Cardiomegaly\" " + inputs + " -o " + out);
+    EXPECT_EQ(r.code, 0) << r.out;
+    return data::read_csv(out + "/scores.csv");
+  };
+  const data::CsvTable ca = classify("-M " + a, tmp("lcls_a")), cb = classify("-M " + b, tmp("lcls_b")),
+                       cab = classify("-M " + a + " -M " + b, tmp("lcls_ab"));
+  ASSERT_EQ(cab.rows.size(), 3u);
+  double c_diff = 0, c_gap = 0;
+  for (size_t r = 0; r < cab.rows.size(); ++r) {
+    EXPECT_EQ(cab.at(r, 0), ca.at(r, 0));
+    for (size_t c = 1; c < cab.header.size(); ++c) {
+      const double x = std::stod(ca.at(r, c)), y = std::stod(cb.at(r, c));
+      c_diff = std::max(c_diff, std::abs(std::stod(cab.at(r, c)) - 0.5 * (x + y)));
+      c_gap = std::max(c_gap, std::abs(x - y));
+    }
+  }
+  EXPECT_LT(c_diff, 2e-6);
+  EXPECT_GT(c_gap, 1e-4);
+}
+
 TEST_F(E2E, LocalizeGatesMasksByPresenceAndDrawsGroundTruthBoxes) {
   const std::string run = tmp("run_gate");
   ASSERT_EQ(run_cli("--log-level warn train -d " + world_ + "/mimic-cxr-jpg -o " + run + " -b 8 --max-steps 1 --no-validate").code, 0);

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "afloc/common/error.h"
 #include "afloc/infer/classifier.h"
 #include "afloc/infer/localizer.h"
 #include "afloc/infer/prompt_encoder.h"
@@ -18,12 +19,16 @@ namespace fs = std::filesystem;
 namespace afloc::test {
 namespace {
 
-model::AflocModel tiny_model(uint64_t seed) {
+model::AflocModel tiny_model(uint64_t seed, int64_t image_size = 0) {
   static const text::Vocab vocab =
       text::build_wordpiece_vocab({"findings suggesting small left pleural effusion pneumothorax no heart size is normal"}, {});
   torch::manual_seed(seed);
   model::AflocConfig c = model::preset("tiny");
   c.bert.vocab_size = vocab.size();
+  if (image_size > 0) {  // another input size, read without the resize inside the model
+    c.image_size = image_size;
+    c.upsample_size = 0;
+  }
   model::AflocModel net(c, vocab);
   net->eval();
   return net;
@@ -129,6 +134,57 @@ TEST(Localizer, PresenceGatesRegionsUnlessAll) {
   // The same probabilities as the classifier on the same image.
   const torch::Tensor p = infer::class_probabilities(infer::global_embeddings(net, {im}), head);
   EXPECT_NEAR(r[1].probability, p[0][1].item<double>(), 1e-6);
+}
+
+data::Gray8 pattern_image(int width, int height) {
+  data::Gray8 im;
+  im.width = width;
+  im.height = height;
+  im.pixels.resize(static_cast<size_t>(width * height));
+  for (size_t i = 0; i < im.pixels.size(); ++i) im.pixels[i] = static_cast<uint8_t>((i * 37 + i / 50) % 251);
+  return im;
+}
+
+// An ensemble's heatmap is the mean of its models' normalised heatmaps and its probability the mean
+// of theirs; the models may differ in input size and map side; a model with itself is that model.
+TEST(Localizer, EnsembleAveragesTheModelsHeatmapsAndProbabilities) {
+  auto a = tiny_model(11), b = tiny_model(12, 96);
+  ASSERT_NE(a->config().deep_side(), b->config().deep_side());
+  infer::PromptEncoder ea(a), eb(b);
+  const std::vector<std::string> prompts = {"Findings suggesting pneumothorax.", "Findings suggesting pleural effusion."};
+  infer::PromptBank bank;
+  for (const auto& p : prompts) bank.classes.push_back(infer::presence_prompts(p));
+  const infer::ClassHead ha = infer::build_class_head(ea, bank), hb = infer::build_class_head(eb, bank);
+  const std::vector<data::Gray8> images = {pattern_image(80, 64), pattern_image(50, 90)};
+  infer::LocalizeOptions o;
+  o.size = 64;
+  o.batch = 1;  // two batches
+  o.all = true;
+  const auto ra = infer::Localizer(a, o, ea).run(images, {"x", "y"}, prompts, &ha);
+  const auto rb = infer::Localizer(b, o, eb).run(images, {"x", "y"}, prompts, &hb);
+  const auto both = infer::Localizer({a, b}, o, {&ea, &eb}).run(images, {"x", "y"}, prompts, {ha, hb});
+  const auto self = infer::Localizer({a, a}, o, {&ea, &ea}).run(images, {"x", "y"}, prompts, {ha, ha});
+  ASSERT_EQ(both.size(), 4u);
+  ASSERT_EQ(self.size(), 4u);
+  for (size_t i = 0; i < both.size(); ++i) {
+    const std::string at = "case " + std::to_string(i);
+    EXPECT_EQ(both[i].image, ra[i].image);
+    EXPECT_EQ(both[i].prompt, ra[i].prompt);
+    EXPECT_FALSE(torch::allclose(ra[i].heatmap.nan_to_num(0), rb[i].heatmap.nan_to_num(0), 1e-3, 1e-3)) << at;
+    expect_close(at, both[i].heatmap.nan_to_num(0), ((ra[i].heatmap + rb[i].heatmap) / 2).nan_to_num(0), 1e-6);
+    EXPECT_EQ(torch::isnan(both[i].heatmap).sum().item<int64_t>(), torch::isnan(ra[i].heatmap).sum().item<int64_t>()) << at;
+    EXPECT_NEAR(both[i].probability, (ra[i].probability + rb[i].probability) / 2, 1e-6) << at;
+    EXPECT_NE(ra[i].probability, rb[i].probability) << at;
+    const int64_t arg = torch::argmax(both[i].heatmap.nan_to_num(-2)).item<int64_t>();
+    EXPECT_EQ(both[i].peak_y * o.size + both[i].peak_x, arg) << at;
+    EXPECT_FALSE(both[i].regions.empty()) << at;
+    EXPECT_TRUE(torch::equal(self[i].heatmap.nan_to_num(0), ra[i].heatmap.nan_to_num(0))) << at;
+    EXPECT_NEAR(self[i].probability, ra[i].probability, 1e-7) << at;
+    EXPECT_EQ(self[i].peak_x, ra[i].peak_x) << at;
+    EXPECT_EQ(self[i].peak_y, ra[i].peak_y) << at;
+  }
+  EXPECT_THROW(infer::Localizer({a, b}, o, {&ea}), Error);
+  EXPECT_THROW(infer::Localizer({a, b}, o, {&ea, &eb}).run(images, {"x", "y"}, prompts, &ha), c10::Error);
 }
 
 TEST(ImageEncoder, InferenceLayoutMatchesThePlainForward) {

@@ -25,7 +25,8 @@ namespace afloc::cli {
 namespace {
 
 struct ClassifyCli {
-  std::string model, bank = "chexpert5", prompt_file, mode, labels, out = "classify";
+  std::vector<std::string> models;
+  std::string bank = "chexpert5", prompt_file, mode, labels, out = "classify";
   std::vector<std::string> categories, inputs;
   int64_t batch = 16;
   double threshold = 0.5;
@@ -85,7 +86,11 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
   for (const auto& n : infer::builtin_bank_names()) banks += (banks.empty() ? "" : ", ") + n;
   auto* c = app.add_subcommand("classify", "Zero-shot diagnosis of images with prompt banks (per-class probabilities,\n"
                                            "AUROC / balanced accuracy against a labels CSV)");
-  c->add_option("-M,--model", o->model, "Model directory, training checkpoint or run directory")->required();
+  c->add_option("-M,--model", o->models,
+                 "Model directory, training checkpoint or run directory; repeat it for an ensemble (probabilities\n"
+                 "averaged over the models, each with its own text encoder)")
+      ->required()
+      ->allow_extra_args(false);
   c->add_option("--bank", o->bank, "Built-in prompt bank: " + banks);
   c->add_option("--categories", o->categories,
                 "Chest X-ray categories, comma-separated (prompts built as the authors' table)")
@@ -106,15 +111,23 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
     const infer::PromptBank bank = choose_bank(*o);
     const auto images = expand_inputs(o->inputs);
     if (images.empty()) throw Error("classify: no images found in the inputs");
-    io::LoadedModel m = io::load_model(o->model, torch::Device(g.device));
-    m.model->optimize_for_inference();
-    infer::PromptEncoder encoder(m.model, o->cache.resolved());
-    const infer::ClassHead head = infer::build_class_head(encoder, bank);
-    log::info("prompt bank '" + bank.name + "': " + std::to_string(bank.classes.size()) + " classes, " +
-              std::to_string(encoder.computed()) + " prompts encoded, " + std::to_string(encoder.hits()) + " from cache" +
-              (encoder.cache_file().empty() ? "" : " (" + encoder.cache_file() + ")"));
+    std::vector<model::AflocModel> nets;
+    std::vector<std::string> sources;
+    std::vector<infer::ClassHead> heads;  // one per model: each encodes the bank with its own text side
+    for (const auto& path : o->models) {
+      io::LoadedModel m = io::load_model(path, torch::Device(g.device));
+      m.model->optimize_for_inference();
+      infer::PromptEncoder encoder(m.model, o->cache.resolved());
+      heads.push_back(infer::build_class_head(encoder, bank));
+      nets.push_back(m.model);
+      sources.push_back(m.source);
+      log::info("prompt bank '" + bank.name + "': " + std::to_string(bank.classes.size()) + " classes, " +
+                std::to_string(encoder.computed()) + " prompts encoded, " + std::to_string(encoder.hits()) + " from cache" +
+                (encoder.cache_file().empty() ? "" : " (" + encoder.cache_file() + ")"));
+    }
+    const infer::ClassHead& head = heads[0];
     fs::create_directories(o->out);
-    nlohmann::ordered_json echo{{"model", m.source},
+    nlohmann::ordered_json echo{{"model", sources.size() == 1 ? nlohmann::ordered_json(sources[0]) : nlohmann::ordered_json(sources)},
                                 {"bank", bank_json(bank)},
                                 {"threshold", o->threshold},
                                 {"batch", o->batch}};
@@ -132,7 +145,14 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
       const ImageBatch batch = read_images(images, start, start + static_cast<size_t>(o->batch), failed, bar);
       const auto& names = batch.names;
       if (names.empty()) continue;
-      const torch::Tensor p = infer::class_probabilities(infer::global_embeddings(m.model, batch.images), head).cpu().to(torch::kDouble);
+      // An ensemble's probability is the mean of its models'.
+      torch::Tensor p;
+      for (size_t k = 0; k < nets.size(); ++k) {
+        const torch::Tensor pk =
+            infer::class_probabilities(infer::global_embeddings(nets[k], batch.images), heads[k]).cpu().to(torch::kDouble);
+        p = p.defined() ? p + pk : pk;
+      }
+      if (nets.size() > 1) p = (p / static_cast<double>(nets.size())).contiguous();
       for (size_t k = 0; k < names.size(); ++k) {
         std::vector<double> row(p[static_cast<int64_t>(k)].data_ptr<double>(),
                                 p[static_cast<int64_t>(k)].data_ptr<double>() + p.size(1));
@@ -161,8 +181,9 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
     for (const auto& [img, why] : failed) jsonl << nlohmann::ordered_json{{"image", img}, {"error", why}}.dump() << "\n";
     jsonl.close();
     write_file_atomic((fs::path(o->out) / "scores.csv").string(), csv);
-    std::printf("classified %zu images x %zu classes (%s) -> %s/scores.csv, results.jsonl\n", done.size(), head.names.size(),
-                infer::to_string(bank.mode).c_str(), o->out.c_str());
+    std::printf("classified %zu images x %zu classes (%s%s) -> %s/scores.csv, results.jsonl\n", done.size(), head.names.size(),
+                infer::to_string(bank.mode).c_str(),
+                nets.size() > 1 ? (", mean of " + std::to_string(nets.size()) + " models").c_str() : "", o->out.c_str());
 
     if (!o->labels.empty() && !done.empty()) {
       const eval::ClassLabels lab = eval::read_class_labels(o->labels, head.names);

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -29,7 +30,8 @@ namespace afloc::cli {
 namespace {
 
 struct LocalizeCli {
-  std::string model, prompt_file, out = "localize", prompt_template = "Findings suggesting {finding}.", boxes;
+  std::vector<std::string> models;
+  std::string prompt_file, out = "localize", prompt_template = "Findings suggesting {finding}.", boxes;
   std::vector<std::string> prompts, findings, inputs;
   infer::LocalizeOptions o;
   bool no_npy = false, no_masks = false, dense_map = false;
@@ -100,8 +102,9 @@ std::vector<std::string> read_prompt_file(const std::string& path) {
   return out;
 }
 
-nlohmann::ordered_json options_json(const infer::LocalizeOptions& o, bool dense_map) {
-  return {{"size", o.size},
+nlohmann::ordered_json options_json(const infer::LocalizeOptions& o, bool dense_map, size_t n_models) {
+  return {{"models", n_models},
+          {"size", o.size},
           {"dense_map", dense_map},
           {"sigma", o.heatmap.sigma},
           {"truncate", o.heatmap.truncate},
@@ -121,7 +124,11 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
   auto* c = app.add_subcommand("localize",
                                "Heatmaps, masks and boxes for text prompts on images (PNG, JPEG, DICOM; files, folders,\n"
                                ".csv with an image column, .txt lists)");
-  c->add_option("-M,--model", o->model, "Model directory, training checkpoint or run directory")->required();
+  c->add_option("-M,--model", o->models,
+                 "Model directory, training checkpoint or run directory; repeat it for an ensemble (heatmaps and\n"
+                 "presence probabilities averaged over the models, e.g. runs of several seeds)")
+      ->required()
+      ->allow_extra_args(false);
   c->add_option("-p,--prompt", o->prompts, "Prompt (repeatable), e.g. \"Findings suggesting pneumothorax.\"")
       ->allow_extra_args(false);
   c->add_option("--prompt-file", o->prompt_file, "Prompts: one per line, or a .json array of strings");
@@ -180,19 +187,34 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
     }
     const auto images = expand_inputs(o->inputs);
     if (images.empty()) throw Error("localize: no images found in the inputs");
-    io::LoadedModel m = io::load_model(o->model, torch::Device(g.device));
-    if (o->dense_map) m.model->set_dense_map(true);
-    m.model->optimize_for_inference();
-    infer::PromptEncoder encoder(m.model, o->cache.resolved());
-    infer::Localizer loc(m.model, o->o, encoder);
-    const infer::ClassHead presence = infer::build_class_head(encoder, presence_bank);
+    // Each model with its own prompt encoder (text encoder and vocabulary) and presence head.
+    std::vector<model::AflocModel> nets;
+    std::vector<std::string> sources;
+    for (const auto& path : o->models) {
+      io::LoadedModel m = io::load_model(path, torch::Device(g.device));
+      if (o->dense_map) m.model->set_dense_map(true);
+      m.model->optimize_for_inference();
+      nets.push_back(m.model);
+      sources.push_back(m.source);
+    }
+    // The encoders keep a reference to their model: made once `nets` no longer grows.
+    std::vector<std::unique_ptr<infer::PromptEncoder>> encoders;
+    std::vector<infer::PromptEncoder*> encoder_ptrs;
+    std::vector<infer::ClassHead> presence;
+    for (auto& net : nets) {
+      encoders.push_back(std::make_unique<infer::PromptEncoder>(net, o->cache.resolved()));
+      encoder_ptrs.push_back(encoders.back().get());
+      presence.push_back(infer::build_class_head(*encoders.back(), presence_bank));
+    }
+    infer::Localizer loc(nets, o->o, encoder_ptrs);
+    const std::string ensemble_line = nets.size() > 1 ? "\nmean of " + std::to_string(nets.size()) + " models" : "";
     fs::create_directories(o->out);
     nlohmann::ordered_json presence_json = nlohmann::ordered_json::object();
     for (const auto& c : presence_bank.classes) presence_json[c.name] = {{"pos", c.pos}, {"neg", c.neg}};
-    nlohmann::ordered_json echo{{"model", m.source},
+    nlohmann::ordered_json echo{{"model", sources.size() == 1 ? nlohmann::ordered_json(sources[0]) : nlohmann::ordered_json(sources)},
                                 {"prompts", prompts},
                                 {"presence_prompts", presence_json},
-                                {"options", options_json(o->o, o->dense_map)}};
+                                {"options", options_json(o->o, o->dense_map, nets.size())}};
     write_file_atomic((fs::path(o->out) / "options.json").string(), echo.dump(2) + "\n");
     std::ofstream jsonl(fs::path(o->out) / "results.jsonl");
     Failures failed;
@@ -205,7 +227,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
       const ImageBatch batch = read_images(images, start, start + chunk, failed, bar);
       if (batch.images.empty()) continue;
       const auto& grey = batch.images;
-      const auto results = loc.run(grey, batch.names, prompts, &presence);
+      const auto results = loc.run(grey, batch.names, prompts, presence);
       for (size_t k = 0; k < results.size(); ++k) {
         const auto& r = results[k];
         const data::Gray8& src = grey[k / prompts.size()];
@@ -233,8 +255,8 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
           gt.push_back({m4[0], m4[1], m4[2], m4[3]});
         }
         char title[200];
-        std::snprintf(title, sizeof title, "%s\np(present) = %.2f: %s%s", r.prompt.c_str(), r.probability,
-                      r.present ? "present" : "absent", gt.empty() ? "" : "\ngreen: ground truth");
+        std::snprintf(title, sizeof title, "%s\np(present) = %.2f: %s%s%s", r.prompt.c_str(), r.probability,
+                      r.present ? "present" : "absent", ensemble_line.c_str(), gt.empty() ? "" : "\ngreen: ground truth");
         infer::write_overlay(base.string() + "_overlay.png", data::resize_pad(src, o->o.size), r.heatmap, title, gt);
         files["heatmap_png"] = base.string() + "_heatmap.png";
         files["overlay_png"] = base.string() + "_overlay.png";
@@ -266,7 +288,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
                                    {"peak", {{"x", r.peak_x}, {"y", r.peak_y}, {"value", r.peak}}},
                                    {"regions", regions},
                                    {"files", files},
-                                   {"options", options_json(o->o, o->dense_map)}};
+                                   {"options", options_json(o->o, o->dense_map, nets.size())}};
         jsonl << rec.dump() << "\n";
         ++records;
       }
@@ -277,8 +299,9 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
       jsonl << rec.dump() << "\n";
     }
     jsonl.close();
-    std::printf("localized %zu images x %zu prompts -> %s (results.jsonl: %lld records)\n", images.size() - failed.size(),
-                prompts.size(), o->out.c_str(), static_cast<long long>(records));
+    std::printf("localized %zu images x %zu prompts%s -> %s (results.jsonl: %lld records)\n", images.size() - failed.size(),
+                prompts.size(), nets.size() > 1 ? (", ensemble of " + std::to_string(nets.size()) + " models").c_str() : "",
+                o->out.c_str(), static_cast<long long>(records));
     report_failures(failed, images.size());
   });
 }

@@ -57,47 +57,75 @@ void write_png(const std::string& path, const cv::Mat& m) {
 }  // namespace
 
 Localizer::Localizer(model::AflocModel& net, LocalizeOptions options, PromptEncoder& prompts)
-    : net_(net), o_(std::move(options)), prompts_(prompts) {
+    : Localizer(std::vector<model::AflocModel>{net}, std::move(options), std::vector<PromptEncoder*>{&prompts}) {}
+
+Localizer::Localizer(std::vector<model::AflocModel> nets, LocalizeOptions options, std::vector<PromptEncoder*> prompts)
+    : nets_(std::move(nets)), o_(std::move(options)), prompts_(std::move(prompts)) {
   validate(o_.heatmap);
+  if (nets_.empty()) throw Error("localize: no model");
+  if (prompts_.size() != nets_.size()) throw Error("localize: one prompt encoder per model");
   if (o_.size < 16) throw Error("localize: size " + std::to_string(o_.size) + " is too small");
   if (o_.batch < 1) throw Error("localize: batch must be >= 1");
 }
 
 std::vector<Localization> Localizer::run(const std::vector<data::Gray8>& images, const std::vector<std::string>& names,
                                          const std::vector<std::string>& prompts, const ClassHead* presence) {
+  TORCH_CHECK(nets_.size() == 1 || !presence, "an ensemble needs one presence head per model");
+  return run(images, names, prompts, presence ? std::vector<ClassHead>{*presence} : std::vector<ClassHead>{});
+}
+
+std::vector<Localization> Localizer::run(const std::vector<data::Gray8>& images, const std::vector<std::string>& names,
+                                         const std::vector<std::string>& prompts, const std::vector<ClassHead>& presence) {
   TORCH_CHECK(images.size() == names.size(), "one name per image");
-  TORCH_CHECK(!presence || (presence->mode == ClassifyMode::kBinary && presence->names.size() == prompts.size()),
-              "presence head: binary, one class per prompt");
-  const torch::Tensor queries = prompts_.encode(prompts);  // (P, D)
+  TORCH_CHECK(presence.empty() || presence.size() == nets_.size(), "one presence head per model");
+  for (const auto& head : presence)
+    TORCH_CHECK(head.mode == ClassifyMode::kBinary && head.names.size() == prompts.size(),
+                "presence head: binary, one class per prompt");
+  const size_t n_models = nets_.size();
+  std::vector<torch::Tensor> queries;  // per model (P, D)
+  for (size_t k = 0; k < n_models; ++k) queries.push_back(prompts_[k]->encode(prompts));
   std::vector<std::string> cleaned;
   for (const auto& p : prompts) cleaned.push_back(text::clean_prompt(p));
   std::vector<Localization> out;
-  const int64_t s = net_->config().image_size;
   for (size_t start = 0; start < images.size(); start += static_cast<size_t>(o_.batch)) {
     const size_t end = std::min(images.size(), start + static_cast<size_t>(o_.batch));
-    std::vector<torch::Tensor> batch;
-    for (size_t i = start; i < end; ++i) batch.push_back(data::preprocess(images[i], s));
     torch::InferenceMode guard;
-    const model::ImageEmbeddings emb = net_->encode_images(torch::stack(batch).to(net_->device()), /*with_shallow=*/false);
-    const torch::Tensor deep = emb.deep.to(torch::kFloat);
+    // Per model: the deep maps of the batch, and the presence probabilities summed over the models.
+    std::vector<torch::Tensor> deeps;
     torch::Tensor prob;
-    if (presence) prob = class_probabilities(emb.global.to(torch::kFloat), *presence).cpu();
+    for (size_t k = 0; k < n_models; ++k) {
+      const int64_t s = nets_[k]->config().image_size;
+      std::vector<torch::Tensor> batch;
+      for (size_t i = start; i < end; ++i) batch.push_back(data::preprocess(images[i], s));
+      const model::ImageEmbeddings emb = nets_[k]->encode_images(torch::stack(batch).to(nets_[k]->device()), /*with_shallow=*/false);
+      deeps.push_back(emb.deep.to(torch::kFloat));
+      if (!presence.empty()) {
+        const torch::Tensor p = class_probabilities(emb.global.to(torch::kFloat), presence[k]).cpu();
+        prob = prob.defined() ? prob + p : p;
+      }
+    }
+    if (prob.defined() && n_models > 1) prob = prob / static_cast<double>(n_models);
     for (size_t i = start; i < end; ++i) {
       const auto b = static_cast<int64_t>(i - start);
-      // All prompts' raw maps at once: (P, D) x (D, h, w) -> (P, h, w).
-      const torch::Tensor sims = torch::einsum("dhw,pd->phw", {deep[b], queries}).cpu();
+      // Each model's raw maps for all prompts at once: (P, D) x (D, h, w) -> (P, h, w).
+      std::vector<torch::Tensor> sims;
+      for (size_t k = 0; k < n_models; ++k) sims.push_back(torch::einsum("dhw,pd->phw", {deeps[k][b], queries[k]}).cpu());
       for (size_t q = 0; q < prompts.size(); ++q) {
         Localization l;
         l.image = names[i];
         l.prompt = prompts[q];
         l.cleaned_prompt = cleaned[q];
-        l.heatmap = heatmap(sims[static_cast<int64_t>(q)], o_.size, o_.heatmap);  // a fresh tensor (normalize copies)
+        for (size_t k = 0; k < n_models; ++k) {
+          const torch::Tensor h = heatmap(sims[k][static_cast<int64_t>(q)], o_.size, o_.heatmap);
+          l.heatmap = l.heatmap.defined() ? l.heatmap + h : h;
+        }
+        if (n_models > 1) l.heatmap = l.heatmap / static_cast<double>(n_models);
         const torch::Tensor filled = torch::nan_to_num(l.heatmap, -std::numeric_limits<float>::infinity());
         const int64_t arg = torch::argmax(filled).item<int64_t>();
         l.peak_y = arg / o_.size;
         l.peak_x = arg % o_.size;
         l.peak = l.heatmap.flatten()[arg].item<double>();
-        if (presence) {
+        if (prob.defined()) {
           l.probability = prob[b][static_cast<int64_t>(q)].item<double>();
           l.present = l.probability > o_.present_threshold;
         }

@@ -53,17 +53,26 @@ class Localizer {
  public:
   /// Prompt vectors come from (and are cached by) `prompts`.
   Localizer(model::AflocModel& net, LocalizeOptions options, PromptEncoder& prompts);
+  /// An ensemble: each model with its own prompt encoder (its text encoder and vocabulary). Every
+  /// (image, prompt) heatmap is the mean of the models' heatmaps, each computed and normalised as
+  /// SPEC §4 at the output size (so the models may differ in input size and map side), and the
+  /// presence probability the mean of theirs. One model gives exactly the single-model result.
+  Localizer(std::vector<model::AflocModel> nets, LocalizeOptions options, std::vector<PromptEncoder*> prompts);
   /// Heatmaps for every (image, prompt), image-major; images are 8-bit grey of any size. With a
   /// presence head (binary mode, one class per prompt, in order) each result carries its
   /// probability, from the same forward pass.
   std::vector<Localization> run(const std::vector<data::Gray8>& images, const std::vector<std::string>& names,
                                 const std::vector<std::string>& prompts, const ClassHead* presence = nullptr);
+  /// The same for an ensemble, with one presence head per model (empty = none).
+  std::vector<Localization> run(const std::vector<data::Gray8>& images, const std::vector<std::string>& names,
+                                const std::vector<std::string>& prompts, const std::vector<ClassHead>& presence);
   const LocalizeOptions& options() const { return o_; }
+  size_t size() const { return nets_.size(); }
 
  private:
-  model::AflocModel& net_;
+  std::vector<model::AflocModel> nets_;
   LocalizeOptions o_;
-  PromptEncoder& prompts_;
+  std::vector<PromptEncoder*> prompts_;
 };
 
 /// The presence test of a free-text prompt: positive = the prompt, negative = the authors'
