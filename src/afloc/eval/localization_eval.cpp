@@ -174,10 +174,10 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
   res.map_side = nets[0]->config().deep_side();
   res.dense_map = nets[0]->config().dense_map;
   res.n_models = static_cast<int64_t>(nets.size());
+  // Heatmaps are averaged at the evaluation size, so models with other map sides can join; the
+  // pointing game then has no single ceiling (map_side 0).
   for (size_t k = 1; k < nets.size(); ++k)
-    if (nets[k]->config().deep_side() != res.map_side)
-      throw Error("ensemble: model " + std::to_string(k + 1) + "'s deep map is " + std::to_string(nets[k]->config().deep_side()) +
-                  " cells a side, model 1's " + std::to_string(res.map_side) + ": averaged heatmaps need one map side");
+    if (nets[k]->config().deep_side() != res.map_side) res.map_side = 0;
   std::set<std::string> cats;
   for (const auto& im : images)
     for (const auto& [cat, m] : im.instances) cats.insert(cat);
@@ -194,7 +194,8 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
   }
   const torch::Tensor prior = infer::normalize(centre_prior(E), infer::margin_pixels(o.heatmap, E));
   const Map prior_map = to_map(prior);
-  const auto peaks = peak_pixels(res.map_side, res.map_side, E, o.heatmap);
+  const auto peaks = res.map_side > 0 ? peak_pixels(res.map_side, res.map_side, E, o.heatmap)
+                                       : std::pair<std::vector<int64_t>, std::vector<int64_t>>{};
 
   LocalizationMetric mm, bm;
   ProgressBar bar("evaluate", static_cast<int64_t>(images.size()), "img", o.progress);
@@ -216,8 +217,9 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
       for (const auto& g : gray) batch.push_back(data::preprocess(g, nets[k]->config().image_size));
       const model::ImageEmbeddings emb = nets[k]->encode_images(torch::stack(batch).to(nets[k]->device()), /*with_shallow=*/false);
       deeps.push_back(emb.deep.to(torch::kFloat));
-      TORCH_CHECK(deeps.back().size(2) == res.map_side && deeps.back().size(3) == res.map_side, "deep map ", deeps.back().sizes(),
-                  " but the config's deep side is ", res.map_side);
+      const int64_t side = nets[k]->config().deep_side();
+      TORCH_CHECK(deeps.back().size(2) == side && deeps.back().size(3) == side, "deep map ", deeps.back().sizes(),
+                  " but the config's deep side is ", side);
       if (!res.class_names.empty()) {
         const torch::Tensor p = infer::class_probabilities(emb.global.to(torch::kFloat), heads[k]).cpu().to(torch::kDouble);
         prob = prob.defined() ? prob + p : p;
@@ -307,8 +309,10 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
   t << line << std::string(std::strlen(line) - 1, '-') << "\n";
   auto row = [&](const std::string& name, const LocalizationMetric::Summary& m, double ceiling,
                  const LocalizationMetric::Summary& b) {
-    std::snprintf(line, sizeof line, "%-22s %5lld | %8.3f %8.3f %8.3f %8.3f %8.3f | %8.3f %8.3f %8.2f\n", name.c_str(),
-                  static_cast<long long>(m.n), m.hit_rate, ceiling, m.iou, m.dice, m.cnr, b.hit_rate, b.iou,
+    char ceil[16] = "-";  // no ceiling: another interpolation, or an ensemble of map sides
+    if (!std::isnan(ceiling)) std::snprintf(ceil, sizeof ceil, "%.3f", ceiling);
+    std::snprintf(line, sizeof line, "%-22s %5lld | %8.3f %8s %8.3f %8.3f %8.3f | %8.3f %8.3f %8.2f\n", name.c_str(),
+                  static_cast<long long>(m.n), m.hit_rate, ceil, m.iou, m.dice, m.cnr, b.hit_rate, b.iou,
                   b.iou > 0 ? m.iou / b.iou : std::nan(""));
     t << line;
   };
@@ -346,11 +350,15 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
   }
   t << std::string(std::strlen(line) - 1, '-') << "\n";
   row("macro mean", r.model_macro, r.hit_ceiling_macro, r.baseline_macro);
-  std::snprintf(line, sizeof line,
-                "ceiling: the highest hit rate any %lldx%lld map can reach (its arg-max lies next to a cell centre)%s\n",
-                static_cast<long long>(r.map_side), static_cast<long long>(r.map_side),
-                r.dense_map ? "; shift-and-stitched map (--dense-map)" : "");
-  t << line;
+  if (r.map_side > 0) {
+    std::snprintf(line, sizeof line,
+                  "ceiling: the highest hit rate any %lldx%lld map can reach (its arg-max lies next to a cell centre)%s\n",
+                  static_cast<long long>(r.map_side), static_cast<long long>(r.map_side),
+                  r.dense_map ? "; shift-and-stitched map (--dense-map)" : "");
+    t << line;
+  } else {
+    t << "ceiling: none (the ensemble's models have maps of different sides)\n";
+  }
   if (r.n_models > 1) t << "ensemble: heatmaps and probabilities averaged over " << r.n_models << " models\n";
   if (r.bootstrap > 0) {
     const auto& c = r.model_macro_ci;
@@ -361,7 +369,7 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
                   c.iou.upper, c.cnr.lower, c.cnr.upper, r.iou_over_baseline_ci.lower, r.iou_over_baseline_ci.upper);
     t << line;
   }
-  j["map_side"] = r.map_side;
+  j["map_side"] = r.map_side > 0 ? nlohmann::ordered_json(r.map_side) : nlohmann::ordered_json(nullptr);
   j["dense_map"] = r.dense_map;
   j["models"] = r.n_models;
   j["macro"] = {{"n", r.model_macro.n},
@@ -397,9 +405,10 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
     std::snprintf(b, sizeof b, "%.6f", v);
     return std::string(std::isnan(v) ? "" : b);
   };
+  const bool no_ceiling = std::isnan(r.hit_ceiling_macro);  // another interpolation, or mixed map sides
   for (const auto& c : r.cases) {
     csv += data::csv_row({c.id, c.category, c.hit ? "1" : "0", f(c.iou), f(c.dice), f(c.cnr), c.baseline_hit ? "1" : "0",
-                          f(c.baseline_iou), f(c.baseline_cnr), c.hit_ceiling ? "1" : "0",
+                          f(c.baseline_iou), f(c.baseline_cnr), no_ceiling ? "" : c.hit_ceiling ? "1" : "0",
                           std::to_string(c.peak_x), std::to_string(c.peak_y), f(c.peak_distance)});
   }
   write_file_atomic((fs::path(out_dir) / "cases.csv").string(), csv);

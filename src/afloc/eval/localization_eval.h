@@ -61,7 +61,7 @@ struct LocEvalResult {
   /// Pointing-game ceiling of the map's resolution per category (same order as `model`) and macro.
   std::vector<double> hit_ceiling;
   double hit_ceiling_macro = 0;
-  int64_t map_side = 0;  ///< side of the deep map the heatmaps come from
+  int64_t map_side = 0;  ///< side of the deep map the heatmaps come from (0: an ensemble of several sides)
   bool dense_map = false;  ///< the map was shift-and-stitched (model::AflocConfig::dense_map)
   int64_t n_models = 1;    ///< models whose heatmaps and probabilities were averaged
   std::vector<CaseResult> cases;
@@ -99,8 +99,8 @@ torch::Tensor centre_prior(int64_t size);
 LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<GtImage>& images,
                                     const LocEvalOptions& options);
 /// An ensemble: every model's heatmap (normalised as SPEC §4) averaged per image and prompt, and
-/// their classification probabilities averaged. The models may differ in everything but the deep
-/// map's side (error otherwise); one model gives exactly the single-model result.
+/// their classification probabilities averaged. The models may differ in anything, the deep map's
+/// side included (then no hit ceiling); one model gives exactly the single-model result.
 LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const std::vector<GtImage>& images,
                                     const LocEvalOptions& options);
 
