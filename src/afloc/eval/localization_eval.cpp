@@ -213,15 +213,13 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
     std::vector<torch::Tensor> deeps;
     torch::Tensor prob;
     for (size_t k = 0; k < nets.size(); ++k) {
-      std::vector<torch::Tensor> batch;
-      for (const auto& g : gray) batch.push_back(data::preprocess(g, nets[k]->config().image_size));
-      const model::ImageEmbeddings emb = nets[k]->encode_images(torch::stack(batch).to(nets[k]->device()), /*with_shallow=*/false);
-      deeps.push_back(emb.deep.to(torch::kFloat));
+      const model::ImageEmbeddings emb = infer::image_embeddings(nets[k], gray);
+      deeps.push_back(emb.deep);
       const int64_t side = nets[k]->config().deep_side();
       TORCH_CHECK(deeps.back().size(2) == side && deeps.back().size(3) == side, "deep map ", deeps.back().sizes(),
                   " but the config's deep side is ", side);
       if (!res.class_names.empty()) {
-        const torch::Tensor p = infer::class_probabilities(emb.global.to(torch::kFloat), heads[k]).cpu().to(torch::kDouble);
+        const torch::Tensor p = infer::class_probabilities(emb.global, heads[k]).cpu().to(torch::kDouble);
         prob = prob.defined() ? prob + p : p;
       }
     }
@@ -247,13 +245,10 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
           for (size_t p = 0; p < m.pixels.size(); ++p) it->second.pixels[p] |= m.pixels[p];
       }
       for (const auto& [cat, m] : masks) {
-        torch::Tensor heat;
-        for (size_t k = 0; k < nets.size(); ++k) {
-          const torch::Tensor sim = infer::similarity_map(deeps[k][static_cast<int64_t>(i - start)], query[k].at(cat)).cpu();
-          const torch::Tensor h = infer::heatmap(sim, E, o.heatmap);
-          heat = heat.defined() ? heat + h : h;
-        }
-        if (nets.size() > 1) heat = heat / static_cast<double>(nets.size());
+        std::vector<torch::Tensor> sims;
+        for (size_t k = 0; k < nets.size(); ++k)
+          sims.push_back(infer::similarity_map(deeps[k][static_cast<int64_t>(i - start)], query[k].at(cat)).cpu());
+        const torch::Tensor heat = infer::mean_heatmap(sims, E, o.heatmap);
         const Map hm = to_map(heat), gm = mask_map(m);
         const auto model = mm.update(cat, gm, hm), base = bm.update(cat, gm, prior_map);
         bool reachable = false;

@@ -65,10 +65,19 @@ torch::Tensor class_probabilities(const torch::Tensor& global, const ClassHead& 
 
 torch::Tensor global_embeddings(model::AflocModel& net, const std::vector<data::Gray8>& images) {
   TORCH_CHECK(!images.empty(), "global_embeddings: no images");
+  return image_embeddings(net, images).global;
+}
+
+model::ImageEmbeddings image_embeddings(model::AflocModel& net, const std::vector<data::Gray8>& images, size_t start, size_t end) {
+  end = std::min(end, images.size());
+  TORCH_CHECK(start < end, "image_embeddings: no images");
   std::vector<torch::Tensor> batch;
-  for (const auto& im : images) batch.push_back(data::preprocess(im, net->config().image_size));
+  for (size_t i = start; i < end; ++i) batch.push_back(data::preprocess(images[i], net->config().image_size));
   torch::InferenceMode guard;
-  return net->encode_images(torch::stack(batch).to(net->device()), /*with_shallow=*/false).global.to(torch::kFloat);
+  model::ImageEmbeddings e = net->encode_images(torch::stack(batch).to(net->device()), /*with_shallow=*/false);
+  e.global = e.global.to(torch::kFloat);
+  e.deep = e.deep.to(torch::kFloat);
+  return e;
 }
 
 }  // namespace afloc::infer

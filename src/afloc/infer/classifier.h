@@ -39,5 +39,9 @@ torch::Tensor class_probabilities(const torch::Tensor& global, const ClassHead& 
 /// Global image embeddings v_g (N, D) float for 8-bit grey images of any size, preprocessed as
 /// SPEC §4, encoded as one batch under InferenceMode.
 torch::Tensor global_embeddings(model::AflocModel& net, const std::vector<data::Gray8>& images);
+/// The same pass's embeddings (global and deep, float; no shallow map) of images[start, end)
+/// (end = npos: to the last), each preprocessed at the model's own input size.
+model::ImageEmbeddings image_embeddings(model::AflocModel& net, const std::vector<data::Gray8>& images, size_t start = 0,
+                                        size_t end = std::string::npos);
 
 }  // namespace afloc::infer

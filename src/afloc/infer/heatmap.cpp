@@ -133,4 +133,11 @@ torch::Tensor heatmap(const torch::Tensor& sim, int64_t size, const HeatmapOptio
                    margin_pixels(o, size), o.normalization);
 }
 
+torch::Tensor mean_heatmap(const std::vector<torch::Tensor>& sims, int64_t size, const HeatmapOptions& o) {
+  TORCH_CHECK(!sims.empty(), "mean_heatmap: no map");
+  torch::Tensor sum = heatmap(sims[0], size, o);
+  for (size_t k = 1; k < sims.size(); ++k) sum = sum + heatmap(sims[k], size, o);
+  return sims.size() > 1 ? sum / static_cast<double>(sims.size()) : sum;
+}
+
 }  // namespace afloc::infer

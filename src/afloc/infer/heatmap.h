@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <vector>
 
 namespace afloc::infer {
 
@@ -34,5 +35,8 @@ torch::Tensor normalize(const torch::Tensor& map, int64_t margin, const std::str
 int64_t margin_pixels(const HeatmapOptions& options, int64_t size);
 /// The whole path for a square output of side `size`: (h, w) raw map -> (size, size) in [-1, 1].
 torch::Tensor heatmap(const torch::Tensor& sim, int64_t size, const HeatmapOptions& options = {});
+/// An ensemble's heatmap of one image and prompt: the mean of heatmap(sim) over the models' raw
+/// maps (any sides; each normalised before the average). One map gives exactly heatmap(sim).
+torch::Tensor mean_heatmap(const std::vector<torch::Tensor>& sims, int64_t size, const HeatmapOptions& options = {});
 
 }  // namespace afloc::infer

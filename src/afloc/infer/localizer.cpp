@@ -94,13 +94,10 @@ std::vector<Localization> Localizer::run(const std::vector<data::Gray8>& images,
     std::vector<torch::Tensor> deeps;
     torch::Tensor prob;
     for (size_t k = 0; k < n_models; ++k) {
-      const int64_t s = nets_[k]->config().image_size;
-      std::vector<torch::Tensor> batch;
-      for (size_t i = start; i < end; ++i) batch.push_back(data::preprocess(images[i], s));
-      const model::ImageEmbeddings emb = nets_[k]->encode_images(torch::stack(batch).to(nets_[k]->device()), /*with_shallow=*/false);
-      deeps.push_back(emb.deep.to(torch::kFloat));
+      const model::ImageEmbeddings emb = image_embeddings(nets_[k], images, start, end);
+      deeps.push_back(emb.deep);
       if (!presence.empty()) {
-        const torch::Tensor p = class_probabilities(emb.global.to(torch::kFloat), presence[k]).cpu();
+        const torch::Tensor p = class_probabilities(emb.global, presence[k]).cpu();
         prob = prob.defined() ? prob + p : p;
       }
     }
@@ -115,11 +112,9 @@ std::vector<Localization> Localizer::run(const std::vector<data::Gray8>& images,
         l.image = names[i];
         l.prompt = prompts[q];
         l.cleaned_prompt = cleaned[q];
-        for (size_t k = 0; k < n_models; ++k) {
-          const torch::Tensor h = heatmap(sims[k][static_cast<int64_t>(q)], o_.size, o_.heatmap);
-          l.heatmap = l.heatmap.defined() ? l.heatmap + h : h;
-        }
-        if (n_models > 1) l.heatmap = l.heatmap / static_cast<double>(n_models);
+        std::vector<torch::Tensor> maps;
+        for (const auto& sim : sims) maps.push_back(sim[static_cast<int64_t>(q)]);
+        l.heatmap = mean_heatmap(maps, o_.size, o_.heatmap);
         const torch::Tensor filled = torch::nan_to_num(l.heatmap, -std::numeric_limits<float>::infinity());
         const int64_t arg = torch::argmax(filled).item<int64_t>();
         l.peak_y = arg / o_.size;

@@ -67,7 +67,6 @@ class Localizer {
   std::vector<Localization> run(const std::vector<data::Gray8>& images, const std::vector<std::string>& names,
                                 const std::vector<std::string>& prompts, const std::vector<ClassHead>& presence);
   const LocalizeOptions& options() const { return o_; }
-  size_t size() const { return nets_.size(); }
 
  private:
   std::vector<model::AflocModel> nets_;
