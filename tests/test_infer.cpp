@@ -187,6 +187,56 @@ TEST(Localizer, EnsembleAveragesTheModelsHeatmapsAndProbabilities) {
   EXPECT_THROW(infer::Localizer({a, b}, o, {&ea, &eb}).run(images, {"x", "y"}, prompts, &ha), c10::Error);
 }
 
+// The contrast reading: each prompt's heatmap is SPEC §4's heatmap of its raw map minus the mean raw
+// map of the references (the run's prompts and the extra contrast prompts), presence unchanged.
+TEST(Localizer, ContrastReadingSubtractsTheReferencesMeanMap) {
+  auto net = tiny_model(21);
+  infer::PromptEncoder enc(net);
+  const std::vector<std::string> prompts = {"Findings suggesting pneumothorax.", "Findings suggesting pleural effusion."};
+  const std::string extra = "Heart size is normal.";
+  infer::PromptBank bank;
+  for (const auto& p : prompts) bank.classes.push_back(infer::presence_prompts(p));
+  const infer::ClassHead head = infer::build_class_head(enc, bank);
+  const std::vector<data::Gray8> images = {pattern_image(80, 64), pattern_image(50, 90)};
+  infer::LocalizeOptions o;
+  o.size = 64;
+  o.all = true;
+  const auto plain = infer::Localizer(net, o, enc).run(images, {"x", "y"}, prompts, &head);
+  o.contrast = true;
+  const auto two = infer::Localizer(net, o, enc).run(images, {"x", "y"}, prompts, &head);
+  o.contrast_prompts = {extra};
+  const auto three = infer::Localizer(net, o, enc).run(images, {"x", "y"}, prompts, &head);
+  ASSERT_EQ(two.size(), 4u);
+  ASSERT_EQ(three.size(), 4u);
+  torch::NoGradGuard ng;
+  const torch::Tensor deep = infer::image_embeddings(net, images, 0, images.size()).deep.cpu();
+  const torch::Tensor t = enc.encode(std::vector<std::string>{prompts[0], prompts[1], extra}).cpu();
+  for (size_t i = 0; i < images.size(); ++i) {
+    const auto b = static_cast<int64_t>(i);
+    std::vector<torch::Tensor> raw;
+    for (int64_t q = 0; q < 3; ++q) raw.push_back(infer::similarity_map(deep[b], t[q]));
+    const torch::Tensor mean2 = (raw[0] + raw[1]) / 2, mean3 = (raw[0] + raw[1] + raw[2]) / 3;
+    for (size_t q = 0; q < 2; ++q) {
+      const size_t k = 2 * i + q;
+      const std::string at = "image " + std::to_string(i) + " prompt " + std::to_string(q);
+      expect_close(at + ", 2 references", two[k].heatmap.nan_to_num(0),
+                   infer::heatmap(raw[q] - mean2, o.size, o.heatmap).nan_to_num(0), 1e-5);
+      expect_close(at + ", 3 references", three[k].heatmap.nan_to_num(0),
+                   infer::heatmap(raw[q] - mean3, o.size, o.heatmap).nan_to_num(0), 1e-5);
+      EXPECT_FALSE(torch::allclose(two[k].heatmap.nan_to_num(0), plain[k].heatmap.nan_to_num(0), 1e-3, 1e-3)) << at;
+      EXPECT_EQ(two[k].probability, plain[k].probability) << at;
+    }
+    // Two references: the two prompts' contrast maps are each other's negatives, so their
+    // normalised heatmaps are mirror images (h and -h).
+    expect_close("mirror", two[2 * i].heatmap.nan_to_num(0), -two[2 * i + 1].heatmap.nan_to_num(0), 1e-5);
+  }
+  // One reference: a zero map, refused.
+  o.contrast_prompts.clear();
+  EXPECT_THROW(infer::Localizer(net, o, enc).run(images, {"x", "y"}, {prompts[0]}, nullptr), Error);
+  EXPECT_THROW(infer::contrast_queries(t, t.slice(0, 0, 1)), Error);
+  expect_close("contrast_queries", infer::contrast_queries(t, t), t - t.mean(0, true), 0);
+}
+
 TEST(ImageEncoder, InferenceLayoutMatchesThePlainForward) {
   // Folded batch norms + channels-last must give the plain forward's embeddings, for basic blocks
   // (ResNet-18) and bottlenecks with downsampling (ResNet-50); BN statistics perturbed so that a

@@ -114,7 +114,9 @@ nlohmann::ordered_json options_json(const infer::LocalizeOptions& o, bool dense_
           {"thresholds", o.thresholds},
           {"batch", o.batch},
           {"present_threshold", o.present_threshold},
-          {"all", o.all}};
+          {"all", o.all},
+          {"contrast", o.contrast},
+          {"contrast_prompts", o.contrast_prompts}};
 }
 
 }  // namespace
@@ -144,6 +146,13 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--size", o->o.size, "Output side in pixels (SPEC: 224)");
   c->add_option("--sigma", o->o.heatmap.sigma, "Gaussian blur in feature cells (<0: 1.5 x side/19, 0: none)");
   c->add_flag("--dense-map", o->dense_map, DENSE_MAP_HELP);
+  c->add_flag("--contrast", o->o.contrast,
+              "Contrast reading: each prompt's map minus the mean map of the references (this run's prompts and\n"
+              "any --contrast-prompt): where the image matches the prompt more than the others; what the prompts\n"
+              "share (a template's words) leaves the maps. Needs 2+ references. Not in the authors' protocol");
+  c->add_option("--contrast-prompt", o->o.contrast_prompts,
+                "A reference prompt for --contrast only (repeatable; not mapped itself; implies --contrast)")
+      ->allow_extra_args(false);
   c->add_option("--truncate", o->o.heatmap.truncate, "Gaussian kernel radius in sigmas");
   c->add_option("--margin", o->o.heatmap.margin, "NaN border in pixels (<0: 14 x size/224; 0: none)");
   c->add_option("--interpolation", o->o.heatmap.interpolation, "bilinear, bicubic or nearest");
@@ -185,6 +194,10 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
         log::warn("prompt '" + p + "' is empty after AFLoc's cleaning (one word or no letters): its heatmap carries no meaning");
       }
     }
+    if (!o->o.contrast_prompts.empty()) o->o.contrast = true;
+    if (o->o.contrast && prompts.size() + o->o.contrast_prompts.size() < 2) {
+      throw Error("localize: --contrast needs at least 2 prompts (give more, or --contrast-prompt)");
+    }
     const auto images = expand_inputs(o->inputs);
     if (images.empty()) throw Error("localize: no images found in the inputs");
     // Each model with its own prompt encoder (text encoder and vocabulary) and presence head.
@@ -207,7 +220,10 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
       presence.push_back(infer::build_class_head(*encoders.back(), presence_bank));
     }
     infer::Localizer loc(nets, o->o, encoder_ptrs);
-    const std::string ensemble_line = nets.size() > 1 ? "\nmean of " + std::to_string(nets.size()) + " models" : "";
+    std::string title_extra = nets.size() > 1 ? "\nmean of " + std::to_string(nets.size()) + " models" : "";
+    if (o->o.contrast) {
+      title_extra += "\ncontrast: vs the mean of " + std::to_string(prompts.size() + o->o.contrast_prompts.size()) + " prompts";
+    }
     fs::create_directories(o->out);
     nlohmann::ordered_json presence_json = nlohmann::ordered_json::object();
     for (const auto& c : presence_bank.classes) presence_json[c.name] = {{"pos", c.pos}, {"neg", c.neg}};
@@ -254,9 +270,9 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
           const auto m4 = eval::box_mapping(b.xywh, src.width, src.height, o->o.size);
           gt.push_back({m4[0], m4[1], m4[2], m4[3]});
         }
-        char title[200];
+        char title[320];
         std::snprintf(title, sizeof title, "%s\np(present) = %.2f: %s%s%s", r.prompt.c_str(), r.probability,
-                      r.present ? "present" : "absent", ensemble_line.c_str(), gt.empty() ? "" : "\ngreen: ground truth");
+                      r.present ? "present" : "absent", title_extra.c_str(), gt.empty() ? "" : "\ngreen: ground truth");
         infer::write_overlay(base.string() + "_overlay.png", data::resize_pad(src, o->o.size), r.heatmap, title, gt);
         files["heatmap_png"] = base.string() + "_heatmap.png";
         files["overlay_png"] = base.string() + "_overlay.png";

@@ -20,6 +20,16 @@ struct HeatmapOptions {
 /// Error naming the option for unknown interpolation/normalization names or negative values.
 void validate(const HeatmapOptions& options);
 
+/// The contrast reading (not in the authors' protocol; `--contrast`): each query minus the mean of
+/// the reference queries, queries (P, D) and references (R, D) -> (P, D). Since the map is linear in
+/// the query, a prompt's map becomes its raw map minus the references' mean raw map: where the image
+/// matches this prompt more than the reference prompts on average. What the prompts share (a
+/// template's words, [CLS] and [SEP], whose summed vectors make up most of a short prompt's report
+/// vector) leaves the map. It is the low-temperature limit of a per-region softmax over the
+/// prompts, as the authors' attention takes one over a caption's units. Error for fewer than 2
+/// references (the map of a prompt against itself alone is zero).
+torch::Tensor contrast_queries(const torch::Tensor& queries, const torch::Tensor& references);
+
 /// sim = regions . query: regions (D, h, w), query (D) -> (h, w).
 torch::Tensor similarity_map(const torch::Tensor& regions, const torch::Tensor& query);
 /// scipy.ndimage.gaussian_filter(map, sigma) with mode "reflect" (edge sample repeated), in double
