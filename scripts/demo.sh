@@ -32,6 +32,8 @@ echo "== 3. zero-shot localization ('Findings suggesting {finding}.' vs the hidd
 $AFLOC eval-phantom -r "$OUT/run" -w "$OUT/world" -o "$OUT/eval"
 echo "== 3b. the same model's heatmaps at twice the map side (--dense-map: shift-and-stitch, same weights)"
 $AFLOC eval-phantom -r "$OUT/run" -w "$OUT/world" -o "$OUT/eval_dense" --dense-map --no-classify
+echo "== 3c. the contrast reading (--contrast 0.5: each finding's map minus half the mean map of the findings' prompts)"
+$AFLOC eval-phantom -r "$OUT/run" -w "$OUT/world" -o "$OUT/eval_contrast" --contrast 0.5 --no-classify
 echo "== 4. the unseen finding (never named in pretraining reports)"
 $AFLOC eval-phantom -r "$OUT/run" -w "$OUT/world" --split unseen -o "$OUT/eval_unseen" --no-classify
 echo "== 5. localize findings on held-out films (as on your own PNG/JPEG/DICOM files): masks only where"
@@ -49,5 +51,7 @@ echo "== results (model vs centre prior; AUROC vs chance 0.5): $OUT/eval/table.t
 cat "$OUT/eval/table.txt"
 echo "== with --dense-map: $OUT/eval_dense/table.txt"
 sed -n '1p;/macro mean/p' "$OUT/eval_dense/table.txt"
+echo "== with --contrast 0.5: $OUT/eval_contrast/table.txt"
+sed -n '1p;/macro mean/p' "$OUT/eval_contrast/table.txt"
 echo "outputs: $OUT/contact_sheet.png, $OUT/eval/table.txt, $OUT/eval/overlays/sheet.png, $OUT/eval/metrics.json,"
 echo "         $OUT/localize/<film>/<prompt>_overlay.png and .npy, $OUT/localize/results.jsonl, $OUT/classify/scores.csv"

@@ -220,13 +220,14 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
   // {finding} (the same prompt for all, so a zero contrast) is an error.
   const std::string ec = tmp("eval_contrast");
   const CliRun cr = run_cli("--log-level warn eval-phantom -r " + run + " -w " + world_ + " -o " + ec +
-                            " --overlays 0 --json --contrast --bootstrap 0 --no-classify");
+                            " --overlays 0 --json --contrast 0.5 --bootstrap 0 --no-classify");
   ASSERT_EQ(cr.code, 0) << cr.out;
   const auto jc = nlohmann::json::parse(cr.out);
   ASSERT_GE(j["categories"].size(), 2u);
   EXPECT_EQ(jc["contrast_references"].get<size_t>(), j["categories"].size());
-  EXPECT_EQ(j["contrast_references"].get<int64_t>(), 0);
-  EXPECT_NE(read(ec + "/table.txt").find("contrast reading (--contrast)"), std::string::npos);
+  EXPECT_EQ(jc["contrast"].get<double>(), 0.5);
+  EXPECT_EQ(j["contrast"].get<double>(), 0.0);
+  EXPECT_NE(read(ec + "/table.txt").find("contrast reading (--contrast 0.5)"), std::string::npos);
   EXPECT_NE(jc["macro"].dump(), j["macro"].dump());
   const data::CsvTable cc = data::read_csv(ec + "/cases.csv");
   ASSERT_GT(cc.rows.size(), 0u);
@@ -239,7 +240,7 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
   std::string findings;
   for (const auto& [cat, c] : j["categories"].items()) findings += " -f \"" + cat + "\"";
   const std::string loc = tmp("contrast_loc"), cat0 = cc.at(0, cc.column("category"));
-  const CliRun lr = run_cli("--log-level warn localize -M " + run + findings + " --contrast " +
+  const CliRun lr = run_cli("--log-level warn localize -M " + run + findings + " --contrast 0.5 " +
                             image_of.at(cc.at(0, cc.column("id"))) + " --no-npy --no-masks -o " + loc);
   ASSERT_EQ(lr.code, 0) << lr.out;
   std::istringstream recs(read(loc + "/results.jsonl"));
@@ -247,14 +248,14 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
   for (std::string line; std::getline(recs, line);) {
     const auto rec = nlohmann::json::parse(line);
     if (rec["prompt"].get<std::string>() != eval::prompt_for("Findings suggesting {finding}.", cat0)) continue;
-    EXPECT_TRUE(rec["options"]["contrast"].get<bool>());
+    EXPECT_EQ(rec["options"]["contrast"].get<double>(), 0.5);
     EXPECT_EQ(rec["peak"]["x"].get<int64_t>(), std::stoll(cc.at(0, cc.column("peak_x"))));
     EXPECT_EQ(rec["peak"]["y"].get<int64_t>(), std::stoll(cc.at(0, cc.column("peak_y"))));
     ++matched;
   }
   EXPECT_EQ(matched, 1);
   const CliRun bad = run_cli("--log-level warn eval-phantom -r " + run + " -w " + world_ + " -o " + tmp("eval_contrast_bad") +
-                             " --contrast --prompt \"Findings.\" --overlays 0 --bootstrap 0 --no-classify");
+                             " --contrast 1 --prompt \"Findings.\" --overlays 0 --bootstrap 0 --no-classify");
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.out.find("has no {finding}"), std::string::npos) << bad.out;
 }

@@ -187,8 +187,9 @@ TEST(Localizer, EnsembleAveragesTheModelsHeatmapsAndProbabilities) {
   EXPECT_THROW(infer::Localizer({a, b}, o, {&ea, &eb}).run(images, {"x", "y"}, prompts, &ha), c10::Error);
 }
 
-// The contrast reading: each prompt's heatmap is SPEC §4's heatmap of its raw map minus the mean raw
-// map of the references (the run's prompts and the extra contrast prompts), presence unchanged.
+// The contrast reading: each prompt's heatmap is SPEC §4's heatmap of its raw map minus W times the
+// mean raw map of the references (the run's prompts and the extra contrast prompts), presence
+// unchanged.
 TEST(Localizer, ContrastReadingSubtractsTheReferencesMeanMap) {
   auto net = tiny_model(21);
   infer::PromptEncoder enc(net);
@@ -202,10 +203,12 @@ TEST(Localizer, ContrastReadingSubtractsTheReferencesMeanMap) {
   o.size = 64;
   o.all = true;
   const auto plain = infer::Localizer(net, o, enc).run(images, {"x", "y"}, prompts, &head);
-  o.contrast = true;
+  o.contrast = 1;
   const auto two = infer::Localizer(net, o, enc).run(images, {"x", "y"}, prompts, &head);
   o.contrast_prompts = {extra};
   const auto three = infer::Localizer(net, o, enc).run(images, {"x", "y"}, prompts, &head);
+  o.contrast = 0.5;
+  const auto half = infer::Localizer(net, o, enc).run(images, {"x", "y"}, prompts, &head);
   ASSERT_EQ(two.size(), 4u);
   ASSERT_EQ(three.size(), 4u);
   torch::NoGradGuard ng;
@@ -223,6 +226,8 @@ TEST(Localizer, ContrastReadingSubtractsTheReferencesMeanMap) {
                    infer::heatmap(raw[q] - mean2, o.size, o.heatmap).nan_to_num(0), 1e-5);
       expect_close(at + ", 3 references", three[k].heatmap.nan_to_num(0),
                    infer::heatmap(raw[q] - mean3, o.size, o.heatmap).nan_to_num(0), 1e-5);
+      expect_close(at + ", 3 references, weight 0.5", half[k].heatmap.nan_to_num(0),
+                   infer::heatmap(raw[q] - 0.5 * mean3, o.size, o.heatmap).nan_to_num(0), 1e-5);
       EXPECT_FALSE(torch::allclose(two[k].heatmap.nan_to_num(0), plain[k].heatmap.nan_to_num(0), 1e-3, 1e-3)) << at;
       EXPECT_EQ(two[k].probability, plain[k].probability) << at;
     }
@@ -230,11 +235,14 @@ TEST(Localizer, ContrastReadingSubtractsTheReferencesMeanMap) {
     // normalised heatmaps are mirror images (h and -h).
     expect_close("mirror", two[2 * i].heatmap.nan_to_num(0), -two[2 * i + 1].heatmap.nan_to_num(0), 1e-5);
   }
-  // One reference: a zero map, refused.
+  // One reference (a zero map at weight 1) and weights outside (0, 1] are refused.
   o.contrast_prompts.clear();
   EXPECT_THROW(infer::Localizer(net, o, enc).run(images, {"x", "y"}, {prompts[0]}, nullptr), Error);
-  EXPECT_THROW(infer::contrast_queries(t, t.slice(0, 0, 1)), Error);
-  expect_close("contrast_queries", infer::contrast_queries(t, t), t - t.mean(0, true), 0);
+  EXPECT_THROW(infer::contrast_queries(t, t.slice(0, 0, 1), 1), Error);
+  EXPECT_THROW(infer::contrast_queries(t, t, 0), Error);
+  EXPECT_THROW(infer::contrast_queries(t, t, 1.5), Error);
+  EXPECT_THROW(infer::contrast_queries(t, t, std::nan("")), Error);
+  expect_close("contrast_queries", infer::contrast_queries(t, t, 1), t - t.mean(0, true), 0);
 }
 
 TEST(ImageEncoder, InferenceLayoutMatchesThePlainForward) {

@@ -42,9 +42,11 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--eval-size", o->loc.eval_size, "Square size at which heatmaps meet masks");
   c->add_option("--sigma", o->loc.heatmap.sigma, "Heatmap smoothing in feature cells (<0: 1.5 x side/19, 0: none)");
   c->add_flag("--dense-map", o->dense_map, DENSE_MAP_HELP);
-  c->add_flag("--contrast", o->loc.contrast,
-              "Contrast reading: each finding's map minus the mean map of the evaluated findings' prompts (what\n"
-              "the prompts share, the template's words, leaves the maps). Not in the authors' protocol");
+  c->add_option("--contrast", o->loc.contrast,
+                "Contrast reading: each finding's map minus this weight (0-1; 0 = off) times the mean map of the\n"
+                "evaluated findings' prompts, taking out what the prompts share (the template's words). 0.5 pointed\n"
+                "best on the phantom world. Not in the authors' protocol")
+      ->check(CLI::Range(0.0, 1.0));
   c->add_option("--margin", o->loc.heatmap.margin, "NaN border in pixels (<0: 14 x size/224)");
   c->add_option("--overlays", o->loc.n_overlays, "PNG overlays written (first cases)");
   c->add_flag("--no-classify", o->no_classify, "Skip the zero-shot classification (AUROC) part");

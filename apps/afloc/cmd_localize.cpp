@@ -146,12 +146,14 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--size", o->o.size, "Output side in pixels (SPEC: 224)");
   c->add_option("--sigma", o->o.heatmap.sigma, "Gaussian blur in feature cells (<0: 1.5 x side/19, 0: none)");
   c->add_flag("--dense-map", o->dense_map, DENSE_MAP_HELP);
-  c->add_flag("--contrast", o->o.contrast,
-              "Contrast reading: each prompt's map minus the mean map of the references (this run's prompts and\n"
-              "any --contrast-prompt): where the image matches the prompt more than the others; what the prompts\n"
-              "share (a template's words) leaves the maps. Needs 2+ references. Not in the authors' protocol");
+  c->add_option("--contrast", o->o.contrast,
+                "Contrast reading: each prompt's map minus this weight (0-1; 0 = off) times the mean map of the\n"
+                "references (this run's prompts and any --contrast-prompt), taking out what the prompts share (a\n"
+                "template's words). 0.5 pointed best on the phantom world. Needs 2+ references. Not in the\n"
+                "authors' protocol")
+      ->check(CLI::Range(0.0, 1.0));
   c->add_option("--contrast-prompt", o->o.contrast_prompts,
-                "A reference prompt for --contrast only (repeatable; not mapped itself; implies --contrast)")
+                "A reference prompt for --contrast only (repeatable; not mapped itself)")
       ->allow_extra_args(false);
   c->add_option("--truncate", o->o.heatmap.truncate, "Gaussian kernel radius in sigmas");
   c->add_option("--margin", o->o.heatmap.margin, "NaN border in pixels (<0: 14 x size/224; 0: none)");
@@ -194,8 +196,8 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
         log::warn("prompt '" + p + "' is empty after AFLoc's cleaning (one word or no letters): its heatmap carries no meaning");
       }
     }
-    if (!o->o.contrast_prompts.empty()) o->o.contrast = true;
-    if (o->o.contrast && prompts.size() + o->o.contrast_prompts.size() < 2) {
+    if (!o->o.contrast_prompts.empty() && o->o.contrast == 0) throw Error("localize: --contrast-prompt needs --contrast W");
+    if (o->o.contrast > 0 && prompts.size() + o->o.contrast_prompts.size() < 2) {
       throw Error("localize: --contrast needs at least 2 prompts (give more, or --contrast-prompt)");
     }
     const auto images = expand_inputs(o->inputs);
@@ -221,8 +223,11 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
     }
     infer::Localizer loc(nets, o->o, encoder_ptrs);
     std::string title_extra = nets.size() > 1 ? "\nmean of " + std::to_string(nets.size()) + " models" : "";
-    if (o->o.contrast) {
-      title_extra += "\ncontrast: vs the mean of " + std::to_string(prompts.size() + o->o.contrast_prompts.size()) + " prompts";
+    if (o->o.contrast > 0) {
+      char line[96];
+      std::snprintf(line, sizeof line, "\ncontrast: minus %g x the mean of %zu prompts", o->o.contrast,
+                    prompts.size() + o->o.contrast_prompts.size());
+      title_extra += line;
     }
     fs::create_directories(o->out);
     nlohmann::ordered_json presence_json = nlohmann::ordered_json::object();

@@ -182,7 +182,7 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
   for (const auto& im : images)
     for (const auto& [cat, m] : im.instances) cats.insert(cat);
   if (o.classify && !cats.empty()) res.class_names.assign(cats.begin(), cats.end());
-  if (o.contrast) {
+  if (o.contrast > 0) {
     if (cats.size() < 2) {
       throw Error("eval-phantom --contrast: the ground truth names " + std::to_string(cats.size()) +
                   " finding(s); the contrast reading needs 2 or more (e.g. --split test unseen)");
@@ -191,6 +191,7 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
       throw Error("eval-phantom --contrast: the prompt '" + o.prompt_template +
                   "' has no {finding}, so every finding's prompt is the same and the contrast is zero");
     }
+    res.contrast = o.contrast;
     res.contrast_references = static_cast<int64_t>(cats.size());
   }
   // Per model: one report vector per category prompt and the classification head from the authors'
@@ -201,11 +202,11 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
     nets[k]->eval();
     infer::PromptEncoder encoder(nets[k], o.prompt_cache_dir);
     for (const auto& cat : cats) query[k][cat] = encoder.encode(prompt_for(o.prompt_template, cat));
-    if (o.contrast) {
+    if (o.contrast > 0) {
       std::vector<torch::Tensor> all;
       for (const auto& cat : cats) all.push_back(query[k][cat]);
       const torch::Tensor references = torch::stack(all);
-      for (auto& [cat, q] : query[k]) q = infer::contrast_queries(q.unsqueeze(0), references)[0];
+      for (auto& [cat, q] : query[k]) q = infer::contrast_queries(q.unsqueeze(0), references, o.contrast)[0];
     }
     if (!res.class_names.empty()) heads[k] = infer::build_class_head(encoder, infer::cxr_bank(res.class_names));
   }
@@ -280,7 +281,7 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
           const std::string path = (fs::path(o.overlays_dir) / (name + infer::slug(cat) + ".png")).string();
           infer::write_overlay(path, shown[i - start], heat, prompt_for(o.prompt_template, cat) +
                                    (res.cases.back().hit ? "\npointing game: hit" : "\npointing game: miss") +
-                                   (o.contrast ? " (contrast)" : ""),
+                                   (o.contrast > 0 ? " (contrast)" : ""),
                                {}, &m);
           tiles.push_back(cv::imread(path));
           ++overlays;
@@ -375,8 +376,10 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
   }
   if (r.n_models > 1) t << "ensemble: heatmaps and probabilities averaged over " << r.n_models << " models\n";
   if (r.contrast_references > 0) {
-    t << "contrast reading (--contrast): each finding's map minus the mean map of the " << r.contrast_references
-      << " findings' prompts\n";
+    std::snprintf(line, sizeof line,
+                  "contrast reading (--contrast %g): each finding's map minus %g x the mean map of the %lld findings' prompts\n",
+                  r.contrast, r.contrast, static_cast<long long>(r.contrast_references));
+    t << line;
   }
   if (r.bootstrap > 0) {
     const auto& c = r.model_macro_ci;
@@ -390,6 +393,7 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
   j["map_side"] = r.map_side > 0 ? nlohmann::ordered_json(r.map_side) : nlohmann::ordered_json(nullptr);
   j["dense_map"] = r.dense_map;
   j["models"] = r.n_models;
+  j["contrast"] = r.contrast;
   j["contrast_references"] = r.contrast_references;
   j["macro"] = {{"n", r.model_macro.n},
                 {"hit_rate", number_or_null(r.model_macro.hit_rate)},

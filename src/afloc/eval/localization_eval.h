@@ -39,9 +39,10 @@ struct LocEvalOptions {
   /// 0 = none), drawn with this seed.
   int64_t bootstrap = 1000;
   uint64_t bootstrap_seed = 0;
-  /// The contrast reading (infer::contrast_queries; not in the authors' protocol): each
-  /// finding's map against the mean of the evaluated findings' prompts (2 or more needed).
-  bool contrast = false;
+  /// The contrast reading (infer::contrast_queries; not in the authors' protocol) when > 0: each
+  /// finding's map minus this weight times the mean map of the evaluated findings' prompts (2 or
+  /// more findings needed).
+  double contrast = 0;
 };
 
 /// Bootstrap intervals of one row of the table.
@@ -67,7 +68,8 @@ struct LocEvalResult {
   int64_t map_side = 0;  ///< side of the deep map the heatmaps come from (0: an ensemble of several sides)
   bool dense_map = false;  ///< the map was shift-and-stitched (model::AflocConfig::dense_map)
   int64_t n_models = 1;    ///< models whose heatmaps and probabilities were averaged
-  int64_t contrast_references = 0;  ///< prompts of the contrast reading's mean (0: the plain reading)
+  double contrast = 0;              ///< the contrast reading's weight (0: the plain reading)
+  int64_t contrast_references = 0;  ///< prompts of its mean
   std::vector<CaseResult> cases;
   /// 95% bootstrap intervals (LocEvalOptions::bootstrap resamples; empty / NaN when 0): per
   /// category (same order as `model`), of the macro means, and of the macro IoU over the centre

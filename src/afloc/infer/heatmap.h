@@ -20,15 +20,15 @@ struct HeatmapOptions {
 /// Error naming the option for unknown interpolation/normalization names or negative values.
 void validate(const HeatmapOptions& options);
 
-/// The contrast reading (not in the authors' protocol; `--contrast`): each query minus the mean of
-/// the reference queries, queries (P, D) and references (R, D) -> (P, D). Since the map is linear in
-/// the query, a prompt's map becomes its raw map minus the references' mean raw map: where the image
-/// matches this prompt more than the reference prompts on average. What the prompts share (a
-/// template's words, [CLS] and [SEP], whose summed vectors make up most of a short prompt's report
-/// vector) leaves the map. It is the low-temperature limit of a per-region softmax over the
-/// prompts, as the authors' attention takes one over a caption's units. Error for fewer than 2
-/// references (the map of a prompt against itself alone is zero).
-torch::Tensor contrast_queries(const torch::Tensor& queries, const torch::Tensor& references);
+/// The contrast reading (not in the authors' protocol; `--contrast W`): each query minus W times the
+/// mean of the reference queries, queries (P, D) and references (R, D) -> (P, D), 0 < W <= 1. Since
+/// the map is linear in the query, a prompt's map becomes its raw map minus W times the references'
+/// mean raw map. What the prompts share (a template's words, [CLS] and [SEP], whose summed vectors
+/// make up most of a short prompt's report vector) is taken out of the maps, wholly at W = 1 (then
+/// the low-temperature limit of a per-region softmax over the prompts, as the authors' attention
+/// takes one over a caption's units), by half at 0.5. Errors for W outside (0, 1] and for fewer than
+/// 2 references (the map of a prompt against itself alone is zero at W = 1).
+torch::Tensor contrast_queries(const torch::Tensor& queries, const torch::Tensor& references, double weight);
 
 /// sim = regions . query: regions (D, h, w), query (D) -> (h, w).
 torch::Tensor similarity_map(const torch::Tensor& regions, const torch::Tensor& query);

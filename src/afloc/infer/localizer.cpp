@@ -84,10 +84,10 @@ std::vector<Localization> Localizer::run(const std::vector<data::Gray8>& images,
   const size_t n_models = nets_.size();
   std::vector<torch::Tensor> queries;  // per model (P, D)
   for (size_t k = 0; k < n_models; ++k) queries.push_back(prompts_[k]->encode(prompts));
-  if (o_.contrast) {
+  if (o_.contrast > 0) {
     std::vector<std::string> references = prompts;
     references.insert(references.end(), o_.contrast_prompts.begin(), o_.contrast_prompts.end());
-    for (size_t k = 0; k < n_models; ++k) queries[k] = contrast_queries(queries[k], prompts_[k]->encode(references));
+    for (size_t k = 0; k < n_models; ++k) queries[k] = contrast_queries(queries[k], prompts_[k]->encode(references), o_.contrast);
   }
   std::vector<std::string> cleaned;
   for (const auto& p : prompts) cleaned.push_back(text::clean_prompt(p));

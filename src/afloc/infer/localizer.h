@@ -27,10 +27,10 @@ struct LocalizeOptions {
   int64_t min_region_pixels = 1;  ///< smaller connected components are not reported
   double present_threshold = 0.5;  ///< a finding is present when its probability exceeds this
   bool all = false;                ///< regions for every prompt, present or not
-  /// The contrast reading (contrast_queries; not in the authors' protocol): each prompt's map
-  /// against the mean of the references, which are the run's prompts followed by
-  /// `contrast_prompts` (references only, not mapped). Presence is unchanged.
-  bool contrast = false;
+  /// The contrast reading (contrast_queries; not in the authors' protocol) when > 0: each prompt's
+  /// map minus this weight times the mean map of the references, which are the run's prompts
+  /// followed by `contrast_prompts` (references only, not mapped). Presence is unchanged.
+  double contrast = 0;
   std::vector<std::string> contrast_prompts;
 };
 
