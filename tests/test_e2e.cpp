@@ -55,6 +55,17 @@ std::map<int64_t, double> step_losses(const std::string& path) {
   return out;
 }
 
+// image id -> its file, from a phantom world's ground_truth/instances.jsonl.
+std::map<std::string, std::string> image_files(const std::string& world) {
+  std::map<std::string, std::string> out;
+  std::istringstream lines(read(world + "/ground_truth/instances.jsonl"));
+  for (std::string line; std::getline(lines, line);) {
+    const auto j = nlohmann::json::parse(line);
+    out[j["dicom_id"].get<std::string>()] = world + "/" + j["image"].get<std::string>();
+  }
+  return out;
+}
+
 class E2E : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -231,12 +242,7 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
   EXPECT_NE(jc["macro"].dump(), j["macro"].dump());
   const data::CsvTable cc = data::read_csv(ec + "/cases.csv");
   ASSERT_GT(cc.rows.size(), 0u);
-  std::map<std::string, std::string> image_of;  // image id -> its file
-  std::istringstream lines(read(world_ + "/ground_truth/instances.jsonl"));
-  for (std::string line; std::getline(lines, line);) {
-    const auto g = nlohmann::json::parse(line);
-    image_of[g["dicom_id"].get<std::string>()] = world_ + "/" + g["image"].get<std::string>();
-  }
+  const auto image_of = image_files(world_);
   std::string findings;
   for (const auto& [cat, c] : j["categories"].items()) findings += " -f \"" + cat + "\"";
   const std::string loc = tmp("contrast_loc"), cat0 = cc.at(0, cc.column("category"));
@@ -311,12 +317,7 @@ TEST_F(E2E, EvaluatePhantomAveragesAnEnsemble) {
   EXPECT_NE(jac["macro"].dump(), ja["macro"].dump());
   const data::CsvTable cases = data::read_csv(eac + "/cases.csv");
   ASSERT_GT(cases.rows.size(), 0u);
-  std::map<std::string, std::string> image_of;  // image id -> its file
-  std::istringstream lines(read(world_ + "/ground_truth/instances.jsonl"));
-  for (std::string line; std::getline(lines, line);) {
-    const auto j = nlohmann::json::parse(line);
-    image_of[j["dicom_id"].get<std::string>()] = world_ + "/" + j["image"].get<std::string>();
-  }
+  const auto image_of = image_files(world_);
   const size_t id = cases.column("id"), cat = cases.column("category"), px = cases.column("peak_x"), py = cases.column("peak_y");
   const std::string loc = tmp("ens_ac_loc");
   const CliRun lr = run_cli("--log-level warn localize -M " + a + " -M " + c + " -f \"" + cases.at(0, cat) + "\" " +

@@ -83,11 +83,14 @@ std::vector<Localization> Localizer::run(const std::vector<data::Gray8>& images,
                 "presence head: binary, one class per prompt");
   const size_t n_models = nets_.size();
   std::vector<torch::Tensor> queries;  // per model (P, D)
-  for (size_t k = 0; k < n_models; ++k) queries.push_back(prompts_[k]->encode(prompts));
-  if (o_.contrast > 0) {
-    std::vector<std::string> references = prompts;
-    references.insert(references.end(), o_.contrast_prompts.begin(), o_.contrast_prompts.end());
-    for (size_t k = 0; k < n_models; ++k) queries[k] = contrast_queries(queries[k], prompts_[k]->encode(references), o_.contrast);
+  // The contrast reading's references are the prompts followed by the extra ones: one encoding
+  // serves both, the prompts being its first rows.
+  std::vector<std::string> references = prompts;
+  if (o_.contrast > 0) references.insert(references.end(), o_.contrast_prompts.begin(), o_.contrast_prompts.end());
+  for (size_t k = 0; k < n_models; ++k) {
+    const torch::Tensor encoded = prompts_[k]->encode(references);
+    const torch::Tensor q = encoded.slice(0, 0, static_cast<int64_t>(prompts.size()));
+    queries.push_back(o_.contrast > 0 ? contrast_queries(q, encoded, o_.contrast) : q);
   }
   std::vector<std::string> cleaned;
   for (const auto& p : prompts) cleaned.push_back(text::clean_prompt(p));
