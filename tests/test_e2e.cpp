@@ -404,6 +404,16 @@ TEST_F(E2E, ImportLightningCheckpointAndModelDirectoriesRoundTrip) {
   const CliRun ins = run_cli("inspect --json " + dir + "/model.safetensors");
   ASSERT_EQ(ins.code, 0) << ins.out;
   EXPECT_EQ(nlohmann::json::parse(ins.out)["tensors"].size(), want.size());
+  // A model directory or a checkpoint directory names its weights file; another directory is an error.
+  const CliRun ins_dir = run_cli("inspect --json " + dir);
+  ASSERT_EQ(ins_dir.code, 0) << ins_dir.out;
+  EXPECT_EQ(nlohmann::json::parse(ins_dir.out)["file"], dir + "/model.safetensors");
+  const CliRun ins_ckpt = run_cli("inspect --json " + run + "/checkpoints/final");
+  ASSERT_EQ(ins_ckpt.code, 0) << ins_ckpt.out;
+  EXPECT_EQ(nlohmann::json::parse(ins_ckpt.out)["tensors"].size(), want.size());
+  const CliRun ins_bad = run_cli("inspect " + run);
+  EXPECT_EQ(ins_bad.code, 1);
+  EXPECT_NE(ins_bad.out.find("is a directory without model.safetensors or model.pt"), std::string::npos) << ins_bad.out;
   // Model directory -> model directory, and both load for evaluation.
   ASSERT_EQ(run_cli("import --checkpoint " + dir + " -o " + dir2).code, 0);
   const CliRun ev = run_cli("--log-level warn eval-phantom -M " + dir2 + " -w " + world_ + " -o " + tmp("eval_imported") + " --overlays 0 --json");

@@ -2,6 +2,7 @@
 // ResNets and afloc training checkpoints into an afloc model directory (config.json, vocab.txt,
 // model.safetensors); `afloc inspect`: what a weights file holds.
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "afloc/common/error.h"
@@ -91,11 +92,26 @@ void register_import_commands(CLI::App& app, GlobalOptions& g) {
 
   auto path = std::make_shared<std::string>();
   auto json = std::make_shared<bool>(false);
-  auto* ins = app.add_subcommand("inspect", "List the tensors of a weights file (.pt/.ckpt/.bin zip or .safetensors)");
-  ins->add_option("file", *path, "File to inspect")->required();
+  auto* ins = app.add_subcommand("inspect", "List the tensors of a weights file (.pt/.ckpt/.bin zip or .safetensors), or of the "
+                                            "weights in a model or checkpoint directory");
+  ins->add_option("file", *path, "File (or model / checkpoint directory) to inspect")->required();
   ins->add_flag("--json", *json, "JSON output");
   ins->callback([path, json, &g] {
     apply_global(g);
+    if (std::filesystem::is_directory(*path)) {
+      // A model directory holds model.safetensors, a training checkpoint model.pt.
+      std::string found;
+      for (const char* name : {"model.safetensors", "model.pt"}) {
+        if (found.empty() && std::filesystem::is_regular_file(std::filesystem::path(*path) / name)) {
+          found = (std::filesystem::path(*path) / name).string();
+        }
+      }
+      if (found.empty()) {
+        throw Error(*path + " is a directory without model.safetensors or model.pt: give a weights file, a model directory "
+                            "(afloc import) or a checkpoint directory (RUN/checkpoints/NAME)");
+      }
+      *path = found;
+    }
     io::TensorMap t;
     std::vector<std::string> foreign, top;
     if (path->size() > 12 && path->substr(path->size() - 12) == ".safetensors") {
