@@ -99,13 +99,7 @@ void register_import_commands(CLI::App& app, GlobalOptions& g) {
   ins->callback([path, json, &g] {
     apply_global(g);
     if (std::filesystem::is_directory(*path)) {
-      // A model directory holds model.safetensors, a training checkpoint model.pt.
-      std::string found;
-      for (const char* name : {"model.safetensors", "model.pt"}) {
-        if (found.empty() && std::filesystem::is_regular_file(std::filesystem::path(*path) / name)) {
-          found = (std::filesystem::path(*path) / name).string();
-        }
-      }
+      const std::string found = io::weights_file_in(*path);
       if (found.empty()) {
         throw Error(*path + " is a directory without model.safetensors or model.pt: give a weights file, a model directory "
                             "(afloc import) or a checkpoint directory (RUN/checkpoints/NAME)");

@@ -74,6 +74,14 @@ std::string latest_checkpoint(const std::string& run_dir) {
   return p.string();
 }
 
+std::string weights_file_in(const std::string& dir) {
+  for (const char* name : {"model.safetensors", "model.pt"}) {
+    const fs::path p = fs::path(dir) / name;
+    if (path_exists(p.string())) return p.string();
+  }
+  return "";
+}
+
 LoadedModel load_model(const std::string& path_in, const torch::Device& device) {
   return with_context("loading model " + path_in, [&] {
     std::string path = path_in;
@@ -82,16 +90,12 @@ LoadedModel load_model(const std::string& path_in, const torch::Device& device) 
     const fs::path d(path);
     LoadedModel m;
     m.source = path;
-    std::string weights, config;
-    if (path_exists((d / "model.safetensors").string())) {
-      weights = (d / "model.safetensors").string();
-      config = (d / "config.json").string();
-    } else if (path_exists((d / "model.pt").string())) {
-      weights = (d / "model.pt").string();
-      config = (d / "model.json").string();
-    } else {
+    const std::string weights = weights_file_in(path);
+    if (weights.empty()) {
       throw Error("neither model.safetensors (a model directory) nor model.pt (a training checkpoint) in " + path);
     }
+    // A model directory's config is config.json, a training checkpoint's model.json.
+    const std::string config = (d / (fs::path(weights).extension() == ".safetensors" ? "config.json" : "model.json")).string();
     if (!path_exists(config)) throw Error("missing " + config);
     if (!path_exists((d / "vocab.txt").string())) throw Error("missing " + (d / "vocab.txt").string());
     m.config = model::load_config(config);

@@ -28,6 +28,10 @@ void save_model_dir(const std::string& dir, model::AflocModel& net, const text::
 /// none; Error when latest.txt names a directory that does not exist.
 std::string latest_checkpoint(const std::string& run_dir);
 
+/// The weights file of a model directory (DIR/model.safetensors) or of a training checkpoint
+/// directory (DIR/model.pt), "" when DIR holds neither.
+std::string weights_file_in(const std::string& dir);
+
 /// Loads a model directory, a training checkpoint directory or a run directory, in eval mode on
 /// device. Error naming the path and the missing file, or the tensors that do not fit the config.
 LoadedModel load_model(const std::string& path, const torch::Device& device);
