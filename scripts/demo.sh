@@ -3,8 +3,8 @@
 # phantom chest X-ray world (shared/PHANTOM.md), pretrains the `tiny` AFLoc model on its image-report
 # pairs only, then measures zero-shot localization of every finding against the hidden masks, next
 # to a centre-prior baseline, and zero-shot diagnosis (AUROC) of every finding; then localizes and
-# classifies held-out films with `afloc localize` / `afloc classify`. ~11 minutes on 2 cores once built
-# (--quick: ~3).
+# classifies held-out films with `afloc localize` / `afloc classify`. ~15-25 minutes on 2 cores once
+# built, depending on the CPU (--quick: ~4).
 #   bash scripts/demo.sh [--quick]       outputs in ./demo (AFLOC_DEMO_OUT to change)
 # Re-running continues where it stopped (the world is kept, training resumes from its checkpoint).
 set -euo pipefail
@@ -30,8 +30,8 @@ $AFLOC train -c configs/phantom_tiny.json -d "$OUT/world/mimic-cxr-jpg" -o "$OUT
 
 echo "== 3. zero-shot localization ('Findings suggesting {finding}.' vs the hidden masks) and diagnosis (AUROC)"
 $AFLOC eval-phantom -r "$OUT/run" -w "$OUT/world" -o "$OUT/eval"
-echo "== 3b. the same model's heatmaps at twice the map side (--dense-map: shift-and-stitch, same weights)"
-$AFLOC eval-phantom -r "$OUT/run" -w "$OUT/world" -o "$OUT/eval_dense" --dense-map --no-classify
+echo "== 3b. the same model's deep map alone (--levels deep: the authors' reading; the recipe averages it with the shallow map)"
+$AFLOC eval-phantom -r "$OUT/run" -w "$OUT/world" -o "$OUT/eval_deep" --levels deep --no-classify
 echo "== 3c. the contrast reading (--contrast 0.5: each finding's map minus half the mean map of the findings' prompts)"
 $AFLOC eval-phantom -r "$OUT/run" -w "$OUT/world" -o "$OUT/eval_contrast" --contrast 0.5 --no-classify
 echo "== 4. the unseen finding (never named in pretraining reports)"
@@ -49,8 +49,8 @@ $AFLOC classify -M "$OUT/run" --bank phantom "$OUT/films.txt" -o "$OUT/classify"
 echo
 echo "== results (model vs centre prior; AUROC vs chance 0.5): $OUT/eval/table.txt"
 cat "$OUT/eval/table.txt"
-echo "== with --dense-map: $OUT/eval_dense/table.txt"
-sed -n '1p;/macro mean/p' "$OUT/eval_dense/table.txt"
+echo "== the deep map alone (--levels deep): $OUT/eval_deep/table.txt"
+sed -n '1p;/macro mean/p' "$OUT/eval_deep/table.txt"
 echo "== with --contrast 0.5: $OUT/eval_contrast/table.txt"
 sed -n '1p;/macro mean/p' "$OUT/eval_contrast/table.txt"
 echo "outputs: $OUT/contact_sheet.png, $OUT/eval/table.txt, $OUT/eval/overlays/sheet.png, $OUT/eval/metrics.json,"

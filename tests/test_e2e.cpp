@@ -226,6 +226,24 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
     EXPECT_LE(c["hit_rate"].get<double>(), c["hit_ceiling"].get<double>()) << cat;
   ASSERT_TRUE(j.contains("classification"));
   EXPECT_EQ(jd["classification"].dump(), j["classification"].dump());
+  // --levels: the model's default reads deep; "both" averages in the shallow map, so the maps
+  // change, no single ceiling is reported, and diagnosis (v_g) is unchanged. A bad level is a
+  // usage error naming the choices.
+  EXPECT_EQ(j["heatmap_levels"].get<std::string>(), "deep");
+  const std::string el = tmp("eval_levels");
+  const CliRun lv = run_cli("--log-level warn eval-phantom -r " + run + " -w " + world_ + " -o " + el +
+                            " --overlays 0 --json --levels both --bootstrap 0");
+  ASSERT_EQ(lv.code, 0) << lv.out;
+  const auto jl = nlohmann::json::parse(lv.out);
+  EXPECT_EQ(jl["heatmap_levels"].get<std::string>(), "both");
+  EXPECT_TRUE(jl["map_side"].is_null());
+  EXPECT_NE(jl["macro"]["iou"].get<double>(), j["macro"]["iou"].get<double>());
+  EXPECT_EQ(jl["classification"].dump(), j["classification"].dump());
+  EXPECT_NE(read(el + "/table.txt").find("maps read: both"), std::string::npos);
+  const CliRun badlv = run_cli("--log-level warn eval-phantom -r " + run + " -w " + world_ + " -o " + tmp("eval_levels_bad") +
+                               " --levels all");
+  EXPECT_EQ(badlv.code, 2);
+  EXPECT_NE(badlv.out.find("--levels"), std::string::npos) << badlv.out;
   // --contrast: each finding's map against the mean over the evaluated findings' prompts. Its
   // arg-max per case is that of localize --contrast given the same findings. A prompt without
   // {finding} (the same prompt for all, so a zero contrast) is an error.

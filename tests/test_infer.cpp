@@ -340,5 +340,67 @@ TEST(ImageEncoder, DenseMapIsTheNetworkOnTranslatedInputsInterleaved) {
   EXPECT_DOUBLE_EQ(aligned->dense_shifts[1], 11.5);
 }
 
+TEST(ImageEncoder, HeatmapLevelsReadTheShallowMapWhereItsCellsLook) {
+  // tiny's align_cells shifts the input by 7.5 px for layer3 (stride 16), so a layer2 cell i
+  // (stride 8) looks at 8i + 7.5 px while SPEC §4's upsampling draws cell i at 8i + 3.5: the map
+  // read is the network's at i - 1/2 on both axes, (s[i - 1] + s[i]) / 2, edge cell repeated.
+  model::AflocConfig c = model::preset("tiny");
+  model::ImageEmbeddings e;
+  e.deep = torch::randn({2, 4, 3, 3});
+  e.shallow = torch::randn({2, 4, 6, 6});
+  EXPECT_EQ(model::heatmap_maps(c, e).size(), 1u);
+  EXPECT_TRUE(model::heatmap_maps(c, e)[0].equal(e.deep));
+  c.heatmap_levels = "both";
+  const auto both = model::heatmap_maps(c, e);
+  ASSERT_EQ(both.size(), 2u);
+  EXPECT_TRUE(both[0].equal(e.deep));
+  const auto at = [&](int64_t y, int64_t x) {
+    return e.shallow.index({torch::indexing::Slice(), torch::indexing::Slice(), std::max<int64_t>(y, 0), std::max<int64_t>(x, 0)});
+  };
+  for (int64_t y : {0, 1, 5})
+    for (int64_t x : {0, 2, 5}) {
+      const torch::Tensor want = (at(y - 1, x - 1) + at(y - 1, x) + at(y, x - 1) + at(y, x)) / 4;
+      expect_close("cell " + std::to_string(y) + "," + std::to_string(x),
+                   both[1].index({torch::indexing::Slice(), torch::indexing::Slice(), y, x}), want, 1e-6);
+    }
+  c.heatmap_levels = "shallow";
+  const auto shallow = model::heatmap_maps(c, e);
+  ASSERT_EQ(shallow.size(), 1u);
+  EXPECT_TRUE(shallow[0].equal(both[1]));
+  // Where the deep stride is layer2's (dilated layer3: shift 3.5 px) or without align_cells (the
+  // authors' geometry), the shallow map is read as it is.
+  c.resnet.dilate_layer3 = true;
+  EXPECT_TRUE(model::heatmap_maps(c, e)[0].equal(e.shallow));
+  c.resnet.dilate_layer3 = false;
+  c.align_cells = false;
+  EXPECT_TRUE(model::heatmap_maps(c, e)[0].equal(e.shallow));
+  // Asked for a shallow level the embeddings do not hold: an error.
+  e.shallow = torch::Tensor();
+  EXPECT_THROW(model::heatmap_maps(c, e), c10::Error);
+}
+
+TEST(Localizer, BothLevelsAverageTheTwoMapsHeatmaps) {
+  // heatmap_levels "both": each heatmap is the mean of the deep-only and shallow-only heatmaps.
+  model::AflocModel net = tiny_model(8);
+  net->eval();
+  infer::PromptEncoder prompts(net);
+  const data::Gray8 img = pattern_image(96, 96);
+  const std::vector<std::string> ps = {"Findings suggesting pneumothorax.", "small left pleural effusion"};
+  auto run = [&](const std::string& levels) {
+    net->set_heatmap_levels(levels);
+    infer::Localizer loc(net, {}, prompts);
+    return loc.run({img}, {"a"}, ps);
+  };
+  const auto deep = run("deep"), shallow = run("shallow"), both = run("both");
+  ASSERT_EQ(both.size(), 2u);
+  for (size_t q = 0; q < 2; ++q) {
+    const torch::Tensor want = (deep[q].heatmap + shallow[q].heatmap) / 2;
+    EXPECT_TRUE(torch::allclose(both[q].heatmap, want, 1e-5, 1e-6, /*equal_nan=*/true)) << q;
+    EXPECT_FALSE(torch::allclose(deep[q].heatmap, shallow[q].heatmap, 1e-3, 1e-3, true)) << q;
+  }
+  EXPECT_THROW(net->set_heatmap_levels("all"), Error);
+  EXPECT_EQ(net->config().heatmap_levels, "both");  // unchanged by the bad value
+}
+
 }  // namespace
 }  // namespace afloc::test

@@ -156,6 +156,32 @@ TEST(Loss, TermsSwitchOffForAblations) {
   EXPECT_NEAR(part.total.item<double>(), full.sentence.item<double>(), 1e-6);
 }
 
+TEST(Loss, SentenceShallowTermIsTheSentenceLossOnTheShallowMap) {
+  // With the same sentences and negation flags, the term is the deep sentence–region loss computed
+  // on v_s instead, weighted; off (undefined, not in the total) by default.
+  torch::manual_seed(5);
+  const torch::Tensor s = torch::randn({3, 8, 4, 4}), d = torch::randn({3, 8, 2, 2}), g = torch::randn({3, 8});
+  const torch::Tensor w = torch::randn({3, 8, 6}), se = torch::randn({3, 8, 4}), r = torch::randn({3, 8});
+  const torch::Tensor wl = torch::tensor({6, 3, 2}), sl = torch::tensor({4, 2, 2});
+  const torch::Tensor neg = torch::tensor({false, false, true, false, false, false, false, false, false, true, false, false})
+                                .reshape({3, 4});
+  model::LossConfig c;
+  c.use_word = false;
+  c.skip_negated = true;
+  const auto off = loss::alignment_loss(s, d, g, w, wl, se, sl, r, c, int64_t{1} << 25, neg);
+  EXPECT_FALSE(off.shallow_sentence.defined());
+  c.shallow_sentence_weight = 0.25;
+  const auto on = loss::alignment_loss(s, d, g, w, wl, se, sl, r, c, int64_t{1} << 25, neg);
+  const auto ref = loss::local_loss(s, se, sl, {}, neg);
+  EXPECT_NEAR(on.shallow_sentence.item<double>(), 0.25 * (ref.loss0 + ref.loss1).item<double>(), 1e-5);
+  EXPECT_NEAR(on.total.item<double>(), off.total.item<double>() + on.shallow_sentence.item<double>(), 1e-5);
+  // The negation flags reach it: without them the term differs.
+  const auto plain = loss::local_loss(s, se, sl);
+  EXPECT_GT(std::abs((plain.loss0 + plain.loss1).item<double>() - (ref.loss0 + ref.loss1).item<double>()), 1e-4);
+  // No shallow map: an error, not a silent zero.
+  EXPECT_THROW(loss::alignment_loss(torch::Tensor(), d, g, w, wl, se, sl, r, c, int64_t{1} << 25, neg), c10::Error);
+}
+
 // The region-report term against a plain loop: for image b and caption k, a smooth maximum over
 // b's regions of their cosine with k's report vector; cross-entropy both ways as the global term.
 TEST(Loss, RegionReportTermEqualsThePlainLoopAndIsOffByDefault) {

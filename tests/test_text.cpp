@@ -298,6 +298,19 @@ TEST(Config, PresetWithOverridesAndStrictErrors) {
   EXPECT_DOUBLE_EQ(back.loss.region_report_weight, 0.5);
   EXPECT_DOUBLE_EQ(back.loss.region_report_gamma, 4.0);
   EXPECT_EQ(preset("paper").loss.region_report_weight, 0.0);
+  // Two map levels and the sentence–shallow term: JSON round trip, errors naming the field.
+  const AflocConfig two = parse_config(
+      R"({"preset": "tiny", "heatmap_levels": "both", "loss": {"shallow_sentence_weight": 0.5}})", "x.json");
+  const AflocConfig two_back = parse_config(config_to_string(two), "<test>");
+  EXPECT_EQ(two_back.heatmap_levels, "both");
+  EXPECT_TRUE(two_back.reads_shallow());
+  EXPECT_DOUBLE_EQ(two_back.loss.shallow_sentence_weight, 0.5);
+  EXPECT_EQ(preset("paper").heatmap_levels, "deep");
+  EXPECT_FALSE(preset("tiny").reads_shallow());
+  EXPECT_NE(msg(R"({"heatmap_levels": "all"})").find("heatmap_levels = 'all': expected deep, shallow or both"),
+            std::string::npos);
+  EXPECT_NE(msg(R"({"loss": {"shallow_sentence_weight": -0.1}})").find("loss.shallow_sentence_weight = -0.1: must be >= 0"),
+            std::string::npos);
   EXPECT_THROW(load_config("/nonexistent/run.json"), Error);
 }
 

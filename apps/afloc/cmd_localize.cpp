@@ -35,6 +35,7 @@ struct LocalizeCli {
   std::vector<std::string> prompts, findings, inputs;
   infer::LocalizeOptions o;
   bool no_npy = false, no_masks = false, dense_map = false;
+  std::string levels;  ///< "" = each model's own heatmap_levels
   PromptCacheFlags cache;
 };
 
@@ -102,10 +103,12 @@ std::vector<std::string> read_prompt_file(const std::string& path) {
   return out;
 }
 
-nlohmann::ordered_json options_json(const infer::LocalizeOptions& o, bool dense_map, size_t n_models) {
+nlohmann::ordered_json options_json(const infer::LocalizeOptions& o, bool dense_map, const std::string& levels,
+                                    size_t n_models) {
   return {{"models", n_models},
           {"size", o.size},
           {"dense_map", dense_map},
+          {"levels", levels.empty() ? "model's" : levels},
           {"sigma", o.heatmap.sigma},
           {"truncate", o.heatmap.truncate},
           {"margin", o.heatmap.margin},
@@ -146,6 +149,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--size", o->o.size, "Output side in pixels (SPEC: 224)");
   c->add_option("--sigma", o->o.heatmap.sigma, "Gaussian blur in feature cells (<0: 1.5 x side/19, 0: none)");
   c->add_flag("--dense-map", o->dense_map, DENSE_MAP_HELP);
+  c->add_option("--levels", o->levels, LEVELS_HELP)->check(CLI::IsMember({"deep", "shallow", "both"}));
   c->add_option("--contrast", o->o.contrast,
                 "Contrast reading: each prompt's map minus this weight (0-1; 0 = off) times the mean map of the\n"
                 "references (this run's prompts and any --contrast-prompt), taking out what the prompts share (a\n"
@@ -208,6 +212,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
     for (const auto& path : o->models) {
       io::LoadedModel m = io::load_model(path, torch::Device(g.device));
       if (o->dense_map) m.model->set_dense_map(true);
+      if (!o->levels.empty()) m.model->set_heatmap_levels(o->levels);
       m.model->optimize_for_inference();
       nets.push_back(m.model);
       sources.push_back(m.source);
@@ -235,7 +240,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
     nlohmann::ordered_json echo{{"model", sources.size() == 1 ? nlohmann::ordered_json(sources[0]) : nlohmann::ordered_json(sources)},
                                 {"prompts", prompts},
                                 {"presence_prompts", presence_json},
-                                {"options", options_json(o->o, o->dense_map, nets.size())}};
+                                {"options", options_json(o->o, o->dense_map, o->levels, nets.size())}};
     write_file_atomic((fs::path(o->out) / "options.json").string(), echo.dump(2) + "\n");
     std::ofstream jsonl(fs::path(o->out) / "results.jsonl");
     Failures failed;
@@ -309,7 +314,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
                                    {"peak", {{"x", r.peak_x}, {"y", r.peak_y}, {"value", r.peak}}},
                                    {"regions", regions},
                                    {"files", files},
-                                   {"options", options_json(o->o, o->dense_map, nets.size())}};
+                                   {"options", options_json(o->o, o->dense_map, o->levels, nets.size())}};
         jsonl << rec.dump() << "\n";
         ++records;
       }

@@ -40,6 +40,11 @@ inline constexpr const char* DENSE_MAP_HELP =
     "Shift-and-stitch: heatmaps from a deep map of twice the side (four image-network passes on\n"
     "the input translated by half a cell; same weights). Finer peaks for small findings";
 
+/// Help of --levels (localize, eval-phantom): model::AflocConfig::heatmap_levels.
+inline constexpr const char* LEVELS_HELP =
+    "Maps the heatmaps read: deep (v_d, the authors'), shallow (v_s, layer2, twice the side) or both\n"
+    "(their heatmaps averaged); for models trained with loss.shallow_sentence_weight. Default: the model's";
+
 /// --prompt-cache DIR / --no-prompt-cache.
 struct PromptCacheFlags {
   std::string dir;  ///< "" = the default folder (see infer::default_prompt_cache_dir)

@@ -173,11 +173,14 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
   LocEvalResult res;
   res.map_side = nets[0]->config().deep_side();
   res.dense_map = nets[0]->config().dense_map;
+  res.heatmap_levels = nets[0]->config().heatmap_levels;
+  for (size_t k = 1; k < nets.size(); ++k)
+    if (nets[k]->config().heatmap_levels != res.heatmap_levels) res.heatmap_levels = "mixed";
   res.n_models = static_cast<int64_t>(nets.size());
   // Heatmaps are averaged at the evaluation size, so models with other map sides can join; the
   // pointing game then has no single ceiling (map_side 0).
-  for (size_t k = 1; k < nets.size(); ++k)
-    if (nets[k]->config().deep_side() != res.map_side) res.map_side = 0;
+  for (size_t k = 0; k < nets.size(); ++k)
+    if (nets[k]->config().deep_side() != res.map_side || nets[k]->config().reads_shallow()) res.map_side = 0;
   std::set<std::string> cats;
   for (const auto& im : images)
     for (const auto& [cat, m] : im.instances) cats.insert(cat);
@@ -226,15 +229,15 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
       gray.push_back(data::read_gray8(images[i].image));
       shown.push_back(data::resize_pad(gray.back(), E));
     }
-    // Each model's deep map of the batch; an ensemble averages the models' probabilities, and
-    // below their normalised heatmaps.
-    std::vector<torch::Tensor> deeps;
+    // Each model's maps of the batch (heatmap_levels); an ensemble averages the models'
+    // probabilities, and below the normalised heatmaps of all their maps.
+    std::vector<std::vector<torch::Tensor>> levels;
     torch::Tensor prob;
     for (size_t k = 0; k < nets.size(); ++k) {
       const model::ImageEmbeddings emb = infer::image_embeddings(nets[k], gray);
-      deeps.push_back(emb.deep);
+      levels.push_back(model::heatmap_maps(nets[k]->config(), emb));
       const int64_t side = nets[k]->config().deep_side();
-      TORCH_CHECK(deeps.back().size(2) == side && deeps.back().size(3) == side, "deep map ", deeps.back().sizes(),
+      TORCH_CHECK(emb.deep.size(2) == side && emb.deep.size(3) == side, "deep map ", emb.deep.sizes(),
                   " but the config's deep side is ", side);
       if (!res.class_names.empty()) {
         const torch::Tensor p = infer::class_probabilities(emb.global, heads[k]).cpu().to(torch::kDouble);
@@ -265,7 +268,8 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
       for (const auto& [cat, m] : masks) {
         std::vector<torch::Tensor> sims;
         for (size_t k = 0; k < nets.size(); ++k)
-          sims.push_back(infer::similarity_map(deeps[k][static_cast<int64_t>(i - start)], query[k].at(cat)).cpu());
+          for (const auto& level : levels[k])
+            sims.push_back(infer::similarity_map(level[static_cast<int64_t>(i - start)], query[k].at(cat)).cpu());
         const torch::Tensor heat = infer::mean_heatmap(sims, E, o.heatmap);
         const Map hm = to_map(heat), gm = mask_map(m);
         const auto model = mm.update(cat, gm, hm), base = bm.update(cat, gm, prior_map);
@@ -372,8 +376,9 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
                   r.dense_map ? "; shift-and-stitched map (--dense-map)" : "");
     t << line;
   } else {
-    t << "ceiling: none (the ensemble's models have maps of different sides)\n";
+    t << "ceiling: none (heatmaps averaged over maps of different sides, or read from the shallow map)\n";
   }
+  if (r.heatmap_levels != "deep") t << "maps read: " << r.heatmap_levels << " (heatmap_levels; the authors' read deep)\n";
   if (r.n_models > 1) t << "ensemble: heatmaps and probabilities averaged over " << r.n_models << " models\n";
   if (r.contrast_references > 0) {
     std::snprintf(line, sizeof line,
@@ -392,6 +397,7 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
   }
   j["map_side"] = r.map_side > 0 ? nlohmann::ordered_json(r.map_side) : nlohmann::ordered_json(nullptr);
   j["dense_map"] = r.dense_map;
+  j["heatmap_levels"] = r.heatmap_levels;
   j["models"] = r.n_models;
   j["contrast"] = r.contrast;
   j["contrast_references"] = r.contrast_references;

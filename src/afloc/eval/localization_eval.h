@@ -67,6 +67,7 @@ struct LocEvalResult {
   double hit_ceiling_macro = 0;
   int64_t map_side = 0;  ///< side of the deep map the heatmaps come from (0: an ensemble of several sides)
   bool dense_map = false;  ///< the map was shift-and-stitched (model::AflocConfig::dense_map)
+  std::string heatmap_levels = "deep";  ///< the maps read (model::AflocConfig::heatmap_levels; "mixed" across models)
   int64_t n_models = 1;    ///< models whose heatmaps and probabilities were averaged
   double contrast = 0;              ///< the contrast reading's weight (0: the plain reading)
   int64_t contrast_references = 0;  ///< prompts of its mean

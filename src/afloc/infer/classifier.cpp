@@ -74,9 +74,11 @@ model::ImageEmbeddings image_embeddings(model::AflocModel& net, const std::vecto
   std::vector<torch::Tensor> batch;
   for (size_t i = start; i < end; ++i) batch.push_back(data::preprocess(images[i], net->config().image_size));
   torch::InferenceMode guard;
-  model::ImageEmbeddings e = net->encode_images(torch::stack(batch).to(net->device()), /*with_shallow=*/false);
+  // The shallow map only when heatmaps read it (AflocConfig::heatmap_levels).
+  model::ImageEmbeddings e = net->encode_images(torch::stack(batch).to(net->device()), net->config().reads_shallow());
   e.global = e.global.to(torch::kFloat);
   e.deep = e.deep.to(torch::kFloat);
+  if (e.shallow.defined()) e.shallow = e.shallow.to(torch::kFloat);
   return e;
 }
 

@@ -98,12 +98,12 @@ std::vector<Localization> Localizer::run(const std::vector<data::Gray8>& images,
   for (size_t start = 0; start < images.size(); start += static_cast<size_t>(o_.batch)) {
     const size_t end = std::min(images.size(), start + static_cast<size_t>(o_.batch));
     torch::InferenceMode guard;
-    // Per model: the deep maps of the batch, and the presence probabilities summed over the models.
-    std::vector<torch::Tensor> deeps;
+    // Per model: the maps of the batch (heatmap_levels), and the presence probabilities summed over the models.
+    std::vector<std::vector<torch::Tensor>> levels;
     torch::Tensor prob;
     for (size_t k = 0; k < n_models; ++k) {
       const model::ImageEmbeddings emb = image_embeddings(nets_[k], images, start, end);
-      deeps.push_back(emb.deep);
+      levels.push_back(model::heatmap_maps(nets_[k]->config(), emb));
       if (!presence.empty()) {
         const torch::Tensor p = class_probabilities(emb.global, presence[k]).cpu();
         prob = prob.defined() ? prob + p : p;
@@ -112,9 +112,10 @@ std::vector<Localization> Localizer::run(const std::vector<data::Gray8>& images,
     if (prob.defined() && n_models > 1) prob = prob / static_cast<double>(n_models);
     for (size_t i = start; i < end; ++i) {
       const auto b = static_cast<int64_t>(i - start);
-      // Each model's raw maps for all prompts at once: (P, D) x (D, h, w) -> (P, h, w).
+      // Each model's raw maps (each level's) for all prompts at once: (P, D) x (D, h, w) -> (P, h, w).
       std::vector<torch::Tensor> sims;
-      for (size_t k = 0; k < n_models; ++k) sims.push_back(torch::einsum("dhw,pd->phw", {deeps[k][b], queries[k]}).cpu());
+      for (size_t k = 0; k < n_models; ++k)
+        for (const auto& level : levels[k]) sims.push_back(torch::einsum("dhw,pd->phw", {level[b], queries[k]}).cpu());
       for (size_t q = 0; q < prompts.size(); ++q) {
         Localization l;
         l.image = names[i];

@@ -175,6 +175,12 @@ AlignmentLoss alignment_loss(const torch::Tensor& shallow, const torch::Tensor& 
     out.sentence = (l.loss0 + l.loss1) * c.sentence_weight;
     terms.push_back(out.sentence);
   }
+  if (c.shallow_sentence_weight > 0) {
+    TORCH_CHECK(shallow.defined(), "loss.shallow_sentence_weight needs the shallow map v_s");
+    const auto l = local_loss(shallow, sentences, sent_lens, lo, c.skip_negated ? sent_negated : torch::Tensor());
+    out.shallow_sentence = (l.loss0 + l.loss1) * c.shallow_sentence_weight;
+    terms.push_back(out.shallow_sentence);
+  }
   if (c.region_report_weight > 0) {
     const auto g = region_report_loss(deep, report, c.region_report_gamma, c.temp3);
     out.region = (g.loss0 + g.loss1) * c.region_report_weight;

@@ -69,6 +69,7 @@ struct AlignmentLoss {
   torch::Tensor sentence;  ///< deep regions x sentences
   torch::Tensor report;    ///< global vector x report vector
   torch::Tensor region;    ///< deep regions x report vector (loss.region_report_weight > 0 only)
+  torch::Tensor shallow_sentence;  ///< shallow regions x sentences (loss.shallow_sentence_weight > 0 only)
 };
 
 AlignmentLoss alignment_loss(const model::ImageEmbeddings& image, const model::TextEmbeddings& text,

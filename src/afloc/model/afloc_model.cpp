@@ -47,6 +47,13 @@ void AflocModelImpl::set_dense_map(bool on) {
   img_encoder->dense_map = on;
 }
 
+void AflocModelImpl::set_heatmap_levels(const std::string& levels) {
+  AflocConfig c = config_;
+  c.heatmap_levels = levels;
+  c.validate();
+  config_ = c;
+}
+
 TextEmbeddings AflocModelImpl::encode_text(const TokenBatch& tokens) {
   return text_encoder(tokens.ids, tokens.attention_mask, tokens.token_type_ids);
 }

@@ -40,6 +40,8 @@ class AflocModelImpl : public torch::nn::Module {
   /// AflocConfig::dense_map on a built (trained or loaded) model: v_d at twice its side from
   /// four translated passes; weights unchanged.
   void set_dense_map(bool on);
+  /// AflocConfig::heatmap_levels on a built model ("deep", "shallow" or "both"; error otherwise).
+  void set_heatmap_levels(const std::string& levels);
   TextEmbeddings encode_text(const TokenBatch& tokens);
   /// Tokenizes texts (CPU tensors; move them with TokenBatch::to).
   TokenBatch tokenize(const std::vector<std::string>& texts, TextMode mode = TextMode::kPrompt) const;

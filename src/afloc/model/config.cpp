@@ -90,6 +90,7 @@ void parse_loss(const json& j, LossConfig& c, const std::string& path) {
   get(j, "skip_negated", c.skip_negated, path, known);
   get(j, "region_report_weight", c.region_report_weight, path, known);
   get(j, "region_report_gamma", c.region_report_gamma, path, known);
+  get(j, "shallow_sentence_weight", c.shallow_sentence_weight, path, known);
   reject_unknown(j, known, path);
 }
 
@@ -102,6 +103,7 @@ void parse_root(const json& j, AflocConfig& c, const std::string& path) {
   get(j, "deep_layer", c.deep_layer, path, known);
   get(j, "align_cells", c.align_cells, path, known);
   get(j, "dense_map", c.dense_map, path, known);
+  get(j, "heatmap_levels", c.heatmap_levels, path, known);
   known.insert(known.end(), {"resnet", "bert", "text", "loss"});
   if (j.contains("resnet")) parse_resnet(j.at("resnet"), c.resnet, path + ".resnet");
   if (j.contains("bert")) parse_bert(j.at("bert"), c.bert, path + ".bert");
@@ -151,6 +153,12 @@ void AflocConfig::validate() const {
   }
   if (!(loss.region_report_gamma > 0)) {
     bad("loss.region_report_gamma", json(loss.region_report_gamma).dump(), "must be > 0");
+  }
+  if (!(loss.shallow_sentence_weight >= 0)) {
+    bad("loss.shallow_sentence_weight", json(loss.shallow_sentence_weight).dump(), "must be >= 0 (0 = off)");
+  }
+  if (heatmap_levels != "deep" && heatmap_levels != "shallow" && heatmap_levels != "both") {
+    bad("heatmap_levels", "'" + heatmap_levels + "'", "expected deep, shallow or both");
   }
   if (deep_side() < 1) bad("image_size", std::to_string(image_size), "too small for the ResNet");
 }
@@ -206,6 +214,7 @@ void to_json(nlohmann::json& j, const AflocConfig& c) {
       {"deep_layer", c.deep_layer},
       {"align_cells", c.align_cells},
       {"dense_map", c.dense_map},
+      {"heatmap_levels", c.heatmap_levels},
       {"resnet", {{"depth", c.resnet.depth}, {"width", c.resnet.width}, {"dilate_layer3", c.resnet.dilate_layer3}}},
       {"bert",
        {{"vocab_size", c.bert.vocab_size},
@@ -236,7 +245,8 @@ void to_json(nlohmann::json& j, const AflocConfig& c) {
         {"temp3", c.loss.temp3},
         {"skip_negated", c.loss.skip_negated},
         {"region_report_weight", c.loss.region_report_weight},
-        {"region_report_gamma", c.loss.region_report_gamma}}},
+        {"region_report_gamma", c.loss.region_report_gamma},
+        {"shallow_sentence_weight", c.loss.shallow_sentence_weight}}},
   };
 }
 

@@ -58,6 +58,11 @@ struct LossConfig {
   /// like the global term (docs/training.md).
   double region_report_weight = 0.0;
   double region_report_gamma = 10.0;
+  /// Sentence–shallow term (0 = off; not in the authors' method, off in `paper`): the
+  /// sentence–region loss of the deep map applied with the same sentences (and skip_negated) to
+  /// the shallow map v_s too, weighted by this, so that layer2's finer map localizes sentences
+  /// as well (read with AflocConfig::heatmap_levels; docs/training.md).
+  double shallow_sentence_weight = 0.0;
 };
 
 /// Tokenizer settings stored with a model.
@@ -90,6 +95,14 @@ struct AflocConfig {
   /// image-network passes for v_d (plus one for v_g and v_s); an inference option that any trained
   /// model accepts (weights unchanged). The authors' model has none (false).
   bool dense_map = false;
+  /// The maps a heatmap reads: "deep" (v_d; SPEC §4, the authors'), "shallow" (v_s, layer2, twice
+  /// the side) or "both" (each (image, prompt) heatmap the mean of the two maps' heatmaps, each
+  /// normalised as SPEC §4, as an ensemble's are). v_s localizes sentences only in models trained
+  /// with loss.shallow_sentence_weight > 0 (otherwise it aligns with words, or with nothing). With
+  /// align_cells the shallow map is read where its cells look (model::heatmap_maps). An inference
+  /// option any model accepts (weights unchanged).
+  std::string heatmap_levels = "deep";
+  bool reads_shallow() const { return heatmap_levels != "deep"; }
   BertConfig bert;
   TextConfig text;
   LossConfig loss;

@@ -19,6 +19,27 @@ torch::Tensor resize_shifted(const torch::Tensor& images, int64_t size, double s
                         F::GridSampleFuncOptions().mode(torch::kBilinear).padding_mode(torch::kBorder).align_corners(true));
 }
 
+std::vector<torch::Tensor> heatmap_maps(const AflocConfig& c, const ImageEmbeddings& e) {
+  std::vector<torch::Tensor> maps;
+  if (c.heatmap_levels != "shallow") maps.push_back(e.deep);
+  if (!c.reads_shallow()) return maps;
+  TORCH_CHECK(e.shallow.defined(), "heatmap_levels ", c.heatmap_levels, ": the image embeddings hold no shallow map");
+  const double shift = c.align_cells ? (static_cast<double>(c.network_stride()) - 1.0) / 2.0 : 0.0;
+  const double off = (shift > 0 ? shift - 3.5 : 0.0) / 8.0;  // shallow cells; 0.5 for a layer3 deep map
+  TORCH_CHECK(off >= 0 && off < 1, "heatmap_levels: unexpected cell offset ", off);
+  torch::Tensor s = e.shallow;
+  if (off > 0) {
+    // Cell i of the drawn map reads the network's map at i - off (linear, edge cell repeated).
+    for (int64_t dim : {2, 3}) {
+      const int64_t n = s.size(dim);
+      const torch::Tensor prev = torch::cat({s.narrow(dim, 0, 1), s.narrow(dim, 0, n - 1)}, dim);
+      s = s * (1.0 - off) + prev * off;
+    }
+  }
+  maps.push_back(s);
+  return maps;
+}
+
 ImageEncoderImpl::ImageEncoderImpl(const AflocConfig& c) : upsample_size(c.upsample_size),
       deep_layer(c.deep_layer),
       cell_shift(c.align_cells ? (static_cast<double>(c.network_stride()) - 1.0) / 2.0 : 0.0),

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <array>
+#include <vector>
 
 #include "afloc/model/config.h"
 #include "afloc/model/resnet.h"
@@ -27,6 +28,12 @@ struct ImageEmbeddings {
 torch::Tensor resize_shifted(const torch::Tensor& images, int64_t size, double shift);
 /// The same with separate vertical and horizontal shifts.
 torch::Tensor resize_shifted(const torch::Tensor& images, int64_t size, double shift_y, double shift_x);
+
+/// The maps a heatmap reads (config.heatmap_levels), each (B, D, h, w): v_d and/or the shallow map
+/// v_s (which `e` must then hold), v_s resampled where its cells look: with align_cells the input is
+/// shifted for the deep stride, so a layer2 cell sits (cell shift - 3.5) / 8 of a cell before
+/// where SPEC §4's upsampling draws it (half a cell for a layer3 deep map). Heatmaps average them.
+std::vector<torch::Tensor> heatmap_maps(const AflocConfig& config, const ImageEmbeddings& e);
 
 class ImageEncoderImpl : public torch::nn::Module {
  public:

@@ -375,7 +375,7 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
   };
   set_train_mode();
   const bool gather = cfg.loop.gather_embeddings && comm.world() > 1;
-  double win_loss = 0, win_word = 0, win_sent = 0, win_rep = 0, win_region = 0;
+  double win_loss = 0, win_word = 0, win_sent = 0, win_rep = 0, win_region = 0, win_shallow = 0;
   int64_t win_n = 0;
   auto win_t0 = std::chrono::steady_clock::now();
   const double wait0 = loader.wait_seconds();
@@ -451,6 +451,7 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
       win_sent += l.sentence.defined() ? l.sentence.item<double>() : 0;
       win_rep += l.report.defined() ? l.report.item<double>() : 0;
       win_region += l.region.defined() ? l.region.item<double>() : 0;
+      win_shallow += l.shallow_sentence.defined() ? l.shallow_sentence.item<double>() : 0;
       ++win_n;
       char extra[64];
       std::snprintf(extra, sizeof extra, "loss %.3f lr %.1e", lv, lr);
@@ -467,9 +468,10 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
                                  {"lr", lr},
                                  {"samples_per_s", dt > 0 ? static_cast<double>(win_n * cfg.loop.batch_size * comm.world()) / dt : 0.0}};
         if (cfg.model.loss.region_report_weight > 0) j["region"] = win_region / static_cast<double>(win_n);
+        if (cfg.model.loss.shallow_sentence_weight > 0) j["shallow_sentence"] = win_shallow / static_cast<double>(win_n);
         if (main) append_line(metrics_path, j);
         res.last_loss = win_loss / static_cast<double>(win_n);
-        win_loss = win_word = win_sent = win_rep = win_region = 0;
+        win_loss = win_word = win_sent = win_rep = win_region = win_shallow = 0;
         win_n = 0;
         win_t0 = std::chrono::steady_clock::now();
       }
