@@ -517,6 +517,7 @@ TEST_F(E2E, LocalizeWritesHeatmapsMasksBoxesAndReportsFailures) {
     ++ok;
     EXPECT_EQ(j["options"]["margin"], 10);
     EXPECT_EQ(j["options"]["thresholds"].size(), 2u);
+    EXPECT_EQ(j["options"]["levels"], "deep");  // the model's heatmap_levels, echoed
     std::vector<int64_t> shape;
     const auto h = io::load_npy(j["files"]["heatmap_npy"].get<std::string>(), &shape);
     EXPECT_EQ(shape, (std::vector<int64_t>{224, 224}));

@@ -1,9 +1,10 @@
 // Slow end-to-end check that localization emerges from image-report pairs alone: a phantom world,
-// ~3 minutes of `tiny` pretraining (configs/phantom_tiny.json at a flat learning rate, 600 steps),
-// then zero-shot heatmaps for "Findings suggesting {finding}." against the hidden masks, compared
-// with the centre prior. Measured at this budget: hit 0.20 (prior 0), IoU 1.79x the prior's, CNR 1.86
-// (prior 0.68); with the earlier caption draws 0.16, 1.59x, 1.72. The thresholds leave room for
-// run-to-run noise, and the demo's ~10-minute run goes further (README). The test set is never
+// 600 steps of `tiny` pretraining (configs/phantom_tiny.json at a flat learning rate; ~7 minutes on
+// a 2-core CPU without AVX-512), then zero-shot heatmaps for "Findings suggesting {finding}." against
+// the hidden masks, compared with the centre prior. Measured at this budget: hit 0.42 (prior 0), IoU
+// 2.07x the prior's, CNR 2.00 (prior 0.68); the recipe before the sentence–shallow term scored 0.20,
+// 1.79x, 1.86 here (on another CPU), so the thresholds (hit +0.2, IoU 1.4x) leave room for run-to-run
+// and machine-to-machine noise, and the demo's full run goes further (README). The test set is never
 // seen in training; nothing here is tuned on it.
 #include <gtest/gtest.h>
 
@@ -37,8 +38,8 @@ TEST(Learn, LocalizationEmergesFromReportsAlone) {
   const double hit = m["hit_rate"], base_hit = m["baseline_hit_rate"];
   std::printf("[learn] macro over %lld findings: IoU %.3f (centre prior %.3f), CNR %.3f (%.3f), hit %.3f (%.3f)\n",
               static_cast<long long>(m["n"].get<int64_t>()), iou, base_iou, cnr, base_cnr, hit, base_hit);
-  EXPECT_GT(hit, base_hit + 0.10);
-  EXPECT_GT(iou, 1.1 * base_iou);
+  EXPECT_GT(hit, base_hit + 0.20);
+  EXPECT_GT(iou, 1.4 * base_iou);
   EXPECT_GT(cnr, std::max(1.0, base_cnr + 0.3));
 }
 

@@ -103,12 +103,15 @@ std::vector<std::string> read_prompt_file(const std::string& path) {
   return out;
 }
 
-nlohmann::ordered_json options_json(const infer::LocalizeOptions& o, bool dense_map, const std::string& levels,
-                                    size_t n_models) {
-  return {{"models", n_models},
+nlohmann::ordered_json options_json(const infer::LocalizeOptions& o, bool dense_map,
+                                    const std::vector<model::AflocModel>& nets) {
+  // The maps each model's heatmaps read (its heatmap_levels, or --levels for all).
+  std::vector<std::string> levels;
+  for (const auto& n : nets) levels.push_back(n->config().heatmap_levels);
+  return {{"models", nets.size()},
           {"size", o.size},
           {"dense_map", dense_map},
-          {"levels", levels.empty() ? "model's" : levels},
+          {"levels", levels.size() == 1 ? nlohmann::ordered_json(levels[0]) : nlohmann::ordered_json(levels)},
           {"sigma", o.heatmap.sigma},
           {"truncate", o.heatmap.truncate},
           {"margin", o.heatmap.margin},
@@ -240,7 +243,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
     nlohmann::ordered_json echo{{"model", sources.size() == 1 ? nlohmann::ordered_json(sources[0]) : nlohmann::ordered_json(sources)},
                                 {"prompts", prompts},
                                 {"presence_prompts", presence_json},
-                                {"options", options_json(o->o, o->dense_map, o->levels, nets.size())}};
+                                {"options", options_json(o->o, o->dense_map, nets)}};
     write_file_atomic((fs::path(o->out) / "options.json").string(), echo.dump(2) + "\n");
     std::ofstream jsonl(fs::path(o->out) / "results.jsonl");
     Failures failed;
@@ -314,7 +317,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
                                    {"peak", {{"x", r.peak_x}, {"y", r.peak_y}, {"value", r.peak}}},
                                    {"regions", regions},
                                    {"files", files},
-                                   {"options", options_json(o->o, o->dense_map, o->levels, nets.size())}};
+                                   {"options", options_json(o->o, o->dense_map, nets)}};
         jsonl << rec.dump() << "\n";
         ++records;
       }
