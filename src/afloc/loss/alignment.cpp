@@ -170,15 +170,18 @@ AlignmentLoss alignment_loss(const torch::Tensor& shallow, const torch::Tensor& 
     out.report = (g.loss0 + g.loss1) * c.report_weight;
     terms.push_back(out.report);
   }
+  // The sentence–region loss of a map: the deep map's term, and the shallow map's when on.
+  const auto sentence_loss = [&](const torch::Tensor& regions) {
+    const auto l = local_loss(regions, sentences, sent_lens, lo, c.skip_negated ? sent_negated : torch::Tensor());
+    return l.loss0 + l.loss1;
+  };
   if (c.use_sentence) {
-    const auto l = local_loss(deep, sentences, sent_lens, lo, c.skip_negated ? sent_negated : torch::Tensor());
-    out.sentence = (l.loss0 + l.loss1) * c.sentence_weight;
+    out.sentence = sentence_loss(deep) * c.sentence_weight;
     terms.push_back(out.sentence);
   }
   if (c.shallow_sentence_weight > 0) {
     TORCH_CHECK(shallow.defined(), "loss.shallow_sentence_weight needs the shallow map v_s");
-    const auto l = local_loss(shallow, sentences, sent_lens, lo, c.skip_negated ? sent_negated : torch::Tensor());
-    out.shallow_sentence = (l.loss0 + l.loss1) * c.shallow_sentence_weight;
+    out.shallow_sentence = sentence_loss(shallow) * c.shallow_sentence_weight;
     terms.push_back(out.shallow_sentence);
   }
   if (c.region_report_weight > 0) {

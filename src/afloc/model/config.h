@@ -117,6 +117,9 @@ struct AflocConfig {
   /// Input pixels (after the internal upsampling) per cell of the network's own deep map: 16 from
   /// layer3, 8 from layer2 or dilated layer3.
   int64_t network_stride() const { return deep_layer == 2 || resnet.dilate_layer3 ? 8 : 16; }
+  /// Input pixels by which align_cells shifts the network's input: (network_stride() - 1) / 2, 0
+  /// without it.
+  double cell_shift() const { return align_cells ? (static_cast<double>(network_stride()) - 1.0) / 2.0 : 0.0; }
   /// Input pixels per cell of v_d: network_stride(), halved by dense_map.
   int64_t deep_stride() const { return dense_map ? network_stride() / 2 : network_stride(); }
 };

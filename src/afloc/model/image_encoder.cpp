@@ -24,7 +24,7 @@ std::vector<torch::Tensor> heatmap_maps(const AflocConfig& c, const ImageEmbeddi
   if (c.heatmap_levels != "shallow") maps.push_back(e.deep);
   if (!c.reads_shallow()) return maps;
   TORCH_CHECK(e.shallow.defined(), "heatmap_levels ", c.heatmap_levels, ": the image embeddings hold no shallow map");
-  const double shift = c.align_cells ? (static_cast<double>(c.network_stride()) - 1.0) / 2.0 : 0.0;
+  const double shift = c.cell_shift();
   const double off = (shift > 0 ? shift - 3.5 : 0.0) / 8.0;  // shallow cells; 0.5 for a layer3 deep map
   TORCH_CHECK(off >= 0 && off < 1, "heatmap_levels: unexpected cell offset ", off);
   torch::Tensor s = e.shallow;
@@ -42,7 +42,7 @@ std::vector<torch::Tensor> heatmap_maps(const AflocConfig& c, const ImageEmbeddi
 
 ImageEncoderImpl::ImageEncoderImpl(const AflocConfig& c) : upsample_size(c.upsample_size),
       deep_layer(c.deep_layer),
-      cell_shift(c.align_cells ? (static_cast<double>(c.network_stride()) - 1.0) / 2.0 : 0.0),
+      cell_shift(c.cell_shift()),
       dense_map(c.dense_map) {
   // The finer map's cell k sits at (k + 1/2) fine strides - 1/2 pixels when aligned: pass a's
   // cells are the network's cells i on the input translated by a half network stride.
