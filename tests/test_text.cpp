@@ -306,6 +306,10 @@ TEST(Config, PresetWithOverridesAndStrictErrors) {
   EXPECT_TRUE(two_back.reads_shallow());
   EXPECT_DOUBLE_EQ(two_back.loss.shallow_sentence_weight, 0.5);
   EXPECT_EQ(preset("paper").heatmap_levels, "deep");
+  for (const auto& level : heatmap_level_names()) {  // the list the CLI's --levels accepts
+    EXPECT_EQ(parse_config(R"({"heatmap_levels": ")" + level + R"("})", "x.json").heatmap_levels, level);
+  }
+  EXPECT_EQ(heatmap_level_names().size(), 3u);
   EXPECT_FALSE(preset("tiny").reads_shallow());
   EXPECT_NE(msg(R"({"heatmap_levels": "all"})").find("heatmap_levels = 'all': expected deep, shallow or both"),
             std::string::npos);

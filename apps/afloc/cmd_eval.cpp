@@ -43,7 +43,7 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--eval-size", o->loc.eval_size, "Square size at which heatmaps meet masks");
   c->add_option("--sigma", o->loc.heatmap.sigma, "Heatmap smoothing in feature cells (<0: 1.5 x side/19, 0: none)");
   c->add_flag("--dense-map", o->dense_map, DENSE_MAP_HELP);
-  c->add_option("--levels", o->levels, LEVELS_HELP)->check(CLI::IsMember({"deep", "shallow", "both"}));
+  c->add_option("--levels", o->levels, LEVELS_HELP)->check(CLI::IsMember(model::heatmap_level_names()));
   c->add_option("--contrast", o->loc.contrast,
                 "Contrast reading: each finding's map minus this weight (0-1; 0 = off) times the mean map of the\n"
                 "evaluated findings' prompts, taking out what the prompts share (the template's words). 0.5 pointed\n"

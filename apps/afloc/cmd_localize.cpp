@@ -152,7 +152,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--size", o->o.size, "Output side in pixels (SPEC: 224)");
   c->add_option("--sigma", o->o.heatmap.sigma, "Gaussian blur in feature cells (<0: 1.5 x side/19, 0: none)");
   c->add_flag("--dense-map", o->dense_map, DENSE_MAP_HELP);
-  c->add_option("--levels", o->levels, LEVELS_HELP)->check(CLI::IsMember({"deep", "shallow", "both"}));
+  c->add_option("--levels", o->levels, LEVELS_HELP)->check(CLI::IsMember(model::heatmap_level_names()));
   c->add_option("--contrast", o->o.contrast,
                 "Contrast reading: each prompt's map minus this weight (0-1; 0 = off) times the mean map of the\n"
                 "references (this run's prompts and any --contrast-prompt), taking out what the prompts share (a\n"

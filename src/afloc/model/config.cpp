@@ -157,7 +157,8 @@ void AflocConfig::validate() const {
   if (!(loss.shallow_sentence_weight >= 0)) {
     bad("loss.shallow_sentence_weight", json(loss.shallow_sentence_weight).dump(), "must be >= 0 (0 = off)");
   }
-  if (heatmap_levels != "deep" && heatmap_levels != "shallow" && heatmap_levels != "both") {
+  const auto& levels = heatmap_level_names();
+  if (std::find(levels.begin(), levels.end(), heatmap_levels) == levels.end()) {
     bad("heatmap_levels", "'" + heatmap_levels + "'", "expected deep, shallow or both");
   }
   if (deep_side() < 1) bad("image_size", std::to_string(image_size), "too small for the ResNet");
@@ -175,6 +176,11 @@ int64_t AflocConfig::deep_side() const {
 }
 
 std::vector<std::string> preset_names() { return {"paper", "tiny"}; }
+
+const std::vector<std::string>& heatmap_level_names() {
+  static const std::vector<std::string> names{"deep", "shallow", "both"};
+  return names;
+}
 
 AflocConfig preset(const std::string& name) {
   AflocConfig c;

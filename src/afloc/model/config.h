@@ -129,6 +129,8 @@ struct AflocConfig {
 /// of pretraining on 2 CPU cores). Error for an unknown name.
 AflocConfig preset(const std::string& name);
 std::vector<std::string> preset_names();
+/// The values AflocConfig::heatmap_levels takes: deep, shallow, both.
+const std::vector<std::string>& heatmap_level_names();
 
 void to_json(nlohmann::json& j, const AflocConfig& c);
 /// Strict: unknown keys and wrong types raise Error naming the key path.
