@@ -48,10 +48,26 @@ TEST(Cli, TrainAndLocalizeHelpShowTheCodesDefaults) {
   EXPECT_NE(t.out.find("--epochs INT=" + std::to_string(d.loop.epochs)), std::string::npos) << t.out;
   EXPECT_NE(t.out.find("--clip FLOAT=0.25"), std::string::npos) << t.out;
   EXPECT_NE(t.out.find("default: " + d.optim.schedule), std::string::npos) << t.out;
+  // The shown defaults are not what a -c config trains with: the help says which wins.
+  EXPECT_NE(t.out.find("config's values apply instead, unless the flag is given"), std::string::npos) << t.out;
   const CliRun l = run("localize --help");
   ASSERT_EQ(l.code, 0);
   EXPECT_NE(l.out.find("--interpolation TEXT=bilinear"), std::string::npos) << l.out;  // infer::HeatmapOptions
   EXPECT_NE(l.out.find("--size INT=224"), std::string::npos) << l.out;
+}
+
+TEST(Cli, TrainFlagsOverrideOnlyTheConfigFieldsTheyName) {
+  // `-c CONFIG -e 6`: epochs from the flag, everything else from the config, not the help's defaults.
+  const CliRun r = run("train -c " AFLOC_SOURCE_DIR "/configs/phantom_tiny.json -e 6 --print-config");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["loop"]["epochs"], 6);
+  EXPECT_DOUBLE_EQ(j["optim"]["lr"].get<double>(), 5e-4);
+  EXPECT_EQ(j["optim"]["schedule"], "cosine");
+  EXPECT_EQ(j["model"]["heatmap_levels"], "both");
+  const CliRun b = run("train -c " AFLOC_SOURCE_DIR "/configs/phantom_tiny.json --print-config");
+  ASSERT_EQ(b.code, 0) << b.out;
+  EXPECT_EQ(nlohmann::json::parse(b.out)["loop"]["epochs"], 10);
 }
 
 TEST(Cli, UsageErrorsExit2AndErrorsExit1NamingTheFile) {

@@ -27,7 +27,7 @@ struct TrainCli {
 void register_train_commands(CLI::App& app, GlobalOptions& g) {
   auto o = std::make_shared<TrainCli>();
   auto* c = app.add_subcommand("train", "Pretrain AFLoc on image-report pairs (MIMIC-CXR-JPG layout or a manifest)");
-  c->add_option("-c,--config", o->config, "Run config JSON (flags below override its fields)");
+  c->add_option("-c,--config", o->config, "Run config JSON: its fields replace the defaults shown below; flags replace both");
   c->add_option("-p,--preset", o->preset, "Model preset (paper, tiny); default: the config's, else tiny");
   c->add_option("--model-config", o->model_config, "Model config JSON (overrides --preset)");
   c->add_option("-d,--data", o->data, "Data root: MIMIC-CXR-JPG folder, or image root of a manifest");
@@ -58,6 +58,10 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
   c->add_flag("-r,--resume", o->t.resume, "Continue the run in --out from its latest checkpoint");
   c->add_flag("--print-config", o->print_config, "Print the resolved run config and exit");
   c->add_flag("--json", o->json, "Print the result as JSON");
+  c->footer(
+      "Defaults shown (=...) are the built-in run defaults (the authors' optimiser and schedule). With -c, the\n"
+      "config's values apply instead, unless the flag is given: `afloc train -c configs/phantom_tiny.json -e 6`\n"
+      "keeps that config's lr 5e-4 and cosine schedule and changes only the epochs. --print-config shows the result.");
   c->add_option("--crash-after-step", o->t.crash_after_step, "Testing: exit abruptly after this step")
       ->group("");  // hidden
   c->callback([o, c, &g] {
