@@ -5,6 +5,8 @@
 
 #include <thread>
 
+#include "afloc/common/allocator.h"
+
 namespace afloc {
 
 int hardware_threads() {
@@ -19,6 +21,7 @@ int set_threads(int n) {
   // floats, which x86 handles ~100x slower: without this a tiny-config training step is 1.5x slower
   // (bench_train). Threads created afterwards inherit the setting; values below 1e-38 become 0.
   at::globalContext().setFlushDenormal(true);
+  keep_freed_memory();
   return count;
 }
 
