@@ -1,8 +1,9 @@
 // Unit tests of the text pipeline: cleaning, caption sampling, tokenizer, vocab IO and builder,
-// model config JSON. Hand-checkable tables.
+// model config JSON. Hand-checkable tables. Also the allocator setting of common/.
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <cmath>
 #include <map>
@@ -10,11 +11,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "afloc/common/allocator.h"
 #include "afloc/common/error.h"
 #include "afloc/model/config.h"
 #include "afloc/text/clean.h"
 #include "afloc/text/tokenizer.h"
 #include "afloc/text/vocab_builder.h"
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace afloc::text {
 namespace {
@@ -320,3 +326,34 @@ TEST(Config, PresetWithOverridesAndStrictErrors) {
 
 }  // namespace
 }  // namespace afloc::model
+
+namespace afloc {
+namespace {
+
+TEST(Allocator, KeepFreedMemoryServesLargeBlocksFromTheHeapUnlessTheUserTunedMalloc) {
+  const char* vars[] = {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"};
+  for (const char* v : vars) ::unsetenv(v);
+#if defined(__GLIBC__)
+  // The user's own malloc settings win.
+  for (const char* v : vars) {
+    ::setenv(v, "1", 1);
+    EXPECT_FALSE(keep_freed_memory()) << v;
+    ::unsetenv(v);
+  }
+  ASSERT_TRUE(keep_freed_memory());
+  // 64 MiB is above the largest mmap threshold glibc reaches by itself (32 MiB): by default such a
+  // block is a fresh mapping, unmapped on free. Kept, it comes from the heap.
+  const size_t mapped_before = mallinfo2().hblkhd;
+  void* p = std::malloc(size_t{64} << 20);
+  ASSERT_NE(p, nullptr);
+  static_cast<volatile char*>(p)[0] = 1;
+  const size_t mapped_during = mallinfo2().hblkhd;
+  std::free(p);
+  EXPECT_EQ(mapped_during, mapped_before);
+#else
+  EXPECT_FALSE(keep_freed_memory());
+#endif
+}
+
+}  // namespace
+}  // namespace afloc
