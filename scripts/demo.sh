@@ -12,6 +12,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh --target afloc_cli
 AFLOC=./build/bin/afloc
+# OpenBLAS's idle worker otherwise spins in sched_yield after every gemm, taking a core from
+# LibTorch's own threads on a small machine; OpenBLAS reads this when it loads, so it is set here
+# (the demo's training: 823 s with it, 915 s without, same results; docs/training.md, Performance).
+export OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4}
 OUT=${AFLOC_DEMO_OUT:-demo}
 N_TRAIN=6000; N_TEST=400; EPOCHS=10
 if [ "${1:-}" = "--quick" ]; then N_TRAIN=1500; N_TEST=150; EPOCHS=4; OUT=${AFLOC_DEMO_OUT:-demo_quick}; fi
