@@ -117,7 +117,8 @@ void BM_PyTorchScript(benchmark::State& state) {
     // pipelines are compared, not the allocators: with glibc's defaults the script's batch-16 pass
     // ran 1.7 instead of 14.1 images/s on the 2-core EPYC (session 17).
     const std::string keep = std::to_string(afloc::kKeptBlockBytes);
-    const std::string cmd = "MALLOC_MMAP_THRESHOLD_=" + keep + " MALLOC_TRIM_THRESHOLD_=" + keep + " /usr/bin/python3 " + std::string(AFLOC_SOURCE_DIR) + "/bench/infer_reference.py --batch " +
+    const std::string cmd = "MALLOC_MMAP_THRESHOLD_=" + keep + " MALLOC_TRIM_THRESHOLD_=" + keep +
+                            " /usr/bin/python3 " + std::string(AFLOC_SOURCE_DIR) + "/bench/infer_reference.py --batch " +
                             std::to_string(state.range(0)) + " --images " + std::to_string(kImages) +
                             " --prompts 5 --repeats 3 --threads " + std::to_string(at::get_num_threads());
     FILE* p = ::popen(cmd.c_str(), "r");

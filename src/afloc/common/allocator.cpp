@@ -21,7 +21,8 @@ bool keep_freed_memory() {
   // step's samples (perf) and training ran ~1.4x slower (42-52 against 61-74 pairs/s). Setting either
   // option alone also switches the dynamic threshold off, so both are set (the trim threshold alone
   // made training 4x slower).
-  return mallopt(M_MMAP_THRESHOLD, kKeptBlockBytes) == 1 && mallopt(M_TRIM_THRESHOLD, kKeptBlockBytes) == 1;
+  return mallopt(M_MMAP_THRESHOLD, kKeptBlockBytes) == 1 &&
+         mallopt(M_TRIM_THRESHOLD, kKeptBlockBytes) == 1;
 #else
   return false;
 #endif
