@@ -19,6 +19,7 @@
 #include "afloc/data/phantom_writer.h"
 #include "afloc/text/clean.h"
 #include "afloc/text/vocab_builder.h"
+#include "afloc/train/autocast.h"
 #include "afloc/train/loader.h"
 #include "afloc/train/run_config.h"
 
@@ -91,10 +92,12 @@ void BM_Loader(benchmark::State& state, const std::string& preset) {
   state.counters["images/s"] = benchmark::Counter(static_cast<double>(images), benchmark::Counter::kIsRate);
 }
 
-// Training pairs per second of the model alone (forward, backward, clip, Adam) on a fixed batch.
+// Training pairs per second of the model alone (forward, backward, clip, Adam) on a fixed batch;
+// the second argument 1 runs the forward under bfloat16 autocast (afloc train --amp-cpu).
 void BM_TrainStep(benchmark::State& state, const std::string& preset) {
   auto net = make_model(preset);
   const int64_t b = state.range(0), s = net->config().image_size;
+  const bool amp = state.range(1) != 0;
   std::vector<std::string> caps;
   std::mt19937_64 rng(0);
   for (int64_t i = 0; i < b; ++i) caps.push_back(afloc::text::sample_caption(world().pairs.sentences[static_cast<size_t>(i)], rng));
@@ -107,7 +110,11 @@ void BM_TrainStep(benchmark::State& state, const std::string& preset) {
   if (const char* p = std::getenv("AFLOC_PROFILE")) prof = std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(p));
   for (auto _ : state) {
     opt.zero_grad();
-    const auto l = net->loss(net->encode_images(images), net->encode_text(tokens));
+    afloc::loss::AlignmentLoss l;
+    {
+      afloc::train::AutocastGuard ag(amp, torch::Device(torch::kCPU));
+      l = net->loss(net->encode_images(images), net->encode_text(tokens));
+    }
     l.total.backward();
     torch::nn::utils::clip_grad_norm_(net->parameters(), 0.25);
     opt.step();
@@ -115,6 +122,7 @@ void BM_TrainStep(benchmark::State& state, const std::string& preset) {
     pairs += b;
   }
   state.counters["pairs/s"] = benchmark::Counter(static_cast<double>(pairs), benchmark::Counter::kIsRate);
+  if (amp) state.SetLabel("bfloat16 autocast");
 }
 
 // Where a step's time goes: forward + backward of one part with the rest held fixed.
@@ -177,10 +185,22 @@ void BM_StepPart(benchmark::State& state, const std::string& preset) {
 
 BENCHMARK_CAPTURE(BM_StepPart, tiny, std::string("tiny"))->Args({32, 0})->Args({32, 1})->Args({32, 2})->Args({32, 3})->Args({32, 4})->Args({32, 5})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_Loader, tiny, std::string("tiny"))->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_TrainStep, tiny, std::string("tiny"))->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_TrainStep, phantom, std::string("phantom"))->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_TrainStep, tiny, std::string("tiny"))
+    ->Args({32, 0})
+    ->Args({32, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_TrainStep, phantom, std::string("phantom"))
+    ->Args({32, 0})
+    ->Args({32, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(BM_Loader, paper, std::string("paper"))->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_TrainStep, paper, std::string("paper"))->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_TrainStep, paper, std::string("paper"))
+    ->Args({8, 0})
+    ->Args({8, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // The shallow-map sentence loss's largest product on its own (batch 32, 128-d, 400 regions against
 // 32 captions x 40 units), forward and backward, to compare with the same call in Python.

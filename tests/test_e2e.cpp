@@ -139,6 +139,46 @@ TEST_F(E2E, ResumeAfterACrashRepeatsTheUninterruptedRun) {
   EXPECT_NE(read(moved + "/run.json").find(moved), std::string::npos);
 }
 
+// The autocast path written for CUDA (bfloat16), exercised on CPU with --amp-cpu: the same
+// optimiser steps as float32 within bfloat16's precision, weights and optimiser state kept in
+// float32, and a crash resumed exactly.
+TEST_F(E2E, BfloatAutocastTrainsLikeFloat32AndResumesExactly) {
+  const std::string f32 = tmp("run_f32"), amp = tmp("run_amp"), amp_b = tmp("run_amp_b");
+  const CliRun r32 = run_cli(train_args(f32));
+  ASSERT_EQ(r32.code, 0) << r32.out;
+  const CliRun ra = run_cli(train_args(amp) + " --amp-cpu");
+  ASSERT_EQ(ra.code, 0) << ra.out;
+  EXPECT_NE(read(amp + "/run.json").find("\"amp_cpu\": true"), std::string::npos);
+
+  const auto l32 = step_losses(f32 + "/metrics.jsonl"), la = step_losses(amp + "/metrics.jsonl");
+  ASSERT_EQ(l32.size(), 8u);
+  ASSERT_EQ(la.size(), 8u);
+  int differ = 0;
+  for (const auto& [step, loss] : l32) {
+    ASSERT_TRUE(std::isfinite(la.at(step))) << "step " << step;
+    // bfloat16 keeps 8 significant bits; the runs drift apart slowly over 8 steps.
+    EXPECT_NEAR(la.at(step), loss, 0.03 * std::abs(loss)) << "step " << step;
+    differ += la.at(step) != loss;
+  }
+  EXPECT_GT(differ, 0) << "--amp-cpu changed no loss: autocast did not engage";
+
+  for (const auto& [name, t] : io::load_tensor_file(amp + "/checkpoints/final/model.pt")) {
+    if (t.is_floating_point()) {
+      EXPECT_EQ(t.scalar_type(), torch::kFloat) << name;
+      EXPECT_TRUE(torch::isfinite(t).all().item<bool>()) << name;
+    }
+  }
+
+  const CliRun crashed = run_cli(train_args(amp_b) + " --amp-cpu --crash-after-step 5");
+  EXPECT_EQ(crashed.code, 137) << crashed.out;
+  const CliRun resumed = run_cli("--log-level warn train -o " + amp_b + " --resume");
+  ASSERT_EQ(resumed.code, 0) << resumed.out;
+  const auto lb = step_losses(amp_b + "/metrics.jsonl");
+  ASSERT_EQ(lb.size(), 8u);
+  for (const auto& [step, loss] : la)
+    EXPECT_NEAR(lb.at(step), loss, 1e-5 * std::max(1.0, std::abs(loss))) << "step " << step;
+}
+
 TEST_F(E2E, NonFiniteLossStopsNamingTheBatchAndKeepsTheCheckpoint) {
   const std::string out = tmp("run_nan");
   const CliRun r = run_cli("--log-level warn train -d " + world_ + "/mimic-cxr-jpg -o " + out +

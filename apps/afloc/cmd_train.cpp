@@ -55,6 +55,9 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
               "Distributed: all-gather embeddings so contrastive negatives span the global batch");
   c->add_flag("--freeze-bn", o->d.loop.freeze_batchnorm, "BatchNorm uses running statistics (small per-process batches)");
   c->add_flag("--no-validate", o->no_validate, "Skip the validation loss after each epoch");
+  c->add_flag(
+      "--amp-cpu", o->d.loop.amp_cpu,
+      "bfloat16 autocast on CPU as on CUDA (CPUs with AVX-512 BF16 or AMX; the CUDA default is loop.amp)");
   c->add_flag("-r,--resume", o->t.resume, "Continue the run in --out from its latest checkpoint");
   c->add_flag("--print-config", o->print_config, "Print the resolved run config and exit");
   c->add_flag("--json", o->json, "Print the result as JSON");
@@ -105,6 +108,7 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
     if (o->no_validate) cfg.loop.validate = false;
     if (o->d.loop.gather_embeddings) cfg.loop.gather_embeddings = true;
     if (o->d.loop.freeze_batchnorm) cfg.loop.freeze_batchnorm = true;
+    if (o->d.loop.amp_cpu) cfg.loop.amp_cpu = true;
     train::validate(cfg);
     if (o->print_config) {
       std::printf("%s\n", train::run_config_to_string(cfg).c_str());

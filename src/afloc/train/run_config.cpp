@@ -100,6 +100,7 @@ RunConfig parse_run_config(const std::string& text, const std::string& origin) {
       x.get("keep_checkpoints", c.loop.keep_checkpoints);
       x.get("validate", c.loop.validate);
       x.get("amp", c.loop.amp);
+      x.get("amp_cpu", c.loop.amp_cpu);
       x.get("gather_embeddings", c.loop.gather_embeddings);
       x.get("freeze_batchnorm", c.loop.freeze_batchnorm);
       x.finish();
@@ -151,6 +152,7 @@ std::string run_config_to_string(const RunConfig& c) {
            {"keep_checkpoints", c.loop.keep_checkpoints},
            {"validate", c.loop.validate},
            {"amp", c.loop.amp},
+           {"amp_cpu", c.loop.amp_cpu},
            {"gather_embeddings", c.loop.gather_embeddings},
            {"freeze_batchnorm", c.loop.freeze_batchnorm}}},
          {"out", c.out},

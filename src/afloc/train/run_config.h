@@ -49,7 +49,8 @@ struct LoopConfig {
   int64_t checkpoint_every = 500;  ///< steps between checkpoints (0 = only at epoch ends and the end)
   int64_t keep_checkpoints = 2;  ///< step checkpoints kept (the final one is always kept)
   bool validate = true;          ///< validation loss after every epoch
-  bool amp = true;               ///< autocast (fp16) on CUDA; ignored on CPU
+  bool amp = true;               ///< bfloat16 autocast on CUDA
+  bool amp_cpu = false;          ///< bfloat16 autocast on CPU too (CPUs with fast bf16)
   bool gather_embeddings = false;  ///< distributed: contrastive negatives from the global batch
   bool freeze_batchnorm = false;   ///< BatchNorm layers use running statistics (small per-process batches)
 };

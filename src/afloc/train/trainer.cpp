@@ -2,7 +2,6 @@
 
 #include <torch/torch.h>
 
-#include <ATen/autocast_mode.h>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -22,6 +21,7 @@
 #include "afloc/io/tensor_file.h"
 #include "afloc/text/clean.h"
 #include "afloc/text/vocab_builder.h"
+#include "afloc/train/autocast.h"
 #include "afloc/train/distributed.h"
 #include "afloc/train/loader.h"
 
@@ -32,34 +32,6 @@ namespace {
 
 std::atomic<int> g_signal{0};
 extern "C" void on_signal(int sig) { g_signal = sig; }
-
-
-// Autocast on CUDA in bfloat16 (no loss scaling needed); the API was renamed in LibTorch 2.4.
-class AutocastGuard {
- public:
-  explicit AutocastGuard(bool on) : on_(on) {
-    if (!on_) return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-#else
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-    at::autocast::set_enabled(true);
-#endif
-  }
-  ~AutocastGuard() {
-    if (!on_) return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
-#else
-    at::autocast::set_enabled(false);
-#endif
-    at::autocast::clear_cache();
-  }
-
- private:
-  bool on_;
-};
 
 double learning_rate(const OptimConfig& o, int64_t step, int64_t epoch, int64_t total_steps) {
   if (o.schedule == "step") {
@@ -177,7 +149,7 @@ double validation_loss(model::AflocModel& net, BatchLoader& loader, const torch:
   int64_t n = 0;
   Batch b;
   while (loader.next(b)) {
-    AutocastGuard ag(amp);
+    AutocastGuard ag(amp, device);
     const auto ie = net->encode_images(b.images.to(device));
     const auto te = net->encode_text(b.tokens.to(device));
     sum += net->loss(ie, te).total.item<double>();
@@ -199,7 +171,7 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
   if (device.is_cuda() && !device.has_index() && env.enabled()) device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
   Communicator comm(env, device);
   const bool main = comm.is_main();
-  const bool amp = cfg.loop.amp && device.is_cuda();
+  const bool amp = device.is_cuda() ? cfg.loop.amp : cfg.loop.amp_cpu;
   if (main) fs::create_directories(cfg.out);
   const std::string metrics_path = (fs::path(cfg.out) / "metrics.jsonl").string();
 
@@ -403,7 +375,7 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
       optimizer->zero_grad();
       loss::AlignmentLoss l;
       {
-        AutocastGuard ag(amp);
+        AutocastGuard ag(amp, device);
         auto ie = net->encode_images(b.images.to(device));
         auto te = net->encode_text(b.tokens.to(device));
         if (gather) {
