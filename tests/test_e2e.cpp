@@ -169,9 +169,14 @@ TEST_F(E2E, BfloatAutocastTrainsLikeFloat32AndResumesExactly) {
     }
   }
 
-  const CliRun crashed = run_cli(train_args(amp_b) + " --amp-cpu --crash-after-step 5");
+  // Started from a config file with --amp-cpu and resumed with the same config and flags but without
+  // --amp-cpu (so the config, not the checkpoint's run.json, is the command's base): the checkpoint's
+  // autocast setting still wins, as the rest of its numerics do.
+  const std::string cfg = tmp("amp_cfg.json");
+  std::ofstream(cfg) << R"({"loop": {"validate": true}})";
+  const CliRun crashed = run_cli(train_args(amp_b) + " -c " + cfg + " --amp-cpu --crash-after-step 5");
   EXPECT_EQ(crashed.code, 137) << crashed.out;
-  const CliRun resumed = run_cli("--log-level warn train -o " + amp_b + " --resume");
+  const CliRun resumed = run_cli(train_args(amp_b) + " -c " + cfg + " --resume");
   ASSERT_EQ(resumed.code, 0) << resumed.out;
   const auto lb = step_losses(amp_b + "/metrics.jsonl");
   ASSERT_EQ(lb.size(), 8u);

@@ -171,7 +171,6 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
   if (device.is_cuda() && !device.has_index() && env.enabled()) device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
   Communicator comm(env, device);
   const bool main = comm.is_main();
-  const bool amp = device.is_cuda() ? cfg.loop.amp : cfg.loop.amp_cpu;
   if (main) fs::create_directories(cfg.out);
   const std::string metrics_path = (fs::path(cfg.out) / "metrics.jsonl").string();
 
@@ -214,6 +213,10 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
     fs::remove(metrics_path, ec);
   }
   if (main) write_file_atomic((fs::path(cfg.out) / "run.json").string(), run_config_to_string(cfg) + "\n");
+  // After the resume block: a resumed run keeps the autocast setting it was started with, as it keeps
+  // the rest of its numerics, whatever the flags of the resuming command say.
+  const bool amp = device.is_cuda() ? cfg.loop.amp : cfg.loop.amp_cpu;
+  if (main && amp) log::info(std::string("bfloat16 autocast on ") + (device.is_cuda() ? "CUDA" : "CPU"));
 
   // --- data ------------------------------------------------------------------------------------------
   TrainResult res;
