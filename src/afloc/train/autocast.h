@@ -6,6 +6,18 @@
 
 namespace afloc::train {
 
+// Whether this CPU does bfloat16 arithmetic in hardware (AVX-512 BF16 or AMX). Without it oneDNN
+// emulates bfloat16 and CPU autocast is slower than float32. Only known where GCC can ask the CPU;
+// elsewhere (other compilers, other architectures) assumed true, so nothing is claimed wrongly.
+inline bool cpu_has_fast_bfloat16() {
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+#else
+  return true;
+#endif
+}
+
 // The autocast API was renamed in LibTorch 2.4 (a device type argument instead of per-device calls).
 class AutocastGuard {
  public:

@@ -217,6 +217,9 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
   // the rest of its numerics, whatever the flags of the resuming command say.
   const bool amp = device.is_cuda() ? cfg.loop.amp : cfg.loop.amp_cpu;
   if (main && amp) log::info(std::string("bfloat16 autocast on ") + (device.is_cuda() ? "CUDA" : "CPU"));
+  if (main && amp && !device.is_cuda() && !cpu_has_fast_bfloat16())
+    log::warn("--amp-cpu: this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX); autocast emulates them "
+              "and will likely train slower than float32");
 
   // --- data ------------------------------------------------------------------------------------------
   TrainResult res;
