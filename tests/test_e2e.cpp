@@ -144,11 +144,13 @@ TEST_F(E2E, ResumeAfterACrashRepeatsTheUninterruptedRun) {
 // float32, and a crash resumed exactly.
 TEST_F(E2E, BfloatAutocastTrainsLikeFloat32AndResumesExactly) {
   const std::string f32 = tmp("run_f32"), amp = tmp("run_amp"), amp_b = tmp("run_amp_b");
-  const CliRun r32 = run_cli(train_args(f32));
+  const CliRun r32 = run_cli(train_args(f32) + " --json");
   ASSERT_EQ(r32.code, 0) << r32.out;
-  const CliRun ra = run_cli(train_args(amp) + " --amp-cpu");
+  const CliRun ra = run_cli(train_args(amp) + " --amp-cpu --json");
   ASSERT_EQ(ra.code, 0) << ra.out;
   EXPECT_NE(read(amp + "/run.json").find("\"amp_cpu\": true"), std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(r32.out.substr(r32.out.find('{')))["autocast"], false) << r32.out;
+  EXPECT_EQ(nlohmann::json::parse(ra.out.substr(ra.out.find('{')))["autocast"], true) << ra.out;
 
   const auto l32 = step_losses(f32 + "/metrics.jsonl"), la = step_losses(amp + "/metrics.jsonl");
   ASSERT_EQ(l32.size(), 8u);

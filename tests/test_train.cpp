@@ -13,6 +13,7 @@
 #include "afloc/infer/heatmap.h"
 #include "afloc/text/clean.h"
 #include "afloc/text/vocab_builder.h"
+#include "afloc/train/autocast.h"
 #include "afloc/train/loader.h"
 #include "afloc/io/model_io.h"
 #include "afloc/io/npy.h"
@@ -136,6 +137,25 @@ TEST_F(LoaderTest, UnreadableImagesAreReplacedAndCounted) {
   while (l.next(b)) ++n;
   EXPECT_EQ(n, 5);
   EXPECT_EQ(l.bad_images(), 1);
+}
+
+// Autocast where it was asked for: on a GPU without bfloat16 tensor cores the default loop.amp falls
+// back to float32 with a warning; --amp-cpu is kept on any CPU, with a warning where it will be slow.
+TEST(Autocast, PlanFollowsTheRequestAndTheHardware) {
+  for (bool cuda : {false, true}) {
+    const auto off = plan_autocast(false, cuda, false);
+    EXPECT_FALSE(off.on);
+    EXPECT_TRUE(off.warning.empty());
+    const auto fast = plan_autocast(true, cuda, true);
+    EXPECT_TRUE(fast.on);
+    EXPECT_TRUE(fast.warning.empty());
+  }
+  const auto old_gpu = plan_autocast(true, true, false);
+  EXPECT_FALSE(old_gpu.on);
+  EXPECT_NE(old_gpu.warning.find("float32"), std::string::npos) << old_gpu.warning;
+  const auto old_cpu = plan_autocast(true, false, false);
+  EXPECT_TRUE(old_cpu.on);
+  EXPECT_NE(old_cpu.warning.find("slower"), std::string::npos) << old_cpu.warning;
 }
 
 TEST(Checkpoint, WeightsFromAnotherConfigAreAClearError) {

@@ -127,6 +127,7 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
                              {"seconds", r.seconds},
                              {"samples_per_second", r.samples_per_second},
                              {"loader_wait_fraction", r.loader_wait_fraction},
+                             {"autocast", r.autocast},
                              {"checkpoint", r.final_checkpoint},
                              {"rank", r.rank},
                              {"world", r.world},
@@ -139,6 +140,7 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
     std::printf("trained %lld steps on %lld pairs in %.1f s (%.1f pairs/s, %.0f%% waiting for data)\n",
                 static_cast<long long>(r.steps), static_cast<long long>(r.train_samples), r.seconds,
                 r.samples_per_second, 100.0 * r.loader_wait_fraction);
+    std::printf("  precision           %s\n", r.autocast ? "bfloat16 autocast" : "float32");
     if (!std::isnan(r.last_loss)) std::printf("  last training loss  %.4f\n", r.last_loss);
     if (!std::isnan(r.val_loss)) std::printf("  validation loss     %.4f\n", r.val_loss);
     std::printf("  checkpoint          %s\n", r.final_checkpoint.c_str());

@@ -215,14 +215,17 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
   if (main) write_file_atomic((fs::path(cfg.out) / "run.json").string(), run_config_to_string(cfg) + "\n");
   // After the resume block: a resumed run keeps the autocast setting it was started with, as it keeps
   // the rest of its numerics, whatever the flags of the resuming command say.
-  const bool amp = device.is_cuda() ? cfg.loop.amp : cfg.loop.amp_cpu;
+  const bool amp_requested = device.is_cuda() ? cfg.loop.amp : cfg.loop.amp_cpu;
+  const AutocastPlan amp_plan =
+      plan_autocast(amp_requested, device.is_cuda(),
+                    amp_requested && (device.is_cuda() ? cuda_has_fast_bfloat16(device) : cpu_has_fast_bfloat16()));
+  const bool amp = amp_plan.on;
+  if (main && !amp_plan.warning.empty()) log::warn(amp_plan.warning);
   if (main && amp) log::info(std::string("bfloat16 autocast on ") + (device.is_cuda() ? "CUDA" : "CPU"));
-  if (main && amp && !device.is_cuda() && !cpu_has_fast_bfloat16())
-    log::warn("--amp-cpu: this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX); autocast emulates them "
-              "and will likely train slower than float32");
 
   // --- data ------------------------------------------------------------------------------------------
   TrainResult res;
+  res.autocast = amp;
   data::SkipLog skipped;
   const PairData train_data = prepare_pairs(read_pairs(cfg, cfg.data.train_splits, skipped), skipped);
   data::SkipLog val_skipped;

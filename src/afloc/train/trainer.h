@@ -28,6 +28,7 @@ struct TrainResult {
   double seconds = 0;          ///< wall time of this invocation
   double samples_per_second = 0;
   double loader_wait_fraction = 0;  ///< share of the loop spent waiting for data
+  bool autocast = false;            ///< whether the steps ran under bfloat16 autocast (AutocastPlan)
   std::string final_checkpoint;     ///< directory of the final checkpoint
   int rank = 0, world = 1;          ///< this process in a distributed run
   /// Sum over parameters of sum(p * (1 + index in p)) in double: equal on every rank when the
