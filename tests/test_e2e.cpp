@@ -16,6 +16,7 @@
 #include <torch/torch.h>
 
 #include "afloc/data/csv.h"
+#include "afloc/data/image.h"
 #include "afloc/eval/localization_eval.h"
 #include "afloc/io/npy.h"
 #include "afloc/io/safetensors.h"
@@ -64,6 +65,42 @@ std::map<std::string, std::string> image_files(const std::string& world) {
     out[j["dicom_id"].get<std::string>()] = world + "/" + j["image"].get<std::string>();
   }
   return out;
+}
+
+// The contact sheet shows the studies the world holds: its first studies as pretraining sees them,
+// the same with or without an unseen set, and with --unseen a last row of the unseen set's films.
+TEST(Synth, ContactSheetShowsTheWorldsStudiesAndAnUnseenRow) {
+  const std::string dir = tmp("sheet_world"), cwd = tmp("sheet_cwd"), with_unseen = tmp("sheet_unseen.png");
+  const std::string common = "--log-level warn synth -n 12 --n-val 3 -m 10 --size 96 --seed 5 --sheet-n 4";
+  // A bare file name: the sheet goes in the working directory.
+  fs::create_directories(cwd);
+  const CliRun a = run_cli_env("cd " + cwd + " &&", common + " --contact-sheet sheet.png");
+  ASSERT_EQ(a.code, 0) << a.out;
+  const std::string plain = cwd + "/sheet.png";
+  const CliRun b = run_cli(common + " --unseen --n-unseen 4 --out " + dir + " --contact-sheet " + with_unseen);
+  ASSERT_EQ(b.code, 0) << b.out;
+  const data::Gray8 p = data::read_gray8(plain), u = data::read_gray8(with_unseen);
+  const int64_t tile = 96, row = 96 + 64;  // a film and its caption
+  ASSERT_EQ(p.width, 2 * tile);
+  ASSERT_EQ(p.height, 2 * row);
+  ASSERT_EQ(u.width, 2 * tile);
+  ASSERT_EQ(u.height, 3 * row);
+  EXPECT_TRUE(std::equal(p.pixels.begin(), p.pixels.end(), u.pixels.begin()))
+      << "the unseen set changed the pretraining studies shown";
+  // The unseen row's first tile is the world's first unseen film (up to its outline and JPEG).
+  const data::Gray8 film = data::read_gray8(dir + "/covid_rural/jpgs/phantom_0.jpg");
+  ASSERT_EQ(film.width, tile);
+  auto mean_diff = [&](int64_t y0) {
+    double sum = 0;
+    for (int64_t y = 0; y < tile; ++y)
+      for (int64_t x = 0; x < tile; ++x)
+        sum += std::abs(static_cast<double>(u.pixels[static_cast<size_t>((y0 + y) * u.width + x)]) -
+                        film.pixels[static_cast<size_t>(y * tile + x)]);
+    return sum / static_cast<double>(tile * tile);
+  };
+  const double to_unseen_tile = mean_diff(2 * row), to_first_tile = mean_diff(0);
+  EXPECT_LT(to_unseen_tile, 4.0);
+  EXPECT_GT(to_first_tile, to_unseen_tile + 4.0);
 }
 
 class E2E : public ::testing::Test {

@@ -36,8 +36,8 @@ void register_data_commands(CLI::App& app, GlobalOptions& g) {
   synth->add_option("-s,--seed", o->synth.seed, "World seed");
   synth->add_option("-q,--jpeg-quality", o->synth.jpeg_quality, "JPEG quality")->check(CLI::Range(1, 100));
   synth->add_option("--contact-sheet", o->contact_sheet,
-                    "Write a PNG grid of studies with mask outlines and impressions to this file (no world is written\n"
-                    "unless --out is given too)");
+                    "Write a PNG grid of the world's first studies with mask outlines and impressions to this file,\n"
+                    "and a row of the unseen set's with --unseen (no world is written unless --out is given too)");
   synth->add_option("--sheet-n", o->sheet_n, "Studies on the contact sheet")->check(CLI::Range(1, 400));
   synth->add_flag("--json", o->json, "Print the summary as JSON");
   synth->callback([o, &g] {
@@ -46,7 +46,7 @@ void register_data_commands(CLI::App& app, GlobalOptions& g) {
     o->synth.threads = g.threads;
     if (o->unseen && o->synth.n_unseen == 0) o->synth.n_unseen = o->synth.n_test;
     if (!o->contact_sheet.empty()) {
-      data::phantom::write_contact_sheet(o->contact_sheet, o->synth.seed, o->sheet_n, o->synth.size, o->unseen);
+      data::phantom::write_contact_sheet(o->contact_sheet, o->synth, o->sheet_n);
       log::info("contact sheet: " + o->contact_sheet);
     }
     if (o->synth.out.empty()) return;

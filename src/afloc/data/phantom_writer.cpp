@@ -53,8 +53,17 @@ cv::Mat mask_mat(const Mask& m, uint8_t on) {
   return out;
 }
 
+// Creates the folder a file goes in (none for a bare file name, which goes in the working directory).
+void make_parent(const std::string& path) {
+  const fs::path parent = fs::path(path).parent_path();
+  if (parent.empty()) return;
+  std::error_code ec;
+  fs::create_directories(parent, ec);
+  if (ec) throw Error(path + ": cannot create its folder (" + ec.message() + ")");
+}
+
 void write_image(const std::string& path, const cv::Mat& m, int quality) {
-  fs::create_directories(fs::path(path).parent_path());
+  make_parent(path);
   std::vector<int> params;
   if (fs::path(path).extension() == ".jpg") params = {cv::IMWRITE_JPEG_QUALITY, quality};
   bool ok = false;
@@ -67,7 +76,7 @@ void write_image(const std::string& path, const cv::Mat& m, int quality) {
 }
 
 void write_text(const std::string& path, const std::string& text) {
-  fs::create_directories(fs::path(path).parent_path());
+  make_parent(path);
   write_file_atomic(path, text);
 }
 
@@ -300,18 +309,26 @@ SynthSummary write_phantom_world(const SynthOptions& o) {
   return sum;
 }
 
-void write_contact_sheet(const std::string& path, uint64_t seed, int64_t n, int64_t size, bool unseen) {
+void write_contact_sheet(const std::string& path, const SynthOptions& world, int64_t n) {
   if (n < 1 || n > 400) throw Error("contact sheet: n " + std::to_string(n) + ": expected 1..400");
   const int cols = static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))));
-  const int rows = static_cast<int>((n + cols - 1) / cols);
-  const int tile = static_cast<int>(size), text_h = 64;
+  const int main_rows = static_cast<int>((n + cols - 1) / cols);
+  // The unseen set's studies follow the train, validate and test studies (write_phantom_world).
+  const int64_t n_val = world.n_val >= 0 ? world.n_val : std::max<int64_t>(1, world.n_train / 20);
+  const int64_t unseen_first = world.n_train + n_val + world.n_test;
+  const int64_t n_unseen_shown = std::min<int64_t>(world.n_unseen, cols);
+  const int rows = main_rows + (n_unseen_shown > 0 ? 1 : 0);
+  const int tile = static_cast<int>(world.size), text_h = 64;
   cv::Mat sheet(rows * (tile + text_h), cols * tile, CV_8UC3, cv::Scalar(20, 20, 20));
   const cv::Scalar colours[] = {{60, 60, 255}, {60, 220, 60}, {255, 160, 40}, {0, 220, 255}};
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t t = 0; t < static_cast<int64_t>(main_rows) * cols + n_unseen_shown; ++t) {
+    const bool unseen = t >= static_cast<int64_t>(main_rows) * cols;
+    if (!unseen && t >= n) continue;  // the main grid's last row may be short
+    const int64_t index = unseen ? unseen_first + (t - static_cast<int64_t>(main_rows) * cols) : t;
     PhantomOptions po;
-    po.size = size;
+    po.size = world.size;
     po.unseen = unseen;
-    const Study st = render_study(study_seed(seed, i), po);
+    const Study st = render_study(study_seed(world.seed, index), po);
     cv::Mat colour;
     cv::cvtColor(gray_mat(st), colour, cv::COLOR_GRAY2BGR);
     for (size_t k = 0; k < st.instances.size(); ++k) {
@@ -319,10 +336,10 @@ void write_contact_sheet(const std::string& path, uint64_t seed, int64_t n, int6
       cv::findContours(mask_mat(st.instances[k].mask, 255), contours, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_NONE);
       cv::drawContours(colour, contours, -1, colours[k % 4], 1, cv::LINE_AA);
     }
-    const int r = static_cast<int>(i) / cols, c = static_cast<int>(i) % cols;
+    const int r = static_cast<int>(t) / cols, c = static_cast<int>(t) % cols;
     colour.copyTo(sheet(cv::Rect(c * tile, r * (tile + text_h), tile, tile)));
-    // The impression, wrapped to the tile width, coloured like the outlines it names.
-    std::string text = st.impression;
+    // The impression, wrapped to the tile width.
+    std::string text = (unseen ? "[unseen] " : "") + st.impression;
     std::vector<std::string> lines;
     const double scale = 0.33;
     std::string line;

@@ -31,9 +31,11 @@ struct SynthSummary {
 /// Renders and writes everything; Error naming the path for unwritable output.
 SynthSummary write_phantom_world(const SynthOptions& options);
 
-/// A contact sheet: `n` studies of the train split (same seeds as write_phantom_world) in a grid,
-/// each with its mask outlines in colour and its IMPRESSION underneath. PNG.
-void write_contact_sheet(const std::string& path, uint64_t seed, int64_t n, int64_t size, bool unseen);
+/// A contact sheet of the world `world` describes (write_phantom_world renders the same studies):
+/// its first `n` studies (the train split's, unless n_train < n) in a grid, each with its mask
+/// outlines in colour and its IMPRESSION underneath, and, when the world has an unseen set, one more
+/// row of that set's first studies, captioned "[unseen]". PNG or JPEG by the path's extension.
+void write_contact_sheet(const std::string& path, const SynthOptions& world, int64_t n);
 
 /// The per-study seed used for study `index` of a world with seed `seed`.
 uint64_t study_seed(uint64_t seed, int64_t index);
