@@ -856,6 +856,16 @@ TEST_F(E2E, LocalizeGatesMasksByPresenceAndDrawsGroundTruthBoxes) {
   const std::string stem = fs::path(img).stem().string();
   EXPECT_NE(read(boxed + "/" + stem + "/findings_suggesting_pneumothorax_overlay.png"),
             read(absent + "/" + stem + "/findings_suggesting_pneumothorax_overlay.png"));
+  // A boxes CSV named bare, in the working directory, with the image's path relative to it.
+  const std::string cwd = tmp("gate_cwd"), film = "film" + fs::path(img).extension().string();
+  fs::create_directories(cwd);
+  fs::copy_file(img, cwd + "/" + film);
+  std::ofstream(cwd + "/boxes.csv") << "image,x,y,w,h,finding\n" << film << ",10,12,30,20,Pneumothorax\n";
+  r = run_cli_env("cd " + cwd + " &&", "--log-level warn localize -M " + run +
+                  " -f Pneumothorax -f Cardiomegaly --present-threshold 1 --boxes boxes.csv " + film + " -o out");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(read(cwd + "/out/film/findings_suggesting_pneumothorax_overlay.png"),
+            read(boxed + "/" + stem + "/findings_suggesting_pneumothorax_overlay.png"));
   std::ofstream(tmp("badboxes") + ".csv") << "image,x,y,w\n" << img << ",1,2,3\n";
   r = run_cli("localize -M " + run + " -f Pneumothorax --boxes " + tmp("badboxes") + ".csv " + img + " -o " + tmp("gate_bad"));
   EXPECT_EQ(r.code, 1);

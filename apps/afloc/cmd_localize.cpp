@@ -79,7 +79,8 @@ bool same_image(const std::string& box_image, const std::string& boxes_csv, cons
   const fs::path b = fs::path(box_image).lexically_normal(), in = fs::absolute(input).lexically_normal();
   if (b.filename() != in.filename()) return false;
   if (b.is_absolute()) return b == in;
-  if ((fs::absolute(fs::path(boxes_csv).parent_path()) / b).lexically_normal() == in) return true;
+  const fs::path csv_dir = fs::path(boxes_csv).parent_path();  // empty for a bare file name: the working directory
+  if ((fs::absolute(csv_dir.empty() ? fs::path(".") : csv_dir) / b).lexically_normal() == in) return true;
   std::vector<fs::path> bs(b.begin(), b.end()), is(in.begin(), in.end());
   return bs.size() <= is.size() && std::equal(bs.rbegin(), bs.rend(), is.rbegin());
 }
