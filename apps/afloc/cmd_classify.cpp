@@ -63,9 +63,14 @@ std::vector<std::vector<int>> align_labels(const eval::ClassLabels& lab, const s
   std::vector<std::vector<int>> out;
   int64_t unmatched = 0;
   for (const auto& im : images) {
+    // (Each map's find is compared with that map's end: iterators of two containers do not compare.)
     auto it = by_path.find(fs::path(im).lexically_normal().string());
-    if (it == by_path.end()) it = by_name.find(fs::path(im).filename().string());
-    if (it == by_name.end()) {
+    bool found = it != by_path.end();
+    if (!found) {
+      it = by_name.find(fs::path(im).filename().string());
+      found = it != by_name.end();
+    }
+    if (!found) {
       ++unmatched;
       out.emplace_back(n_classes, -1);
     } else {
