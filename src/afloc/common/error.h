@@ -30,6 +30,10 @@ std::string read_file(const std::string& path);
 bool path_exists(const std::string& path);
 bool is_regular_file(const std::string& path);
 
+/// Creates the folder a file is to be written in, and its parents (nothing for a bare file name,
+/// which goes in the working directory). Error naming the file when it cannot.
+void create_parent_dirs(const std::string& path);
+
 /// Writes a whole file atomically (temp file + rename), creating no directories.
 void write_file_atomic(const std::string& path, const std::string& data);
 

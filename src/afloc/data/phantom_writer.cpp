@@ -53,17 +53,8 @@ cv::Mat mask_mat(const Mask& m, uint8_t on) {
   return out;
 }
 
-// Creates the folder a file goes in (none for a bare file name, which goes in the working directory).
-void make_parent(const std::string& path) {
-  const fs::path parent = fs::path(path).parent_path();
-  if (parent.empty()) return;
-  std::error_code ec;
-  fs::create_directories(parent, ec);
-  if (ec) throw Error(path + ": cannot create its folder (" + ec.message() + ")");
-}
-
 void write_image(const std::string& path, const cv::Mat& m, int quality) {
-  make_parent(path);
+  create_parent_dirs(path);
   std::vector<int> params;
   if (fs::path(path).extension() == ".jpg") params = {cv::IMWRITE_JPEG_QUALITY, quality};
   bool ok = false;
@@ -76,7 +67,7 @@ void write_image(const std::string& path, const cv::Mat& m, int quality) {
 }
 
 void write_text(const std::string& path, const std::string& text) {
-  make_parent(path);
+  create_parent_dirs(path);
   write_file_atomic(path, text);
 }
 

@@ -43,8 +43,7 @@ cv::Mat colour_heatmap(const torch::Tensor& heat) {
 }
 
 void write_png(const std::string& path, const cv::Mat& m) {
-  const fs::path parent = fs::path(path).parent_path();
-  if (!parent.empty()) fs::create_directories(parent);
+  create_parent_dirs(path);
   bool ok = false;
   try {
     ok = cv::imwrite(path, m);
