@@ -63,7 +63,6 @@ std::vector<std::vector<int>> align_labels(const eval::ClassLabels& lab, const s
   std::vector<std::vector<int>> out;
   int64_t unmatched = 0;
   for (const auto& im : images) {
-    // (Each map's find is compared with that map's end: iterators of two containers do not compare.)
     auto it = by_path.find(fs::path(im).lexically_normal().string());
     bool found = it != by_path.end();
     if (!found) {

@@ -53,6 +53,9 @@ cv::Mat mask_mat(const Mask& m, uint8_t on) {
   return out;
 }
 
+// Studies in the validate split: --n-val, or 5% of the train split (at least 1).
+int64_t validation_count(const SynthOptions& o) { return o.n_val >= 0 ? o.n_val : std::max<int64_t>(1, o.n_train / 20); }
+
 void write_image(const std::string& path, const cv::Mat& m, int quality) {
   create_parent_dirs(path);
   std::vector<int> params;
@@ -91,7 +94,7 @@ SynthSummary write_phantom_world(const SynthOptions& o) {
   if (o.out.empty()) throw Error("synth: --out is required");
   if (o.n_train < 0 || o.n_test < 0 || o.n_unseen < 0) throw Error("synth: counts must be >= 0");
   const auto t0 = std::chrono::steady_clock::now();
-  const int64_t n_val = o.n_val >= 0 ? o.n_val : std::max<int64_t>(1, o.n_train / 20);
+  const int64_t n_val = validation_count(o);
   const int64_t n_main = o.n_train + n_val + o.n_test, n_total = n_main + o.n_unseen;
   try {
     fs::create_directories(o.out);
@@ -304,18 +307,22 @@ void write_contact_sheet(const std::string& path, const SynthOptions& world, int
   if (n < 1 || n > 400) throw Error("contact sheet: n " + std::to_string(n) + ": expected 1..400");
   const int cols = static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))));
   const int main_rows = static_cast<int>((n + cols - 1) / cols);
-  // The unseen set's studies follow the train, validate and test studies (write_phantom_world).
-  const int64_t n_val = world.n_val >= 0 ? world.n_val : std::max<int64_t>(1, world.n_train / 20);
-  const int64_t unseen_first = world.n_train + n_val + world.n_test;
-  const int64_t n_unseen_shown = std::min<int64_t>(world.n_unseen, cols);
-  const int rows = main_rows + (n_unseen_shown > 0 ? 1 : 0);
+  // Tiles: the world's first n studies, then a row of its unseen set, whose studies follow the
+  // train, validate and test studies (write_phantom_world).
+  struct Tile {
+    int64_t slot, index;
+    bool unseen;
+  };
+  std::vector<Tile> tiles;
+  for (int64_t i = 0; i < n; ++i) tiles.push_back({i, i, false});
+  const int64_t unseen_first = world.n_train + validation_count(world) + world.n_test;
+  for (int64_t j = 0; j < std::min<int64_t>(world.n_unseen, cols); ++j)
+    tiles.push_back({static_cast<int64_t>(main_rows) * cols + j, unseen_first + j, true});
+  const int rows = main_rows + (tiles.back().unseen ? 1 : 0);
   const int tile = static_cast<int>(world.size), text_h = 64;
   cv::Mat sheet(rows * (tile + text_h), cols * tile, CV_8UC3, cv::Scalar(20, 20, 20));
   const cv::Scalar colours[] = {{60, 60, 255}, {60, 220, 60}, {255, 160, 40}, {0, 220, 255}};
-  for (int64_t t = 0; t < static_cast<int64_t>(main_rows) * cols + n_unseen_shown; ++t) {
-    const bool unseen = t >= static_cast<int64_t>(main_rows) * cols;
-    if (!unseen && t >= n) continue;  // the main grid's last row may be short
-    const int64_t index = unseen ? unseen_first + (t - static_cast<int64_t>(main_rows) * cols) : t;
+  for (const auto& [slot, index, unseen] : tiles) {
     PhantomOptions po;
     po.size = world.size;
     po.unseen = unseen;
@@ -327,7 +334,7 @@ void write_contact_sheet(const std::string& path, const SynthOptions& world, int
       cv::findContours(mask_mat(st.instances[k].mask, 255), contours, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_NONE);
       cv::drawContours(colour, contours, -1, colours[k % 4], 1, cv::LINE_AA);
     }
-    const int r = static_cast<int>(t) / cols, c = static_cast<int>(t) % cols;
+    const int r = static_cast<int>(slot) / cols, c = static_cast<int>(slot) % cols;
     colour.copyTo(sheet(cv::Rect(c * tile, r * (tile + text_h), tile, tile)));
     // The impression, wrapped to the tile width.
     std::string text = (unseen ? "[unseen] " : "") + st.impression;
