@@ -326,11 +326,20 @@ TEST(Manifest, CsvAndJsonlWithSkips) {
   EXPECT_EQ(pl.skipped.counts.at("empty report"), 1);
   write(root + "/m.jsonl",
         "{\"image\": \"img/a.png\", \"text\": \"One two.\"}\nnot json\n{\"path\": \"img/b.png\", \"report\": \"Three "
-        "four.\", \"split\": \"train\"}\n\n");
+        "four.\", \"split\": \"train\"}\n\n"
+        "{\"image\": \"img/a.png\", \"report\": \"caf\xe9 au lait.\"}\n"  // Latin-1, not UTF-8
+        "{\"image\": \"img/a.png\", \"report\": 3}\n[\"img/a.png\", \"Five six.\"]\n"
+        "{\"image\": \"img/b.png\", \"report\": \"Seven.\", \"split\": null, \"id\": \"b7\"}\n");
   o.path = root + "/m.jsonl";
   const PairList pj = read_manifest(o);
-  EXPECT_EQ(pj.samples.size(), 2u);
-  EXPECT_EQ(pj.skipped.counts.at("invalid JSON line"), 1);
+  ASSERT_EQ(pj.samples.size(), 3u);
+  EXPECT_EQ(pj.samples[2].id, "b7");
+  EXPECT_EQ(pj.skipped.counts.at("invalid JSON line (split unknown)"), 1);
+  EXPECT_EQ(pj.skipped.counts.at("line not UTF-8 (split unknown)"), 1);
+  EXPECT_EQ(pj.skipped.counts.at("JSON line not an object (split unknown)"), 1);
+  EXPECT_EQ(pj.skipped.counts.at("field not a string (split unknown)"), 1);
+  EXPECT_NE(pj.skipped.summary().find("m.jsonl line 6 (\"report\")"), std::string::npos) << pj.skipped.summary();
+  EXPECT_EQ(pj.skipped.total(), 4);
   write(root + "/bad.csv", "file,text\nx,y\n");
   o.path = root + "/bad.csv";
   try {

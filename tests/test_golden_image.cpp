@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "afloc/common/error.h"
 #include "afloc/data/image.h"
+#include "afloc/data/phantom_writer.h"
 #include "afloc/io/tensor_file.h"
 #include "golden.h"
 #include "tensor_compare.h"
@@ -88,6 +90,53 @@ TEST(Image, BadFilesAreErrorsNamingTheFile) {
       EXPECT_NE(std::string(e.what()).find("not decoded"), std::string::npos) << e.what();
     }
   }
+}
+
+TEST(Image, TruncatedFilesAreErrorsNamingTheFile) {
+  // OpenCV decodes a JPEG cut short without an error (libjpeg only warns and fills grey rows), so
+  // read_gray8 checks for the end-of-image marker itself; a cut PNG fails in libpng.
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(::testing::TempDir()) / "afloc_truncated";
+  fs::remove_all(dir);
+  data::phantom::SynthOptions o;
+  o.out = (dir / "world").string();
+  o.n_train = 1;
+  o.n_val = 0;
+  o.n_test = 1;
+  o.size = 96;
+  o.seed = 3;
+  o.progress = false;
+  data::phantom::write_phantom_world(o);
+  auto first_file = [](const fs::path& folder, const std::string& ext) {
+    for (const auto& e : fs::recursive_directory_iterator(folder)) {
+      if (e.path().extension() == ext) return e.path().string();
+    }
+    return std::string();
+  };
+  auto write_bytes = [](const fs::path& f, const std::string& bytes) { std::ofstream(f, std::ios::binary) << bytes; };
+  const std::string jpeg_path = first_file(dir / "world" / "mimic-cxr-jpg" / "files", ".jpg");
+  ASSERT_FALSE(jpeg_path.empty());
+  const std::string jpeg = read_file(jpeg_path);
+  const data::Gray8 film = data::read_gray8(jpeg_path);
+  // Bytes after the end-of-image marker (some writers pad) change nothing.
+  write_bytes(dir / "padded.jpg", jpeg + std::string(64, '\0'));
+  EXPECT_EQ(data::read_gray8((dir / "padded.jpg").string()).pixels, film.pixels);
+  for (const size_t keep : {jpeg.size() - 2, jpeg.size() / 2, size_t{400}}) {
+    const std::string cut = (dir / ("cut_" + std::to_string(keep) + ".jpg")).string();
+    write_bytes(cut, jpeg.substr(0, keep));
+    try {
+      data::read_gray8(cut);
+      ADD_FAILURE() << cut << ": a JPEG of " << keep << " of its " << jpeg.size() << " bytes was read";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(cut), std::string::npos) << e.what();
+    }
+  }
+  const std::string png_path = first_file(dir / "world" / "siim", ".png");
+  ASSERT_FALSE(png_path.empty());
+  const std::string png = read_file(png_path);
+  write_bytes(dir / "cut.png", png.substr(0, png.size() / 2));
+  EXPECT_THROW(data::read_gray8((dir / "cut.png").string()), Error);
+  fs::remove_all(dir);
 }
 
 TEST(Image, ResizePadGeometry) {

@@ -206,19 +206,38 @@ PairList read_manifest(const ManifestOptions& o) {
       ++n;
       if (blank(line)) continue;
       const std::string where = o.path + " line " + std::to_string(n);
+      // A line that cannot be read has no known split: it is counted by every split's reading.
+      if (!valid_utf8(line)) {
+        out.skipped.add("line not UTF-8 (split unknown)", where);
+        continue;
+      }
       nlohmann::json j;
       try {
         j = nlohmann::json::parse(line);
       } catch (const std::exception&) {
-        out.skipped.add("invalid JSON line", where);
+        out.skipped.add("invalid JSON line (split unknown)", where);
         continue;
       }
+      if (!j.is_object()) {
+        out.skipped.add("JSON line not an object (split unknown)", where);
+        continue;
+      }
+      std::string bad_field;
       auto str = [&](std::initializer_list<const char*> keys) {
-        for (const char* k : keys)
-          if (j.is_object() && j.contains(k) && j[k].is_string()) return j[k].get<std::string>();
+        for (const char* k : keys) {
+          if (!j.contains(k) || j[k].is_null()) continue;
+          if (j[k].is_string()) return j[k].get<std::string>();
+          if (bad_field.empty()) bad_field = k;
+        }
         return std::string();
       };
-      keep(str({"id"}), str({"image", "path"}), str({"report", "text"}), str({"split"}), where);
+      const std::string id = str({"id"}), image = str({"image", "path"}), report = str({"report", "text"}),
+                        split = str({"split"});
+      if (!bad_field.empty()) {
+        out.skipped.add("field not a string (split unknown)", where + " (\"" + bad_field + "\")");
+        continue;
+      }
+      keep(id, image, report, split, where);
     }
     return out;
   }

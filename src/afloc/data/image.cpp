@@ -54,6 +54,36 @@ std::pair<int64_t, int64_t> peek_dimensions(const std::string& b) {
   return {0, 0};
 }
 
+// False when a JPEG stream (SOI at the start) has no end-of-image marker after its first
+// start-of-scan: the file was cut short. libjpeg decodes such a file with only a warning ("Premature
+// end of JPEG file"), which OpenCV's imdecode swallows, filling the missing rows with grey, so a
+// truncated film would train or be read silently wrong. Inside scan data every 0xFF byte is followed
+// by 0x00 or a restart marker, so an 0xFF 0xD9 after the first SOS can only be the EOI; a thumbnail's
+// own EOI (APP1) lies before it. Bytes after the EOI (some writers pad) are allowed.
+bool jpeg_is_complete(const std::string& b) {
+  auto u8 = [&](size_t i) { return static_cast<unsigned char>(b[i]); };
+  size_t i = 2;
+  while (i + 3 < b.size()) {
+    if (u8(i) != 0xFF) return true;  // not a marker walk we understand: leave it to the decoder
+    const unsigned marker = u8(i + 1);
+    if (marker == 0xFF) {
+      ++i;
+      continue;
+    }
+    if (marker == 0xDA) {
+      const size_t eoi = b.rfind("\xFF\xD9");
+      return eoi != std::string::npos && eoi > i;
+    }
+    if (marker == 0xD9) return false;                      // EOI before any scan
+    if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) {  // markers without a length
+      i += 2;
+      continue;
+    }
+    i += 2 + ((static_cast<size_t>(u8(i + 2)) << 8) | u8(i + 3));
+  }
+  return false;  // the headers end before the first scan
+}
+
 }  // namespace
 
 Gray8 read_gray8(const std::string& path, const ImageReadOptions& options) {
@@ -86,6 +116,11 @@ Gray8 read_gray8(const std::string& path, const ImageReadOptions& options) {
     throw Error(path + ": cannot decode image (" + e.msg + ")");
   }
   if (m.empty()) throw Error(path + ": not a PNG/JPEG image OpenCV can decode (truncated or another format?)");
+  if (bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0xFF && static_cast<unsigned char>(bytes[1]) == 0xD8 &&
+      !jpeg_is_complete(bytes)) {
+    throw Error(path + ": truncated JPEG (no end-of-image marker after the image data; " + std::to_string(bytes.size()) +
+                " bytes)");
+  }
   if (static_cast<int64_t>(m.rows) * m.cols > options.max_pixels) {
     throw Error(path + ": image " + std::to_string(m.cols) + "x" + std::to_string(m.rows) +
                 " exceeds the decode limit of " + std::to_string(options.max_pixels) + " pixels");
