@@ -86,5 +86,62 @@ TEST(Dicom, BadFilesAreErrorsNamingTheFile) {
   }
 }
 
+TEST(Dicom, FilesCutShortAreErrorsNeverCrashesOrZeros) {
+  // Debian's GDCM is built with assertions and aborts the process on many cut points of a file
+  // (and pads short native pixel data with zeros); read_dicom checks the element lengths first.
+  const std::string dir = dicom_dir();
+  ASSERT_TRUE(std::filesystem::exists(dir + "/cases.json"));
+  const auto cases = nlohmann::json::parse(read_file(dir + "/cases.json"));
+  const std::string cut = ::testing::TempDir() + "/afloc_cut.dcm";
+  int errors = 0, same = 0;
+  for (const auto& c : cases) {
+    const std::string file = c["file"];
+    const std::string bytes = read_file(file);
+    const std::vector<uint8_t> whole = data::read_gray8(file).pixels;
+    std::vector<size_t> keep = {bytes.size() - 1, bytes.size() - 2, bytes.size() - 4, bytes.size() - 8};
+    for (size_t k = 1; k < 24; ++k) keep.push_back(132 + (bytes.size() - 132) * k / 24);
+    for (const size_t n : keep) {
+      std::ofstream(cut, std::ios::binary | std::ios::trunc) << bytes.substr(0, n);
+      if (std::getenv("AFLOC_TRACE_CUTS")) std::fprintf(stderr, "%s %zu\n", file.c_str(), n);
+      try {
+        const data::Gray8 g = data::read_gray8(cut);
+        // A cut that only drops trailing elements may leave a whole image: then it must be the same.
+        EXPECT_EQ(g.pixels, whole) << file << " cut to " << n << " of " << bytes.size() << " bytes was read differently";
+        ++same;
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find(cut), std::string::npos) << e.what();
+        ++errors;
+      }
+    }
+  }
+  std::printf("[dicom] cut files: %d refused, %d read whole\n", errors, same);
+  EXPECT_GT(errors, 300);
+}
+
+TEST(Dicom, AFileThatMakesGdcmAbortIsAnError) {
+  // A planar configuration (0028,0006) of 5 passes the length walk, and Debian's GDCM asserts on it
+  // (Bitmap::SetPlanarConfiguration: pc == 0 || pc == 1), aborting its process: read_dicom decodes
+  // in a child, so this process gets an Error naming the file instead.
+  const std::string rgb = dicom_dir() + "/rgb.dcm";
+  ASSERT_TRUE(std::filesystem::exists(rgb));
+  std::string bytes = read_file(rgb);
+  const std::string planar("\x28\x00\x06\x00US\x02\x00", 8);
+  const size_t at = bytes.find(planar);
+  ASSERT_NE(at, std::string::npos) << "no explicit-VR planar configuration in " << rgb;
+  bytes[at + 8] = 5;
+  const std::string bad = ::testing::TempDir() + "/afloc_planar5.dcm";
+  std::ofstream(bad, std::ios::binary | std::ios::trunc) << bytes;
+  try {
+    data::read_dicom(bad);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(bad), std::string::npos) << what;
+    EXPECT_NE(what.find("GDCM stopped"), std::string::npos) << what;
+  }
+  // The untouched file still decodes in a child and in this process alike.
+  EXPECT_EQ(data::read_dicom(rgb).stored, data::read_dicom(rgb, false).stored);
+}
+
 }  // namespace
 }  // namespace afloc::test

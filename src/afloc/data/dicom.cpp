@@ -4,13 +4,26 @@
 #include <gdcmPhotometricInterpretation.h>
 #include <gdcmPixelFormat.h>
 #include <gdcmTrace.h>
+#include <zlib.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <sstream>
+#include <stdexcept>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
 
 #include "afloc/common/error.h"
 
@@ -55,24 +68,240 @@ bool first_ds(const gdcm::DataSet& ds, uint16_t group, uint16_t element, double&
   }
 }
 
-}  // namespace
+// Walks a Part 10 file's data elements before GDCM reads it: every declared length must fit in the
+// file, every explicit VR must be one of the standard's, delimiters must stand where they belong,
+// and the pixel attributes GDCM asserts on must hold values it accepts. Hand-written because
+// Debian's GDCM 3.0 is built with assertions: on a file cut short or corrupt it aborts the whole
+// process (e.g. assert(is.good()) in FileMetaInformation::ReadCompat) instead of failing
+// Reader::Read(), and at other cut points it reads the missing pixels as zeros.
+class DicomWalk {
+ public:
+  explicit DicomWalk(const std::string& bytes) : b_(bytes) {}
 
-bool is_dicom(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char buf[132];
-  if (!in.read(buf, sizeof buf)) return false;
-  return std::memcmp(buf + 128, "DICM", 4) == 0;
+  /// Empty when the file passes; else what is cut short, corrupt or missing.
+  std::string problem() {
+    if (b_.size() < 132) return "";  // no Part 10 preamble: GDCM says what it is
+    try {
+      size_t pos = 132;
+      // File meta information: group 0002, explicit VR little endian.
+      std::string syntax;
+      while (b_.size() - pos >= 8 && u16(pos, false) == 0x0002) {
+        const size_t start = pos;
+        const uint16_t element = u16(pos + 2, false);
+        const uint32_t len = header(pos, Mode{true, false});
+        if (len == kUndefined) throw Cut{"file meta element " + tag_name(0x0002, element) + " has an undefined length"};
+        need(pos, len, start, 0x0002, element);
+        if (element == 0x0010) syntax = b_.substr(pos, len);
+        pos += len;
+      }
+      while (!syntax.empty() && (syntax.back() == '\0' || syntax.back() == ' ')) syntax.pop_back();
+      if (syntax == "1.2.840.10008.1.2.1.99") {
+        // Deflated explicit VR little endian: the data set is a raw deflate stream.
+        const std::string data = inflate_raw(pos);
+        DicomWalk inflated(data);
+        return inflated.data_set(0, Mode{true, false});
+      }
+      return data_set(pos, Mode{syntax != "1.2.840.10008.1.2", syntax == "1.2.840.10008.1.2.2"});
+    } catch (const Cut& c) {
+      return c.what;
+    }
+  }
+
+ private:
+  static constexpr uint32_t kUndefined = 0xFFFFFFFFu;
+  struct Mode {
+    bool explicit_vr, big_endian;
+  };
+  struct Cut {
+    std::string what;
+  };
+
+  std::string data_set(size_t pos, Mode m) {
+    // Some writers store an implicit-VR data set under an explicit transfer syntax; GDCM reads
+    // those, so the walk follows it when the first element carries no VR.
+    if (m.explicit_vr && b_.size() - pos >= 8 && !vr_code(pos + 4)) m.explicit_vr = false;
+    walk(pos, m, 0, false);
+    if (!pixel_data_) return "no pixel data element (7FE0,0010)";
+    if (samples_ != 1 && samples_ != 3 && samples_ != 4) return "samples per pixel (0028,0002) is " + std::to_string(samples_);
+    if (stored_ > allocated_) {
+      return "bits stored (0028,0101) " + std::to_string(stored_) + " exceed bits allocated (0028,0100) " + std::to_string(allocated_);
+    }
+    if (high_bit_ >= stored_ && stored_ > 0) {
+      return "high bit (0028,0102) " + std::to_string(high_bit_) + " is not below bits stored " + std::to_string(stored_);
+    }
+    return "";
+  }
+  std::string inflate_raw(size_t pos) const {
+    z_stream z{};
+    if (inflateInit2(&z, -MAX_WBITS) != Z_OK) throw Cut{"zlib cannot start inflating"};
+    z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(b_.data() + pos));
+    z.avail_in = static_cast<uInt>(b_.size() - pos);
+    std::string out;
+    char buf[1 << 16];
+    int rc = Z_OK;
+    while (rc == Z_OK) {
+      z.next_out = reinterpret_cast<Bytef*>(buf);
+      z.avail_out = sizeof buf;
+      rc = inflate(&z, Z_NO_FLUSH);
+      out.append(buf, sizeof buf - z.avail_out);
+      if (rc == Z_BUF_ERROR && z.avail_in == 0) break;  // input used up before the stream's end
+    }
+    inflateEnd(&z);
+    if (rc != Z_STREAM_END) throw Cut{"the deflated data set is cut short or corrupt (zlib: " + std::to_string(rc) + ")"};
+    return out;
+  }
+  uint16_t u16(size_t i, bool be) const {
+    const auto a = static_cast<uint16_t>(static_cast<unsigned char>(b_[i]));
+    const auto c = static_cast<uint16_t>(static_cast<unsigned char>(b_[i + 1]));
+    return be ? static_cast<uint16_t>((a << 8) | c) : static_cast<uint16_t>((c << 8) | a);
+  }
+  uint32_t u32(size_t i, bool be) const {
+    const uint32_t first = u16(i, be), second = u16(i + 2, be);
+    return be ? (first << 16) | second : (second << 16) | first;
+  }
+  static std::string tag_name(uint16_t group, uint16_t element) {
+    char t[16];
+    std::snprintf(t, sizeof t, "(%04X,%04X)", group, element);
+    return t;
+  }
+  // The VR at i when it is one of PS3.5's; 2: with a 4-byte length (12-byte header), 1: 2-byte.
+  int vr_code(size_t i) const {
+    static const char* const kShort[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO",
+                                         "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"};
+    static const char* const kLong[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UR", "UT", "UN", "SV", "UV"};
+    auto is = [&](const char* vr) { return vr[0] == b_[i] && vr[1] == b_[i + 1]; };
+    if (std::any_of(std::begin(kLong), std::end(kLong), is)) return 2;
+    if (std::any_of(std::begin(kShort), std::end(kShort), is)) return 1;
+    return 0;
+  }
+  // The element header at pos (at least 8 bytes are there): advances pos past it and returns the
+  // value length.
+  uint32_t header(size_t& pos, Mode m) const {
+    const uint16_t group = u16(pos, m.big_endian), element = u16(pos + 2, m.big_endian);
+    if (group == 0xFFFE || !m.explicit_vr) {
+      const uint32_t len = u32(pos + 4, m.big_endian);
+      pos += 8;
+      return len;
+    }
+    const int vr = vr_code(pos + 4);
+    if (vr == 0) {
+      throw Cut{"element " + tag_name(group, element) + " at byte " + std::to_string(pos) + " has no valid VR"};
+    }
+    if (vr == 1) {
+      const uint32_t len = u16(pos + 6, m.big_endian);
+      pos += 8;
+      return len;
+    }
+    if (b_.size() - pos < 12) {
+      throw Cut{"the header of element " + tag_name(group, element) + " at byte " + std::to_string(pos) + " is cut"};
+    }
+    const uint32_t len = u32(pos + 8, m.big_endian);
+    pos += 12;
+    return len;
+  }
+  void need(size_t pos, uint32_t len, size_t start, uint16_t group, uint16_t element) const {
+    if (len != kUndefined && len > b_.size() - pos) {
+      throw Cut{"element " + tag_name(group, element) + " at byte " + std::to_string(start) + " declares " +
+                std::to_string(len) + " bytes, " + std::to_string(b_.size() - pos) + " are left"};
+    }
+  }
+  // Elements from pos to the end of the file; inside an item of undefined length, to its delimiter.
+  size_t walk(size_t pos, Mode m, int depth, bool in_item) {
+    if (depth > 32) throw Cut{"sequences nested more than 32 deep"};
+    while (pos < b_.size()) {
+      if (b_.size() - pos < 8) {
+        const bool zeros = std::all_of(b_.begin() + static_cast<std::ptrdiff_t>(pos), b_.end(), [](char c) { return c == 0; });
+        if (!in_item && zeros) return b_.size();  // zero padding at the end of the file
+        throw Cut{"the file ends inside an element header at byte " + std::to_string(pos)};
+      }
+      const size_t start = pos;
+      const uint16_t group = u16(pos, m.big_endian), element = u16(pos + 2, m.big_endian);
+      if (group == 0xFFFE) {
+        if (in_item && element == 0xE00D) return pos + 8;
+        throw Cut{"delimiter " + tag_name(group, element) + " at byte " + std::to_string(pos) + " outside its sequence"};
+      }
+      const bool un = m.explicit_vr && b_[pos + 4] == 'U' && b_[pos + 5] == 'N';
+      const uint32_t len = header(pos, m);
+      need(pos, len, start, group, element);
+      if (depth == 0) note(group, element, pos, len, m);
+      if (len != kUndefined) {
+        pos += len;
+        continue;
+      }
+      // Undefined length: a sequence, encapsulated pixel data, or UN holding an implicit-VR sequence.
+      pos = items(pos, un ? Mode{false, false} : m, depth + 1, group, element);
+    }
+    if (in_item) throw Cut{"the file ends inside an item (no item delimiter)"};
+    return pos;
+  }
+  // Items of a sequence (or fragments of encapsulated pixel data) up to the sequence delimiter.
+  size_t items(size_t pos, Mode m, int depth, uint16_t group, uint16_t element) {
+    for (;;) {
+      if (b_.size() - pos < 8) throw Cut{"the file ends inside " + tag_name(group, element) + " (no sequence delimiter)"};
+      const size_t start = pos;
+      const uint16_t g = u16(pos, m.big_endian), e = u16(pos + 2, m.big_endian);
+      const uint32_t len = u32(pos + 4, m.big_endian);
+      pos += 8;
+      if (g == 0xFFFE && e == 0xE0DD) return pos;
+      if (g != 0xFFFE || e != 0xE000) {
+        throw Cut{tag_name(g, e) + " at byte " + std::to_string(start) + " where " + tag_name(group, element) +
+                  " expects an item or its end"};
+      }
+      if (len == kUndefined) {
+        pos = walk(pos, m, depth + 1, true);
+        continue;
+      }
+      need(pos, len, start, group, element);
+      pos += len;
+    }
+  }
+  // Top-level attributes GDCM asserts on.
+  void note(uint16_t group, uint16_t element, size_t pos, uint32_t len, Mode m) {
+    if (group == 0x7FE0 && element == 0x0010) pixel_data_ = true;
+    if (group != 0x0028 || len != 2) return;
+    const int v = u16(pos, m.big_endian);
+    if (element == 0x0002) samples_ = v;
+    if (element == 0x0100) allocated_ = v;
+    if (element == 0x0101) stored_ = v;
+    if (element == 0x0102) high_bit_ = v;
+  }
+
+  const std::string& b_;
+  bool pixel_data_ = false;
+  int samples_ = 1, allocated_ = 0, stored_ = 0, high_bit_ = 0;
+};
+
+enum class Scalar : int { kU8, kI8, kU16, kI16, kU32, kI32, kF32, kF64 };
+
+size_t scalar_bytes(Scalar s) {
+  switch (s) {
+    case Scalar::kU8:
+    case Scalar::kI8: return 1;
+    case Scalar::kU16:
+    case Scalar::kI16: return 2;
+    case Scalar::kU32:
+    case Scalar::kI32:
+    case Scalar::kF32: return 4;
+    case Scalar::kF64: return 8;
+  }
+  return 1;
 }
 
-DicomImage read_dicom(const std::string& path) {
-  // GDCM reports problems on stderr; ours go into the Error below, naming the file.
-  gdcm::Trace::SetWarning(false);
-  gdcm::Trace::SetError(false);
+// The first frame as GDCM decodes it, before widening to doubles: what a decoding child process
+// sends back to its parent.
+struct RawFrame {
+  DicomImage image;  // everything but `stored`
+  Scalar scalar = Scalar::kU8;
+  std::string bytes;  // rows x cols x samples, native byte order
+};
+
+RawFrame decode_raw(const std::string& path) {
   gdcm::ImageReader reader;
   reader.SetFileName(path.c_str());
   if (!reader.Read()) throw Error(path + ": not a DICOM image GDCM can read (no pixel data, truncated or another format?)");
   const gdcm::Image& img = reader.GetImage();
-  DicomImage d;
+  RawFrame raw;
+  DicomImage& d = raw.image;
   const unsigned int* dims = img.GetDimensions();
   d.cols = dims[0];
   d.rows = dims[1];
@@ -96,30 +325,208 @@ DicomImage read_dicom(const std::string& path) {
     d.window_center = c;
     d.window_width = w;
   }
-  std::vector<char> buf(img.GetBufferLength());
-  if (buf.empty() || !img.GetBuffer(buf.data())) {
-    throw Error(path + ": cannot decode the DICOM pixel data (transfer syntax " +
-                std::string(reader.GetFile().GetHeader().GetDataSetTransferSyntax().GetString() ? reader.GetFile().GetHeader().GetDataSetTransferSyntax().GetString() : "?") + ")");
-  }
-  const size_t n = static_cast<size_t>(d.rows * d.cols), spp = static_cast<size_t>(d.samples_per_pixel);
-  const size_t bytes = pf.GetPixelSize() / spp;  // per sample
-  const size_t frame_bytes = n * spp * bytes;
-  if (buf.size() < frame_bytes) throw Error(path + ": DICOM pixel data shorter than one frame");
-  const size_t stride = spp * bytes;
   switch (pf.GetScalarType()) {
-    case gdcm::PixelFormat::UINT8: widen<uint8_t>(buf.data(), n, stride, spp, d.stored); break;
-    case gdcm::PixelFormat::INT8: widen<int8_t>(buf.data(), n, stride, spp, d.stored); break;
+    case gdcm::PixelFormat::UINT8: raw.scalar = Scalar::kU8; break;
+    case gdcm::PixelFormat::INT8: raw.scalar = Scalar::kI8; break;
     case gdcm::PixelFormat::UINT12:
-    case gdcm::PixelFormat::UINT16: widen<uint16_t>(buf.data(), n, stride, spp, d.stored); break;
+    case gdcm::PixelFormat::UINT16: raw.scalar = Scalar::kU16; break;
     case gdcm::PixelFormat::INT12:
-    case gdcm::PixelFormat::INT16: widen<int16_t>(buf.data(), n, stride, spp, d.stored); break;
-    case gdcm::PixelFormat::UINT32: widen<uint32_t>(buf.data(), n, stride, spp, d.stored); break;
-    case gdcm::PixelFormat::INT32: widen<int32_t>(buf.data(), n, stride, spp, d.stored); break;
-    case gdcm::PixelFormat::FLOAT32: widen<float>(buf.data(), n, stride, spp, d.stored); break;
-    case gdcm::PixelFormat::FLOAT64: widen<double>(buf.data(), n, stride, spp, d.stored); break;
+    case gdcm::PixelFormat::INT16: raw.scalar = Scalar::kI16; break;
+    case gdcm::PixelFormat::UINT32: raw.scalar = Scalar::kU32; break;
+    case gdcm::PixelFormat::INT32: raw.scalar = Scalar::kI32; break;
+    case gdcm::PixelFormat::FLOAT32: raw.scalar = Scalar::kF32; break;
+    case gdcm::PixelFormat::FLOAT64: raw.scalar = Scalar::kF64; break;
     default: throw Error(path + ": unsupported DICOM pixel format " + std::string(pf.GetScalarTypeAsString()));
   }
+  std::vector<char> buf(img.GetBufferLength());
+  if (buf.empty() || !img.GetBuffer(buf.data())) {
+    const char* syntax = reader.GetFile().GetHeader().GetDataSetTransferSyntax().GetString();
+    throw Error(path + ": cannot decode the DICOM pixel data (transfer syntax " + std::string(syntax ? syntax : "?") + ")");
+  }
+  const size_t frame_bytes = static_cast<size_t>(d.rows * d.cols) * static_cast<size_t>(d.samples_per_pixel) *
+                             scalar_bytes(raw.scalar);
+  if (buf.size() < frame_bytes) throw Error(path + ": DICOM pixel data shorter than one frame");
+  // Native pixel data: GDCM pads a short value with zeros rather than failing.
+  const gdcm::ByteValue* native = img.GetDataElement().GetByteValue();
+  if (native && pf.GetBitsAllocated() % 8 == 0 && native->GetLength() < frame_bytes) {
+    throw Error(path + ": DICOM pixel data holds " + std::to_string(native->GetLength()) + " bytes, one " +
+                std::to_string(d.cols) + "x" + std::to_string(d.rows) + " frame needs " + std::to_string(frame_bytes));
+  }
+  raw.bytes.assign(buf.data(), frame_bytes);
+  return raw;
+}
+
+DicomImage widen_frame(RawFrame raw) {
+  DicomImage d = std::move(raw.image);
+  const size_t n = static_cast<size_t>(d.rows * d.cols), spp = static_cast<size_t>(d.samples_per_pixel);
+  const size_t stride = spp * scalar_bytes(raw.scalar);
+  const char* src = raw.bytes.data();
+  switch (raw.scalar) {
+    case Scalar::kU8: widen<uint8_t>(src, n, stride, spp, d.stored); break;
+    case Scalar::kI8: widen<int8_t>(src, n, stride, spp, d.stored); break;
+    case Scalar::kU16: widen<uint16_t>(src, n, stride, spp, d.stored); break;
+    case Scalar::kI16: widen<int16_t>(src, n, stride, spp, d.stored); break;
+    case Scalar::kU32: widen<uint32_t>(src, n, stride, spp, d.stored); break;
+    case Scalar::kI32: widen<int32_t>(src, n, stride, spp, d.stored); break;
+    case Scalar::kF32: widen<float>(src, n, stride, spp, d.stored); break;
+    case Scalar::kF64: widen<double>(src, n, stride, spp, d.stored); break;
+  }
   return d;
+}
+
+#if defined(__unix__) || defined(__APPLE__)
+// GDCM runs in a child process: Debian's build keeps its assertions, and a file corrupt in a way
+// the structure walk cannot see (a bad planar configuration, a broken RLE or JPEG stream) makes it
+// abort. In a child that costs one fork per file and ends in an Error naming the file; in-process it
+// would end the whole run or service. Hand-written because no Debian library sandboxes a decoder.
+template <typename T>
+void put(std::string& out, const T& v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+template <typename T>
+T take(const std::string& in, size_t& pos) {
+  if (in.size() - pos < sizeof(T)) throw std::runtime_error("short message");
+  T v;
+  std::memcpy(&v, in.data() + pos, sizeof v);
+  pos += sizeof v;
+  return v;
+}
+
+std::string pack(const RawFrame& raw) {
+  const DicomImage& d = raw.image;
+  std::string out = "O";
+  put(out, d.rows), put(out, d.cols), put(out, d.frames), put(out, d.samples_per_pixel);
+  put(out, d.slope), put(out, d.intercept), put(out, static_cast<int>(d.has_window));
+  put(out, d.window_center), put(out, d.window_width), put(out, static_cast<int>(raw.scalar));
+  put(out, d.photometric.size()), out += d.photometric;
+  put(out, raw.bytes.size()), out += raw.bytes;
+  return out;
+}
+
+RawFrame unpack(const std::string& in) {
+  size_t pos = 1;
+  RawFrame raw;
+  DicomImage& d = raw.image;
+  d.rows = take<int64_t>(in, pos), d.cols = take<int64_t>(in, pos), d.frames = take<int64_t>(in, pos);
+  d.samples_per_pixel = take<int>(in, pos);
+  d.slope = take<double>(in, pos), d.intercept = take<double>(in, pos), d.has_window = take<int>(in, pos) != 0;
+  d.window_center = take<double>(in, pos), d.window_width = take<double>(in, pos);
+  raw.scalar = static_cast<Scalar>(take<int>(in, pos));
+  const auto pi = take<size_t>(in, pos);
+  if (in.size() - pos < pi) throw std::runtime_error("short message");
+  d.photometric = in.substr(pos, pi), pos += pi;
+  const auto nb = take<size_t>(in, pos);
+  if (in.size() - pos != nb) throw std::runtime_error("short message");
+  raw.bytes = in.substr(pos);
+  return raw;
+}
+
+void write_all(int fd, const std::string& s) {
+  size_t done = 0;
+  while (done < s.size()) {
+    const ssize_t w = ::write(fd, s.data() + done, s.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return;
+    done += static_cast<size_t>(w);
+  }
+}
+
+RawFrame decode_in_child(const std::string& path) {
+  int out[2], err[2];
+  if (::pipe(out) != 0) throw Error(path + ": cannot decode DICOM (pipe: " + std::strerror(errno) + ")");
+  if (::pipe(err) != 0) {
+    ::close(out[0]), ::close(out[1]);
+    throw Error(path + ": cannot decode DICOM (pipe: " + std::strerror(errno) + ")");
+  }
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    for (int fd : {out[0], out[1], err[0], err[1]}) ::close(fd);
+    throw Error(path + ": cannot decode DICOM (fork: " + std::strerror(errno) + ")");
+  }
+  if (pid == 0) {
+    // The child: decode, send the frame or the error, leave without running the parent's exit handlers.
+    ::close(out[0]), ::close(err[0]);
+    ::dup2(err[1], STDERR_FILENO);
+    std::string msg;
+    try {
+      msg = pack(decode_raw(path));
+    } catch (const std::exception& e) {
+      msg = std::string("E") + e.what();
+    }
+    write_all(out[1], msg);
+    ::_exit(0);
+  }
+  ::close(out[1]), ::close(err[1]);
+  std::string msg, errors;
+  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+  bool timed_out = false;
+  char buf[1 << 16];
+  while (fds[0].fd >= 0 || fds[1].fd >= 0) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      ::kill(pid, SIGKILL);
+      break;
+    }
+    const int r = ::poll(fds, 2, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
+    if (r < 0 && errno != EINTR) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        (i == 0 ? msg : errors).append(buf, static_cast<size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+      }
+    }
+  }
+  for (const pollfd& p : fds) {
+    if (p.fd >= 0) ::close(p.fd);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (timed_out) throw Error(path + ": decoding the DICOM pixel data took over 5 minutes (stopped)");
+  if (!msg.empty() && msg[0] == 'E') throw Error(msg.substr(1));
+  if (!msg.empty() && msg[0] == 'O') {
+    try {
+      return unpack(msg);
+    } catch (const std::exception&) {
+    }
+  }
+  // The child died before sending a whole frame: GDCM aborted (an assertion) or crashed.
+  while (!errors.empty() && errors.back() == '\n') errors.pop_back();
+  const size_t line = errors.rfind('\n');
+  std::string why = line == std::string::npos ? errors : errors.substr(line + 1);
+  if (why.size() > 300) why = why.substr(0, 300) + "...";
+  std::string how = WIFSIGNALED(status) ? "signal " + std::to_string(WTERMSIG(status)) : "exit " + std::to_string(WEXITSTATUS(status));
+  throw Error(path + ": GDCM stopped while decoding this DICOM (" + how + (why.empty() ? "" : ": " + why) +
+              "); the file is corrupt or in a form GDCM cannot read");
+}
+#else
+RawFrame decode_in_child(const std::string& path) { return decode_raw(path); }
+#endif
+
+}  // namespace
+
+bool is_dicom(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char buf[132];
+  if (!in.read(buf, sizeof buf)) return false;
+  return std::memcmp(buf + 128, "DICM", 4) == 0;
+}
+
+DicomImage read_dicom(const std::string& path, bool in_child) {
+  // GDCM reports problems on stderr; ours go into the Error below, naming the file.
+  gdcm::Trace::SetWarning(false);
+  gdcm::Trace::SetError(false);
+  {
+    const std::string cut = DicomWalk(read_file(path)).problem();
+    if (!cut.empty()) throw Error(path + ": DICOM file cut short or corrupt: " + cut);
+  }
+  return widen_frame(in_child ? decode_in_child(path) : decode_raw(path));
 }
 
 std::vector<uint8_t> dicom_to_gray8(const DicomImage& d, DicomVoi voi) {

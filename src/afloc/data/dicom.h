@@ -30,9 +30,12 @@ struct DicomImage {
 bool is_dicom(const std::string& path);
 
 /// Decodes the first frame's stored values and the attributes needed to display them. Error naming
-/// the file for unreadable files, undecodable pixel data, or colour images other than RGB (RGB
-/// is converted to grey with OpenCV's weights).
-DicomImage read_dicom(const std::string& path);
+/// the file for unreadable files, files cut short, undecodable pixel data, or colour images other
+/// than RGB (RGB is converted to grey with OpenCV's weights). The file's element lengths are
+/// checked first; then GDCM decodes it in a child process (`in_child`, on POSIX systems), because
+/// Debian's GDCM keeps its assertions and aborts the process on some corrupt files: a child's
+/// abort becomes an Error. `in_child = false` decodes in this process (benchmarks, debugging).
+DicomImage read_dicom(const std::string& path, bool in_child = true);
 
 /// 8-bit grey (H, W) from a decoded DICOM: rescale, VOI (window or min-max), MONOCHROME1 inversion.
 std::vector<uint8_t> dicom_to_gray8(const DicomImage& image, DicomVoi voi = DicomVoi::kAuto);
