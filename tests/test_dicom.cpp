@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "afloc/common/error.h"
 #include "afloc/data/dicom.h"
@@ -88,7 +90,8 @@ TEST(Dicom, BadFilesAreErrorsNamingTheFile) {
 
 TEST(Dicom, FilesCutShortAreErrorsNeverCrashesOrZeros) {
   // Debian's GDCM is built with assertions and aborts the process on many cut points of a file
-  // (and pads short native pixel data with zeros); read_dicom checks the element lengths first.
+  // (and pads short native pixel data with zeros); read_dicom checks the element lengths first and
+  // decodes in its helper process.
   const std::string dir = dicom_dir();
   ASSERT_TRUE(std::filesystem::exists(dir + "/cases.json"));
   const auto cases = nlohmann::json::parse(read_file(dir + "/cases.json"));
@@ -121,7 +124,7 @@ TEST(Dicom, FilesCutShortAreErrorsNeverCrashesOrZeros) {
 TEST(Dicom, AFileThatMakesGdcmAbortIsAnError) {
   // A planar configuration (0028,0006) of 5 passes the length walk, and Debian's GDCM asserts on it
   // (Bitmap::SetPlanarConfiguration: pc == 0 || pc == 1), aborting its process: read_dicom decodes
-  // in a child, so this process gets an Error naming the file instead.
+  // in the afloc-dicom helper process, so this process gets an Error naming the file instead.
   const std::string rgb = dicom_dir() + "/rgb.dcm";
   ASSERT_TRUE(std::filesystem::exists(rgb));
   std::string bytes = read_file(rgb);
@@ -139,8 +142,39 @@ TEST(Dicom, AFileThatMakesGdcmAbortIsAnError) {
     EXPECT_NE(what.find(bad), std::string::npos) << what;
     EXPECT_NE(what.find("GDCM stopped"), std::string::npos) << what;
   }
-  // The untouched file still decodes in a child and in this process alike.
+  // The helper starts again after the abort, and decodes as this process does.
   EXPECT_EQ(data::read_dicom(rgb).stored, data::read_dicom(rgb, false).stored);
+}
+
+TEST(Dicom, HelperDecodesInParallelWhileMatrixProductsRun) {
+  // A training run reads DICOMs in loader threads while the model multiplies matrices on OpenBLAS's
+  // threads. A fork() there runs OpenBLAS's pthread_atfork handler, which stops its workers under
+  // the running product and hangs it; the helper is started with posix_spawn, which runs none.
+  const std::string file = dicom_dir() + "/cr_monochrome1.dcm";
+  ASSERT_TRUE(std::filesystem::exists(file));
+  const std::vector<double> want = data::read_dicom(file, false).stored;
+  at::set_num_threads(2);
+  std::atomic<bool> stop{false};
+  std::atomic<int> products{0};
+  std::thread maths([&] {
+    torch::Tensor a = torch::randn({384, 384});
+    while (!stop) {
+      a = torch::mm(a, a).tanh();
+      ++products;
+    }
+  });
+  std::atomic<int> same{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; ++t) {
+    readers.emplace_back([&] {
+      for (int i = 0; i < 15; ++i) same += data::read_dicom(file).stored == want ? 1 : 0;
+    });
+  }
+  for (auto& r : readers) r.join();
+  stop = true;
+  maths.join();
+  EXPECT_EQ(same.load(), 45);
+  EXPECT_GT(products.load(), 0);
 }
 
 }  // namespace

@@ -12,20 +12,27 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <mutex>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 
-#if defined(__unix__) || defined(__APPLE__)
+#if defined(__linux__)
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #endif
 
 #include "afloc/common/error.h"
+#include "afloc/common/log.h"
 
 namespace afloc::data {
 namespace {
@@ -295,6 +302,9 @@ struct RawFrame {
 };
 
 RawFrame decode_raw(const std::string& path) {
+  // GDCM reports problems on stderr; ours go into the Errors below, naming the file.
+  gdcm::Trace::SetWarning(false);
+  gdcm::Trace::SetError(false);
   gdcm::ImageReader reader;
   reader.SetFileName(path.c_str());
   if (!reader.Read()) throw Error(path + ": not a DICOM image GDCM can read (no pixel data, truncated or another format?)");
@@ -373,11 +383,15 @@ DicomImage widen_frame(RawFrame raw) {
   return d;
 }
 
-#if defined(__unix__) || defined(__APPLE__)
-// GDCM runs in a child process: Debian's build keeps its assertions, and a file corrupt in a way
-// the structure walk cannot see (a bad planar configuration, a broken RLE or JPEG stream) makes it
-// abort. In a child that costs one fork per file and ends in an Error naming the file; in-process it
-// would end the whole run or service. Hand-written because no Debian library sandboxes a decoder.
+#if defined(__linux__)
+// GDCM runs in a helper process, `afloc-dicom`: Debian's build keeps its assertions, and a file
+// corrupt in a way the structure walk cannot see (a bad planar configuration, a broken RLE or JPEG
+// stream) makes it abort. In a helper that ends as an Error naming the file; in this process it
+// would end the whole run or service. The helper is started with posix_spawn, which runs no
+// pthread_atfork handlers: a fork() from a loader thread would run OpenBLAS's, which stop its
+// worker threads under a matrix product running in another thread and hang it. Each calling thread
+// keeps its own helper (decoding stays parallel) and starts it again after a failure.
+// Hand-written because no Debian library sandboxes a decoder.
 template <typename T>
 void put(std::string& out, const T& v) {
   out.append(reinterpret_cast<const char*>(&v), sizeof v);
@@ -415,97 +429,181 @@ RawFrame unpack(const std::string& in) {
   if (in.size() - pos < pi) throw std::runtime_error("short message");
   d.photometric = in.substr(pos, pi), pos += pi;
   const auto nb = take<size_t>(in, pos);
-  if (in.size() - pos != nb) throw std::runtime_error("short message");
+  if (in.size() - pos != nb || nb != static_cast<size_t>(d.rows * d.cols * d.samples_per_pixel) * scalar_bytes(raw.scalar)) {
+    throw std::runtime_error("bad message");
+  }
   raw.bytes = in.substr(pos);
   return raw;
 }
 
-void write_all(int fd, const std::string& s) {
-  size_t done = 0;
-  while (done < s.size()) {
-    const ssize_t w = ::write(fd, s.data() + done, s.size() - done);
+// Whole reads and writes on a descriptor; false on end of file or error. send() on the socket so
+// that a helper gone away is an error here, not a SIGPIPE that ends this process.
+bool send_all(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
     if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return;
-    done += static_cast<size_t>(w);
+    if (w <= 0) return false;
+    p += w, n -= static_cast<size_t>(w);
   }
+  return true;
+}
+bool write_all(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w, n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+bool read_all(int fd, char* p, size_t n) {
+  while (n > 0) {
+    const ssize_t r = ::read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    p += r, n -= static_cast<size_t>(r);
+  }
+  return true;
 }
 
-RawFrame decode_in_child(const std::string& path) {
-  int out[2], err[2];
-  if (::pipe(out) != 0) throw Error(path + ": cannot decode DICOM (pipe: " + std::strerror(errno) + ")");
-  if (::pipe(err) != 0) {
-    ::close(out[0]), ::close(out[1]);
-    throw Error(path + ": cannot decode DICOM (pipe: " + std::strerror(errno) + ")");
-  }
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    for (int fd : {out[0], out[1], err[0], err[1]}) ::close(fd);
-    throw Error(path + ": cannot decode DICOM (fork: " + std::strerror(errno) + ")");
-  }
-  if (pid == 0) {
-    // The child: decode, send the frame or the error, leave without running the parent's exit handlers.
-    ::close(out[0]), ::close(err[0]);
-    ::dup2(err[1], STDERR_FILENO);
-    std::string msg;
-    try {
-      msg = pack(decode_raw(path));
-    } catch (const std::exception& e) {
-      msg = std::string("E") + e.what();
+std::string helper_program() {
+  if (const char* env = std::getenv("AFLOC_DICOM_HELPER")) return env;
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "";
+  return (self.parent_path() / "afloc-dicom").string();
+}
+
+class Helper {
+ public:
+  Helper() = default;
+  Helper(const Helper&) = delete;
+  Helper& operator=(const Helper&) = delete;
+  ~Helper() { stop(); }
+
+  // The decoded frame; nullopt when there is no helper program (the caller decodes in-process).
+  std::optional<RawFrame> decode(const std::string& path) {
+    if (pid_ < 0 && !start()) return std::nullopt;
+    drain_errors();
+    const uint64_t n = path.size();
+    if (!send_all(sock_, reinterpret_cast<const char*>(&n), sizeof n) || !send_all(sock_, path.data(), path.size())) {
+      fail(path, "");
     }
-    write_all(out[1], msg);
-    ::_exit(0);
-  }
-  ::close(out[1]), ::close(err[1]);
-  std::string msg, errors;
-  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
-  bool timed_out = false;
-  char buf[1 << 16];
-  while (fds[0].fd >= 0 || fds[1].fd >= 0) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      timed_out = true;
-      ::kill(pid, SIGKILL);
-      break;
-    }
-    const int r = ::poll(fds, 2, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
-    if (r < 0 && errno != EINTR) break;
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
-      if (n > 0) {
-        (i == 0 ? msg : errors).append(buf, static_cast<size_t>(n));
-      } else if (n == 0 || errno != EINTR) {
-        ::close(fds[i].fd);
-        fds[i].fd = -1;
-      }
-    }
-  }
-  for (const pollfd& p : fds) {
-    if (p.fd >= 0) ::close(p.fd);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (timed_out) throw Error(path + ": decoding the DICOM pixel data took over 5 minutes (stopped)");
-  if (!msg.empty() && msg[0] == 'E') throw Error(msg.substr(1));
-  if (!msg.empty() && msg[0] == 'O') {
+    uint64_t len = 0;
+    if (!receive(reinterpret_cast<char*>(&len), sizeof len, path)) fail(path, "");
+    std::string msg(len, '\0');
+    if (!receive(msg.data(), len, path)) fail(path, "");
+    if (!msg.empty() && msg[0] == 'E') throw Error(msg.substr(1));
     try {
       return unpack(msg);
-    } catch (const std::exception&) {
+    } catch (const std::exception& e) {
+      fail(path, e.what());
     }
+    return std::nullopt;  // not reached
   }
-  // The child died before sending a whole frame: GDCM aborted (an assertion) or crashed.
-  while (!errors.empty() && errors.back() == '\n') errors.pop_back();
-  const size_t line = errors.rfind('\n');
-  std::string why = line == std::string::npos ? errors : errors.substr(line + 1);
-  if (why.size() > 300) why = why.substr(0, 300) + "...";
-  std::string how = WIFSIGNALED(status) ? "signal " + std::to_string(WTERMSIG(status)) : "exit " + std::to_string(WEXITSTATUS(status));
-  throw Error(path + ": GDCM stopped while decoding this DICOM (" + how + (why.empty() ? "" : ": " + why) +
-              "); the file is corrupt or in a form GDCM cannot read");
+
+ private:
+  bool start() {
+    const std::string exe = helper_program();
+    if (exe.empty() || ::access(exe.c_str(), X_OK) != 0) {
+      static std::once_flag once;
+      std::call_once(once, [&] {
+        log::warn("no DICOM helper program at '" + exe + "' (set AFLOC_DICOM_HELPER): decoding DICOM in this process, "
+                  "where a corrupt file can abort it");
+      });
+      return false;
+    }
+    int sv[2], err[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw Error(std::string("socketpair: ") + std::strerror(errno));
+    if (::pipe2(err, O_CLOEXEC) != 0) {
+      ::close(sv[0]), ::close(sv[1]);
+      throw Error(std::string("pipe: ") + std::strerror(errno));
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], STDIN_FILENO);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&fa, err[1], STDERR_FILENO);
+    std::string arg0 = exe, arg1 = "--serve";
+    char* argv[] = {arg0.data(), arg1.data(), nullptr};
+    pid_t pid = -1;
+    const int rc = ::posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    ::close(sv[1]), ::close(err[1]);
+    if (rc != 0) {
+      ::close(sv[0]), ::close(err[0]);
+      throw Error(exe + ": cannot start the DICOM helper (" + std::strerror(rc) + ")");
+    }
+    ::fcntl(err[0], F_SETFL, ::fcntl(err[0], F_GETFL) | O_NONBLOCK);
+    pid_ = pid, sock_ = sv[0], err_ = err[0];
+    return true;
+  }
+  void stop() {
+    if (pid_ < 0) return;
+    ::close(sock_), ::close(err_);
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = sock_ = err_ = -1;
+  }
+  // What the helper wrote on stderr since the last call (GDCM's assertion when it aborted).
+  std::string drain_errors() {
+    std::string out;
+    char buf[4096];
+    ssize_t r;
+    while ((r = ::read(err_, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(r));
+    return out;
+  }
+  bool receive(char* p, size_t n, const std::string& path) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+    while (n > 0) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) {
+        ::kill(pid_, SIGKILL);
+        stop();
+        throw Error(path + ": decoding the DICOM pixel data took over 5 minutes (stopped)");
+      }
+      pollfd pfd{sock_, POLLIN, 0};
+      const int ready = ::poll(&pfd, 1, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
+      if (ready < 0 && errno != EINTR) return false;
+      if (ready <= 0) continue;
+      const ssize_t r = ::read(sock_, p, n);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) return false;
+      p += r, n -= static_cast<size_t>(r);
+    }
+    return true;
+  }
+  // The helper died (or spoke nonsense): reap it, report how, start a new one next time.
+  [[noreturn]] void fail(const std::string& path, const std::string& what) {
+    ::kill(pid_, SIGKILL);  // no-op when it is already gone
+    std::string errors = drain_errors();
+    int status = 0;
+    ::close(sock_), ::close(err_);
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = sock_ = err_ = -1;
+    while (!errors.empty() && errors.back() == '\n') errors.pop_back();
+    const size_t line = errors.rfind('\n');
+    std::string why = line == std::string::npos ? errors : errors.substr(line + 1);
+    if (why.size() > 300) why = why.substr(0, 300) + "...";
+    if (why.empty()) why = what;
+    const std::string how = WIFSIGNALED(status) ? "signal " + std::to_string(WTERMSIG(status)) : "exit " + std::to_string(WEXITSTATUS(status));
+    throw Error(path + ": GDCM stopped while decoding this DICOM (" + how + (why.empty() ? "" : ": " + why) +
+                "); the file is corrupt or in a form GDCM cannot read");
+  }
+
+  pid_t pid_ = -1;
+  int sock_ = -1, err_ = -1;
+};
+
+RawFrame decode_in_helper(const std::string& path) {
+  thread_local Helper helper;
+  if (auto raw = helper.decode(path)) return std::move(*raw);
+  return decode_raw(path);
 }
 #else
-RawFrame decode_in_child(const std::string& path) { return decode_raw(path); }
+RawFrame decode_in_helper(const std::string& path) { return decode_raw(path); }
 #endif
 
 }  // namespace
@@ -517,15 +615,41 @@ bool is_dicom(const std::string& path) {
   return std::memcmp(buf + 128, "DICM", 4) == 0;
 }
 
-DicomImage read_dicom(const std::string& path, bool in_child) {
-  // GDCM reports problems on stderr; ours go into the Error below, naming the file.
-  gdcm::Trace::SetWarning(false);
-  gdcm::Trace::SetError(false);
+DicomImage read_dicom(const std::string& path, bool in_helper) {
   {
     const std::string cut = DicomWalk(read_file(path)).problem();
     if (!cut.empty()) throw Error(path + ": DICOM file cut short or corrupt: " + cut);
   }
-  return widen_frame(in_child ? decode_in_child(path) : decode_raw(path));
+  return widen_frame(in_helper ? decode_in_helper(path) : decode_raw(path));
+}
+
+int serve_dicom_helper() {
+#if defined(__linux__)
+  // Requests on stdin and answers on stdout (both the caller's socket): [u64 length][path] in,
+  // [u64 length][message] out. stderr is a pipe the caller reads after a failure; non-blocking, so
+  // that a chatty decoder never waits on it.
+  ::fcntl(STDERR_FILENO, F_SETFL, ::fcntl(STDERR_FILENO, F_GETFL) | O_NONBLOCK);
+  for (;;) {
+    uint64_t n = 0;
+    if (!read_all(STDIN_FILENO, reinterpret_cast<char*>(&n), sizeof n)) return 0;
+    if (n > (uint64_t{1} << 20)) return 2;
+    std::string path(n, '\0');
+    if (!read_all(STDIN_FILENO, path.data(), n)) return 0;
+    std::string msg;
+    try {
+      msg = pack(decode_raw(path));
+    } catch (const std::exception& e) {
+      msg = std::string("E") + e.what();
+    }
+    const uint64_t len = msg.size();
+    if (!write_all(STDOUT_FILENO, reinterpret_cast<const char*>(&len), sizeof len) ||
+        !write_all(STDOUT_FILENO, msg.data(), msg.size())) {
+      return 0;
+    }
+  }
+#else
+  return 2;
+#endif
 }
 
 std::vector<uint8_t> dicom_to_gray8(const DicomImage& d, DicomVoi voi) {

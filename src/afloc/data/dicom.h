@@ -32,10 +32,15 @@ bool is_dicom(const std::string& path);
 /// Decodes the first frame's stored values and the attributes needed to display them. Error naming
 /// the file for unreadable files, files cut short, undecodable pixel data, or colour images other
 /// than RGB (RGB is converted to grey with OpenCV's weights). The file's element lengths are
-/// checked first; then GDCM decodes it in a child process (`in_child`, on POSIX systems), because
-/// Debian's GDCM keeps its assertions and aborts the process on some corrupt files: a child's
-/// abort becomes an Error. `in_child = false` decodes in this process (benchmarks, debugging).
-DicomImage read_dicom(const std::string& path, bool in_child = true);
+/// checked first; then GDCM decodes it in a helper process (`in_helper`; Linux): the program
+/// `afloc-dicom` beside the running executable, or $AFLOC_DICOM_HELPER. Debian's GDCM keeps its
+/// assertions and aborts its process on some corrupt files; the helper's abort becomes an Error.
+/// Without a helper program, or with `in_helper = false`, GDCM decodes in this process.
+DicomImage read_dicom(const std::string& path, bool in_helper = true);
+
+/// The `afloc-dicom` helper program's loop: decodes the paths it is sent on stdin, answers on
+/// stdout, until stdin closes. Returns the exit code.
+int serve_dicom_helper();
 
 /// 8-bit grey (H, W) from a decoded DICOM: rescale, VOI (window or min-max), MONOCHROME1 inversion.
 std::vector<uint8_t> dicom_to_gray8(const DicomImage& image, DicomVoi voi = DicomVoi::kAuto);
