@@ -298,7 +298,8 @@ size_t scalar_bytes(Scalar s) {
 struct RawFrame {
   DicomImage image;  // everything but `stored`
   Scalar scalar = Scalar::kU8;
-  std::string bytes;  // rows x cols x samples, native byte order
+  std::string bytes;   // from `offset` on: rows x cols x samples, native byte order
+  size_t offset = 0;   // where the frame starts in `bytes` (a helper's whole message, not copied)
 };
 
 RawFrame decode_raw(const std::string& path) {
@@ -347,7 +348,7 @@ RawFrame decode_raw(const std::string& path) {
     case gdcm::PixelFormat::FLOAT64: raw.scalar = Scalar::kF64; break;
     default: throw Error(path + ": unsupported DICOM pixel format " + std::string(pf.GetScalarTypeAsString()));
   }
-  std::vector<char> buf(img.GetBufferLength());
+  std::string buf(img.GetBufferLength(), '\0');
   if (buf.empty() || !img.GetBuffer(buf.data())) {
     const char* syntax = reader.GetFile().GetHeader().GetDataSetTransferSyntax().GetString();
     throw Error(path + ": cannot decode the DICOM pixel data (transfer syntax " + std::string(syntax ? syntax : "?") + ")");
@@ -361,7 +362,8 @@ RawFrame decode_raw(const std::string& path) {
     throw Error(path + ": DICOM pixel data holds " + std::to_string(native->GetLength()) + " bytes, one " +
                 std::to_string(d.cols) + "x" + std::to_string(d.rows) + " frame needs " + std::to_string(frame_bytes));
   }
-  raw.bytes.assign(buf.data(), frame_bytes);
+  buf.resize(frame_bytes);  // the first frame
+  raw.bytes = std::move(buf);
   return raw;
 }
 
@@ -369,7 +371,7 @@ DicomImage widen_frame(RawFrame raw) {
   DicomImage d = std::move(raw.image);
   const size_t n = static_cast<size_t>(d.rows * d.cols), spp = static_cast<size_t>(d.samples_per_pixel);
   const size_t stride = spp * scalar_bytes(raw.scalar);
-  const char* src = raw.bytes.data();
+  const char* src = raw.bytes.data() + raw.offset;
   switch (raw.scalar) {
     case Scalar::kU8: widen<uint8_t>(src, n, stride, spp, d.stored); break;
     case Scalar::kI8: widen<int8_t>(src, n, stride, spp, d.stored); break;
@@ -405,18 +407,19 @@ T take(const std::string& in, size_t& pos) {
   return v;
 }
 
-std::string pack(const RawFrame& raw) {
+// The message header; the frame's bytes follow it on the wire.
+std::string pack_header(const RawFrame& raw) {
   const DicomImage& d = raw.image;
   std::string out = "O";
   put(out, d.rows), put(out, d.cols), put(out, d.frames), put(out, d.samples_per_pixel);
   put(out, d.slope), put(out, d.intercept), put(out, static_cast<int>(d.has_window));
   put(out, d.window_center), put(out, d.window_width), put(out, static_cast<int>(raw.scalar));
   put(out, d.photometric.size()), out += d.photometric;
-  put(out, raw.bytes.size()), out += raw.bytes;
+  put(out, raw.bytes.size());
   return out;
 }
 
-RawFrame unpack(const std::string& in) {
+RawFrame unpack(std::string in) {
   size_t pos = 1;
   RawFrame raw;
   DicomImage& d = raw.image;
@@ -432,7 +435,8 @@ RawFrame unpack(const std::string& in) {
   if (in.size() - pos != nb || nb != static_cast<size_t>(d.rows * d.cols * d.samples_per_pixel) * scalar_bytes(raw.scalar)) {
     throw std::runtime_error("bad message");
   }
-  raw.bytes = in.substr(pos);
+  raw.offset = pos;
+  raw.bytes = std::move(in);
   return raw;
 }
 
@@ -495,7 +499,7 @@ class Helper {
     if (!receive(msg.data(), len, path)) fail(path, "");
     if (!msg.empty() && msg[0] == 'E') throw Error(msg.substr(1));
     try {
-      return unpack(msg);
+      return unpack(std::move(msg));
     } catch (const std::exception& e) {
       fail(path, e.what());
     }
@@ -519,6 +523,10 @@ class Helper {
       ::close(sv[0]), ::close(sv[1]);
       throw Error(std::string("pipe: ") + std::strerror(errno));
     }
+    // Frames of several MB cross in fewer, larger copies (the kernel caps these at its maximum).
+    const int buffer = 1 << 22;
+    ::setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer);
+    ::setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, sv[1], STDIN_FILENO);
@@ -635,15 +643,20 @@ int serve_dicom_helper() {
     if (n > (uint64_t{1} << 20)) return 2;
     std::string path(n, '\0');
     if (!read_all(STDIN_FILENO, path.data(), n)) return 0;
-    std::string msg;
+    std::string head, error;
+    RawFrame raw;
     try {
-      msg = pack(decode_raw(path));
+      raw = decode_raw(path);
+      head = pack_header(raw);
     } catch (const std::exception& e) {
-      msg = std::string("E") + e.what();
+      error = std::string("E") + e.what();
     }
-    const uint64_t len = msg.size();
+    const std::string& first = error.empty() ? head : error;
+    static const std::string kNothing;
+    const std::string& rest = error.empty() ? raw.bytes : kNothing;
+    const uint64_t len = first.size() + rest.size();
     if (!write_all(STDOUT_FILENO, reinterpret_cast<const char*>(&len), sizeof len) ||
-        !write_all(STDOUT_FILENO, msg.data(), msg.size())) {
+        !write_all(STDOUT_FILENO, first.data(), first.size()) || !write_all(STDOUT_FILENO, rest.data(), rest.size())) {
       return 0;
     }
   }
