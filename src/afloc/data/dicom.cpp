@@ -440,20 +440,11 @@ RawFrame unpack(std::string in) {
   return raw;
 }
 
-// Whole reads and writes on a descriptor; false on end of file or error. send() on the socket so
-// that a helper gone away is an error here, not a SIGPIPE that ends this process.
+// Whole reads and writes on the socket between afloc and its helper; false on end of file or error.
+// send() rather than write() so that a peer gone away is an error, not a SIGPIPE ending the process.
 bool send_all(int fd, const char* p, size_t n) {
   while (n > 0) {
     const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w, n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-bool write_all(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) return false;
     p += w, n -= static_cast<size_t>(w);
@@ -655,8 +646,8 @@ int serve_dicom_helper() {
     static const std::string kNothing;
     const std::string& rest = error.empty() ? raw.bytes : kNothing;
     const uint64_t len = first.size() + rest.size();
-    if (!write_all(STDOUT_FILENO, reinterpret_cast<const char*>(&len), sizeof len) ||
-        !write_all(STDOUT_FILENO, first.data(), first.size()) || !write_all(STDOUT_FILENO, rest.data(), rest.size())) {
+    if (!send_all(STDOUT_FILENO, reinterpret_cast<const char*>(&len), sizeof len) ||
+        !send_all(STDOUT_FILENO, first.data(), first.size()) || !send_all(STDOUT_FILENO, rest.data(), rest.size())) {
       return 0;
     }
   }

@@ -29,59 +29,57 @@ cv::Mat to_mat(const Gray8& g) {
                  const_cast<uint8_t*>(g.pixels.data()));
 }
 
-// Width x height from a PNG (IHDR) or JPEG (first SOFn marker) header, or {0, 0} when neither is
-// recognised. Hand-written because OpenCV 4.6 offers no header-only query: the decode limit must
-// hold before a huge image is decoded, not after.
-std::pair<int64_t, int64_t> peek_dimensions(const std::string& b) {
-  auto u8 = [&](size_t i) { return static_cast<int64_t>(static_cast<unsigned char>(b[i])); };
-  if (b.size() >= 24 && b.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0)
-    return {(u8(16) << 24) | (u8(17) << 16) | (u8(18) << 8) | u8(19), (u8(20) << 24) | (u8(21) << 16) | (u8(22) << 8) | u8(23)};
-  if (b.size() >= 4 && u8(0) == 0xFF && u8(1) == 0xD8) {
-    size_t i = 2;
-    while (i + 9 < b.size()) {
-      if (u8(i) != 0xFF) return {0, 0};
-      const int64_t marker = u8(i + 1);
-      if (marker == 0xFF) {  // fill byte
-        ++i;
-        continue;
-      }
-      const size_t len = static_cast<size_t>((u8(i + 2) << 8) | u8(i + 3));
-      if (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC)
-        return {(u8(i + 7) << 8) | u8(i + 8), (u8(i + 5) << 8) | u8(i + 6)};
-      i += 2 + len;
-    }
-  }
-  return {0, 0};
-}
+// What the headers of a PNG or JPEG say before decoding. Hand-written because OpenCV 4.6 offers no
+// header-only query (the decode limit must hold before a huge image is decoded, not after) and
+// passes no libjpeg warning on.
+struct Peek {
+  int64_t width = 0, height = 0;  // 0 x 0 when the header is not recognised
+  // JPEG only: whether an end-of-image marker follows the first start-of-scan. libjpeg decodes a
+  // file cut short with only a warning, filling the missing rows with grey. Inside scan data every
+  // 0xFF is followed by 0x00 or a restart marker, so an 0xFF 0xD9 after the first SOS can only be
+  // the EOI (a thumbnail's own EOI, in APP1, lies before it); bytes after the EOI are allowed.
+  bool complete = true;
+};
 
-// False when a JPEG stream (SOI at the start) has no end-of-image marker after its first
-// start-of-scan: the file was cut short. libjpeg decodes such a file with only a warning ("Premature
-// end of JPEG file"), which OpenCV's imdecode swallows, filling the missing rows with grey, so a
-// truncated film would train or be read silently wrong. Inside scan data every 0xFF byte is followed
-// by 0x00 or a restart marker, so an 0xFF 0xD9 after the first SOS can only be the EOI; a thumbnail's
-// own EOI (APP1) lies before it. Bytes after the EOI (some writers pad) are allowed.
-bool jpeg_is_complete(const std::string& b) {
-  auto u8 = [&](size_t i) { return static_cast<unsigned char>(b[i]); };
+Peek peek(const std::string& b) {
+  auto u8 = [&](size_t i) { return static_cast<int64_t>(static_cast<unsigned char>(b[i])); };
+  Peek p;
+  if (b.size() >= 24 && b.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0) {
+    p.width = (u8(16) << 24) | (u8(17) << 16) | (u8(18) << 8) | u8(19);
+    p.height = (u8(20) << 24) | (u8(21) << 16) | (u8(22) << 8) | u8(23);
+    return p;
+  }
+  if (b.size() < 4 || u8(0) != 0xFF || u8(1) != 0xD8) return p;
+  p.complete = false;  // until the walk reaches the first scan and an EOI after it
   size_t i = 2;
   while (i + 3 < b.size()) {
-    if (u8(i) != 0xFF) return true;  // not a marker walk we understand: leave it to the decoder
-    const unsigned marker = u8(i + 1);
-    if (marker == 0xFF) {
+    if (u8(i) != 0xFF) {  // not a marker walk we understand: leave it to the decoder
+      p.complete = true;
+      return p;
+    }
+    const int64_t marker = u8(i + 1);
+    if (marker == 0xFF) {  // fill byte
       ++i;
       continue;
     }
     if (marker == 0xDA) {
       const size_t eoi = b.rfind("\xFF\xD9");
-      return eoi != std::string::npos && eoi > i;
+      p.complete = eoi != std::string::npos && eoi > i;
+      return p;
     }
-    if (marker == 0xD9) return false;                      // EOI before any scan
+    if (marker == 0xD9) return p;  // EOI before any scan
     if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) {  // markers without a length
       i += 2;
       continue;
     }
-    i += 2 + ((static_cast<size_t>(u8(i + 2)) << 8) | u8(i + 3));
+    if (p.width == 0 && marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC &&
+        i + 9 < b.size()) {
+      p.height = (u8(i + 5) << 8) | u8(i + 6);
+      p.width = (u8(i + 7) << 8) | u8(i + 8);
+    }
+    i += 2 + static_cast<size_t>((u8(i + 2) << 8) | u8(i + 3));
   }
-  return false;  // the headers end before the first scan
+  return p;  // the headers end before the first scan
 }
 
 }  // namespace
@@ -100,10 +98,14 @@ Gray8 read_gray8(const std::string& path, const ImageReadOptions& options) {
     return g;
   }
   const std::string bytes = read_file(path);
-  const auto [w, h] = peek_dimensions(bytes);
-  if (w * h > options.max_pixels) {
-    throw Error(path + ": image " + std::to_string(w) + "x" + std::to_string(h) + " exceeds the decode limit of " +
-                std::to_string(options.max_pixels) + " pixels (not decoded)");
+  const Peek header = peek(bytes);
+  if (header.width * header.height > options.max_pixels) {
+    throw Error(path + ": image " + std::to_string(header.width) + "x" + std::to_string(header.height) +
+                " exceeds the decode limit of " + std::to_string(options.max_pixels) + " pixels (not decoded)");
+  }
+  if (!header.complete) {
+    throw Error(path + ": truncated JPEG (no end-of-image marker after the image data; " + std::to_string(bytes.size()) +
+                " bytes)");
   }
   // A header over the file bytes, not a copy; imdecode only reads it.
   const cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
@@ -116,11 +118,6 @@ Gray8 read_gray8(const std::string& path, const ImageReadOptions& options) {
     throw Error(path + ": cannot decode image (" + e.msg + ")");
   }
   if (m.empty()) throw Error(path + ": not a PNG/JPEG image OpenCV can decode (truncated or another format?)");
-  if (bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0xFF && static_cast<unsigned char>(bytes[1]) == 0xD8 &&
-      !jpeg_is_complete(bytes)) {
-    throw Error(path + ": truncated JPEG (no end-of-image marker after the image data; " + std::to_string(bytes.size()) +
-                " bytes)");
-  }
   if (static_cast<int64_t>(m.rows) * m.cols > options.max_pixels) {
     throw Error(path + ": image " + std::to_string(m.cols) + "x" + std::to_string(m.rows) +
                 " exceeds the decode limit of " + std::to_string(options.max_pixels) + " pixels");
