@@ -81,7 +81,7 @@ bool first_ds(const gdcm::DataSet& ds, uint16_t group, uint16_t element, double&
 // aborts its process (e.g. assert(is.good()) in FileMetaInformation::ReadCompat) instead of failing
 // Reader::Read(), and at other cut points it reads the missing pixels as zeros. Where the walk
 // cannot follow the encoding (a VR that is not the standard's, a delimiter out of place: broken or
-// merely unusual writers) it stops and leaves the file to GDCM, which runs in a child process.
+// merely unusual writers) it stops and leaves the file to GDCM, which runs in the helper process.
 class DicomWalk {
  public:
   explicit DicomWalk(const std::string& bytes) : b_(bytes) {}
@@ -486,6 +486,7 @@ class Helper {
     }
     uint64_t len = 0;
     if (!receive(reinterpret_cast<char*>(&len), sizeof len, path)) fail(path, "");
+    if (len > (uint64_t{1} << 36)) fail(path, "an answer of " + std::to_string(len) + " bytes");
     std::string msg(len, '\0');
     if (!receive(msg.data(), len, path)) fail(path, "");
     if (!msg.empty() && msg[0] == 'E') throw Error(msg.substr(1));
