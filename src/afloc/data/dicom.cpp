@@ -538,13 +538,15 @@ class Helper {
     pid_ = pid, sock_ = sv[0], err_ = err[0];
     return true;
   }
-  void stop() {
-    if (pid_ < 0) return;
+  // Closes the helper's descriptors and reaps it (it leaves when its input closes); its wait status.
+  int stop() {
+    if (pid_ < 0) return 0;
     ::close(sock_), ::close(err_);
     int status = 0;
     while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
     }
     pid_ = sock_ = err_ = -1;
+    return status;
   }
   // What the helper wrote on stderr since the last call (GDCM's assertion when it aborted).
   std::string drain_errors() {
@@ -578,11 +580,7 @@ class Helper {
   [[noreturn]] void fail(const std::string& path, const std::string& what) {
     ::kill(pid_, SIGKILL);  // no-op when it is already gone
     std::string errors = drain_errors();
-    int status = 0;
-    ::close(sock_), ::close(err_);
-    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-    }
-    pid_ = sock_ = err_ = -1;
+    const int status = stop();
     while (!errors.empty() && errors.back() == '\n') errors.pop_back();
     const size_t line = errors.rfind('\n');
     std::string why = line == std::string::npos ? errors : errors.substr(line + 1);
