@@ -125,18 +125,34 @@ TEST_F(LoaderTest, DistributedShardsPartitionTheGlobalBatch) {
 
 TEST_F(LoaderTest, UnreadableImagesAreReplacedAndCounted) {
   PairData d = pairs();
+  const std::string good = d.samples[0].image;
   d.samples[0].image = dir_ + "/missing.jpg";
+  const std::string bad = dir_ + "/bad.jpg";
+  std::ofstream(bad) << "not an image";
+  d.samples[1].image = bad;
   LoaderOptions o;
   o.batch_size = 8;
   o.image_size = 64;
   o.shuffle = false;
   BatchLoader l(d, o, tokenizer());
-  l.start_epoch(0);
-  Batch b;
-  int n = 0;
-  while (l.next(b)) ++n;
-  EXPECT_EQ(n, 5);
-  EXPECT_EQ(l.bad_images(), 1);
+  auto run_epoch = [&](int64_t e) {
+    l.start_epoch(e);
+    std::vector<int64_t> seen;
+    Batch b;
+    while (l.next(b)) seen.insert(seen.end(), b.samples.begin(), b.samples.end());
+    return seen;
+  };
+  const auto first = run_epoch(0);
+  EXPECT_EQ(first.size(), 40u);
+  EXPECT_EQ(l.bad_images(), 2);
+  EXPECT_EQ(std::count(first.begin(), first.end(), 0), 0);
+  EXPECT_EQ(std::count(first.begin(), first.end(), 1), 0);
+  // A sample found unreadable is not read again in later epochs (each failed read may cost a DICOM
+  // helper restart): even once its file is readable, it keeps the same replacement for the run.
+  std::filesystem::copy_file(good, bad, std::filesystem::copy_options::overwrite_existing);
+  const auto second = run_epoch(1);
+  EXPECT_EQ(second, first);
+  EXPECT_EQ(l.bad_images(), 2);
 }
 
 // Autocast where it was asked for: on a GPU without bfloat16 tensor cores the default loop.amp falls

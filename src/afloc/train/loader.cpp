@@ -136,21 +136,27 @@ Batch BatchLoader::build(int64_t epoch, int64_t index) {
     int64_t sample = order_[static_cast<size_t>(base + k)];
     data::Gray8 g;
     // An unreadable image is replaced by a deterministic other sample (counted and logged once).
+    // A sample known to be unreadable is not read again in later epochs: each failed read can cost
+    // a DICOM helper restart or a network round trip, and the replacement is the same either way.
     for (int attempt = 0;; ++attempt) {
-      try {
-        g = load_image(sample);
-        break;
-      } catch (const std::exception& e) {
-        {
-          std::lock_guard<std::mutex> lock(bad_mu_);
-          if (!bad_.count(sample)) {
-            bad_[sample] = e.what();
-            log::warn("skipping unreadable image (replaced in its batch): " + std::string(e.what()));
-          }
-        }
-        if (attempt > 20) throw Error("too many unreadable images in a row; last: " + std::string(e.what()));
-        sample = static_cast<int64_t>(index_below(mix_seed(static_cast<uint64_t>(sample), static_cast<uint64_t>(attempt)), static_cast<uint64_t>(n)));
+      std::string why;
+      {
+        std::lock_guard<std::mutex> lock(bad_mu_);
+        auto known = bad_.find(sample);
+        if (known != bad_.end()) why = known->second;
       }
+      if (why.empty()) {
+        try {
+          g = load_image(sample);
+          break;
+        } catch (const std::exception& e) {
+          why = *e.what() ? e.what() : "unreadable";
+          std::lock_guard<std::mutex> lock(bad_mu_);
+          if (bad_.emplace(sample, why).second) log::warn("skipping unreadable image (replaced in its batch): " + why);
+        }
+      }
+      if (attempt > 20) throw Error("too many unreadable images in a row; last: " + why);
+      sample = static_cast<int64_t>(index_below(mix_seed(static_cast<uint64_t>(sample), static_cast<uint64_t>(attempt)), static_cast<uint64_t>(n)));
     }
     b.samples.push_back(sample);
     // (u8 / 255 - 0.5) / 0.5, replicated to 3 channels (SPEC §4).
