@@ -390,6 +390,44 @@ TEST(RunConfig, DefaultsAreTheAuthorsAndParsingIsStrict) {
   }
 }
 
+// --resume keeps the run's own settings; what a command asks otherwise is listed, not applied.
+TEST(RunConfig, ResumeKeepsTheRunsSettingsAndListsTheOnesIgnored) {
+  train::RunConfig saved = train::load_run_config(std::string(AFLOC_SOURCE_DIR) + "/configs/phantom_tiny.json");
+  saved.data.root = "/old/mimic";
+  saved.out = "runs/a";
+  saved.model.bert.vocab_size = 470;  // set from the built vocabulary before the checkpoint is written
+  // The command that started the run, given again (scripts/demo.sh does this): nothing to report.
+  train::RunConfig asked = train::load_run_config(std::string(AFLOC_SOURCE_DIR) + "/configs/phantom_tiny.json");
+  asked.data.root = "/new/mimic";
+  asked.out = "/moved/runs/a";
+  asked.loop.epochs = 12;
+  asked.loop.workers = 7;
+  asked.data.cache_mb = 0;
+  EXPECT_TRUE(train::resume_ignored_settings(asked, saved).empty());
+  // Settings the run keeps: listed with both values, in config order.
+  asked.optim.lr = 1e-4;
+  asked.model.resnet.width = 16;
+  asked.loop.amp_cpu = true;
+  const auto ignored = train::resume_ignored_settings(asked, saved);
+  ASSERT_EQ(ignored.size(), 3u) << ignored.size();
+  EXPECT_EQ(ignored[0], "model.resnet.width: 16 given, 32 kept");
+  EXPECT_EQ(ignored[1], "optim.lr: 0.0001 given, 0.0005 kept");
+  EXPECT_EQ(ignored[2], "loop.amp_cpu: true given, false kept");
+  // What a resume does take from the command.
+  train::RunConfig kept = saved;
+  train::apply_resume_settings(asked, kept);
+  EXPECT_EQ(kept.data.root, "/new/mimic");
+  EXPECT_EQ(kept.out, "/moved/runs/a");
+  EXPECT_EQ(kept.loop.epochs, 12);
+  EXPECT_EQ(kept.loop.workers, 7);
+  EXPECT_EQ(kept.data.cache_mb, 0);
+  EXPECT_DOUBLE_EQ(kept.optim.lr, 5e-4);
+  EXPECT_EQ(kept.model.resnet.width, 32);
+  // A run started from --init weights takes its model from them: the command's model is not compared.
+  asked.init = saved.init = "models/start";
+  EXPECT_EQ(train::resume_ignored_settings(asked, saved).size(), 2u);
+}
+
 TEST(Metrics, HandCheckedCases) {
   // 2x3 maps; heatmap NaN at one pixel.
   const eval::Map gt = {1, 1, 0, 0, 0, 0};

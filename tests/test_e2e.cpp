@@ -217,6 +217,8 @@ TEST_F(E2E, BfloatAutocastTrainsLikeFloat32AndResumesExactly) {
   EXPECT_EQ(crashed.code, 137) << crashed.out;
   const CliRun resumed = run_cli(train_args(amp_b) + " -c " + cfg + " --resume");
   ASSERT_EQ(resumed.code, 0) << resumed.out;
+  // ... and the resume says so.
+  EXPECT_NE(resumed.out.find("loop.amp_cpu: false given, true kept"), std::string::npos) << resumed.out;
   const auto lb = step_losses(amp_b + "/metrics.jsonl");
   ASSERT_EQ(lb.size(), 8u);
   for (const auto& [step, loss] : la)

@@ -160,6 +160,40 @@ std::string run_config_to_string(const RunConfig& c) {
   return j.dump(2);
 }
 
+void apply_resume_settings(const RunConfig& asked, RunConfig& saved) {
+  saved.out = asked.out;
+  if (!asked.data.root.empty()) saved.data.root = asked.data.root;
+  if (!asked.data.manifest.empty()) saved.data.manifest = asked.data.manifest;
+  saved.data.cache_mb = asked.data.cache_mb;
+  saved.loop.epochs = asked.loop.epochs;
+  saved.loop.max_steps = asked.loop.max_steps;
+  saved.loop.workers = asked.loop.workers;
+  saved.loop.prefetch = asked.loop.prefetch;
+}
+
+std::vector<std::string> resume_ignored_settings(const RunConfig& asked, const RunConfig& saved) {
+  RunConfig kept = saved;
+  apply_resume_settings(asked, kept);
+  const json a = json::parse(run_config_to_string(asked)), k = json::parse(run_config_to_string(kept));
+  std::vector<std::string> out;
+  // Leaves compared; arrays as a whole.
+  auto walk = [&](auto&& self, const json& x, const json& y, const std::string& key) -> void {
+    if (key == "model.bert.vocab_size" || (key == "model" && !asked.init.empty())) return;
+    if (x.is_object() && y.is_object()) {
+      for (const auto& [name, value] : x.items()) {
+        if (y.contains(name)) self(self, value, y.at(name), key.empty() ? name : key + "." + name);
+      }
+      return;
+    }
+    // Numbers compare by value (2 and 2.0 are the same setting).
+    if (x.is_number() && y.is_number() ? x.get<double>() != y.get<double>() : x != y) {
+      out.push_back(key + ": " + x.dump() + " given, " + y.dump() + " kept");
+    }
+  };
+  walk(walk, a, k, "");
+  return out;
+}
+
 void validate(const RunConfig& c) {
   c.model.validate();
   auto bad = [](const std::string& field, const std::string& value, const std::string& want) {

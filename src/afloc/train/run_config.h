@@ -72,6 +72,15 @@ struct RunConfig {
 RunConfig parse_run_config(const std::string& json_text, const std::string& origin);
 RunConfig load_run_config(const std::string& path);
 std::string run_config_to_string(const RunConfig& c);
+/// What a resume takes from the command rather than from the checkpoint: the loop's length
+/// (epochs, max_steps), the loader's resources (workers, prefetch, data.cache_mb) and where things
+/// are now (out, data.root, data.manifest). Everything else is the run's own.
+void apply_resume_settings(const RunConfig& asked, RunConfig& saved);
+/// Settings of `asked` that differ from the checkpoint's `saved` and that a resume keeps from the
+/// checkpoint, as "key: VALUE given, VALUE kept" (dotted JSON keys, in config order). Derived
+/// fields are not listed: model.bert.vocab_size (from the vocabulary), and the model when `asked`
+/// starts from --init weights (their config is the model's).
+std::vector<std::string> resume_ignored_settings(const RunConfig& asked, const RunConfig& saved);
 /// Error naming the field for values that cannot work (batch < 2, lr <= 0, unknown names, ...).
 void validate(const RunConfig& c);
 

@@ -180,21 +180,20 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
   if (opt.resume) {
     resume_dir = io::latest_checkpoint(cfg.out);
     if (resume_dir.empty()) throw Error("--resume: no checkpoint in " + cfg.out + "/checkpoints");
-    const RunConfig saved = load_run_config((fs::path(resume_dir) / "run.json").string());
-    // Loop length settings may be extended on resume; everything else comes from the checkpoint,
-    // except where things are now: the run directory being resumed (the saved one may be relative
-    // to another working directory, or the run may have moved) and the data, when given.
-    const LoopConfig loop = cfg.loop;
-    const std::string out = cfg.out;
-    const DataConfig data = cfg.data;
+    RunConfig saved = load_run_config((fs::path(resume_dir) / "run.json").string());
+    // Loop length and loader settings may change on resume; everything else comes from the
+    // checkpoint, except where things are now: the run directory being resumed (the saved one may be
+    // relative to another working directory, or the run may have moved) and the data, when given.
+    // What the command asks otherwise is not applied, and said so.
+    const std::vector<std::string> ignored = resume_ignored_settings(cfg, saved);
+    if (main && !ignored.empty()) {
+      std::string list;
+      for (const auto& d : ignored) list += "\n  " + d;
+      log::warn("--resume continues " + cfg.out + " with its own settings; these differ in this command and are not applied:" +
+                list + "\n(to train with them, start a new run with another --out, e.g. with --init " + cfg.out + ")");
+    }
+    apply_resume_settings(cfg, saved);
     cfg = saved;
-    cfg.out = out;
-    if (!data.root.empty()) cfg.data.root = data.root;
-    if (!data.manifest.empty()) cfg.data.manifest = data.manifest;
-    cfg.loop.epochs = loop.epochs;
-    cfg.loop.max_steps = loop.max_steps;
-    cfg.loop.workers = loop.workers;
-    cfg.loop.prefetch = loop.prefetch;
     // The checkpoint's own model config (it differs from run.json's when the run started from --init).
     cfg.model = model::load_config((fs::path(resume_dir) / "model.json").string());
     const auto sj = nlohmann::json::parse(read_file((fs::path(resume_dir) / "state.json").string()));
