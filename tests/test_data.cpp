@@ -258,6 +258,21 @@ TEST(Mimic, ReportSections) {
   EXPECT_EQ(report_sections("IMPRESSION: Only impression."), "Only impression.");
   EXPECT_EQ(report_sections("INDICATION: pain\nCOMPARISON: none"), "");
   EXPECT_EQ(report_sections("FINDINGS: Opacity at 3:00 position."), "Opacity at 3:00 position.");
+  // Header spellings of real MIMIC-CXR reports, named as the dataset's section parser names them.
+  EXPECT_EQ(report_sections(" INDICATION:  dyspnea\n \n CONCLUSION:  Mild edema.\n"), "Mild edema.");
+  EXPECT_EQ(report_sections(" FINDINGS AND IMPRESSION:  No pneumothorax.\n"), "No pneumothorax.");
+  EXPECT_EQ(report_sections(" FINDINGS/IMPRESSION:  Clear lungs.\n NOTIFICATION:  Called Dr. ___.\n"), "Clear lungs.");
+  EXPECT_EQ(report_sections(" IMPRESSON:  Typo kept.\n"), "Typo kept.");
+  EXPECT_EQ(report_sections(" FINAL IMPRESSION:  Stable.\n"), "Stable.");
+  EXPECT_EQ(report_sections(" CHEST, TWO VIEWS:  Lungs clear.\n IMPRESSION:  Normal.\n"), "Lungs clear. Normal.");
+  EXPECT_EQ(report_sections(" PA AND LATERAL VIEWS OF THE CHEST:\n \n Small effusion.\n"), "Small effusion.");
+  EXPECT_EQ(report_sections(" PORTABLE AP CHEST RADIOGRAPH:  Line in place.\n"), "Line in place.");
+  // ...while headers of other sections stay out, including ones that mention the chest after
+  // naming their own section.
+  EXPECT_EQ(report_sections(" COMPARISON WITH PRIOR CHEST RADIOGRAPH:  ___.\n CLINICAL HISTORY:  chest pain.\n"
+                            " WET READ:  no ptx.\n RECOMMENDATION(S):  CT.\n"),
+            "");
+  EXPECT_EQ(report_sections(" CONCUSION:  As in the parser, a different section.\n"), "");
 }
 
 TEST(Mimic, BadRowsAreCountedSkips) {

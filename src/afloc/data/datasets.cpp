@@ -84,10 +84,64 @@ std::string SkipLog::summary() const {
   return s;
 }
 
+namespace {
+
+// Which of the two sections a MIMIC-CXR header names: kFindings, kImpression or kOther. Real
+// reports spell them many ways (CONCLUSION, FINDINGS AND IMPRESSION, IMPRESSON, "PA AND LATERAL
+// VIEWS OF THE CHEST"). The spellings and rules are those of the dataset's own section parser
+// (MIT-LCP/mimic-cxr, txt/section_parser.py), the reference that MIMIC-CXR's CheXpert labels and
+// most pretraining pipelines were made with; no Debian library parses report sections.
+enum class Section { kFindings, kImpression, kOther };
+
+Section section_kind(const std::string& header) {
+  std::string h;
+  for (unsigned char c : header) h += static_cast<char>(std::tolower(c));
+  const size_t a = h.find_first_not_of(' '), z = h.find_last_not_of(' ');
+  h = a == std::string::npos ? "" : h.substr(a, z - a + 1);
+  // Headers seen in MIMIC-CXR, with the section each one is (the parser's table; its other
+  // entries name sections such as indication or comparison, listed so that the rules below do not
+  // apply to them).
+  static const std::unordered_map<std::string, Section> known = [] {
+    std::unordered_map<std::string, Section> m;
+    for (const char* k : {"impression", "conclusion", "findings and impression", "findings/impression", "findings/ impression",
+                          "ndication", "impresson", "imprression", "imoression", "impressoin", "imprssion", "impresion",
+                          "imperssion", "mpression", "impession"})
+      m[k] = Section::kImpression;
+    for (const char* k : {"findings", "chest, two views", "finding", "findins", "findindgs", "findgings", "findngs",
+                          "findnings", "finidngs", "reference findings"})
+      m[k] = Section::kFindings;
+    for (const char* k : {"preamble", "comparison", "indication", "examination", "technique", "history", "comparisons",
+                          "clinical history", "reason for examination", "notification", "reason for exam",
+                          "clinical information", "exam", "clinical indication", "recommendation(s)", "type of examination",
+                          "reference exam", "patient history", "addendum", "comparison exam", "date", "comment", "wet read",
+                          "comparison film", "recommendations", "pfi", "recommendation", "wetread", "idication",
+                          "comparision", "comparsion", "comparrison", "comparisions", "concusion", "coinclusion"})
+      m[k] = Section::kOther;
+    return m;
+  }();
+  if (const auto it = known.find(h); it != known.end()) return it->second;
+  // Then by the main section a header mentions, in this order...
+  if (h.find("impression") != std::string::npos) return Section::kImpression;
+  if (h.find("findings") != std::string::npos) return Section::kFindings;
+  for (const char* other : {"history", "comparison", "addendum"}) {
+    if (h.find(other) != std::string::npos) return Section::kOther;
+  }
+  // ... and a header that describes the whole study is its findings.
+  for (const char* view : {"chest", "portable", "pa and lateral", "lateral and pa", "ap and lateral", "lateral and ap",
+                           "frontal and", "two views", "frontal view", "pa view", "ap view", "one view", "lateral view",
+                           "bone window", "frontal upright", "frontal semi-upright", "ribs", "pa and lat"}) {
+    if (h.find(view) != std::string::npos) return Section::kFindings;
+  }
+  return Section::kOther;
+}
+
+}  // namespace
+
 std::string report_sections(const std::string& report) {
-  // Walk the lines; a header is an upper-case run (letters, spaces, '/', '&', '-') ending in ':'
+  // Walk the lines; a header is an upper-case run (letters, spaces and ( ) / , & -) ending in ':'
   // at the start of a line, possibly followed by text on the same line.
-  std::string current, findings, impression;
+  Section current = Section::kOther;
+  std::string findings, impression;
   std::istringstream in(report);
   std::string line;
   while (std::getline(in, line)) {
@@ -97,16 +151,15 @@ std::string report_sections(const std::string& report) {
     if (colon != std::string::npos && colon > 1) {
       const std::string head = rest.substr(0, colon);
       const bool is_header = std::all_of(head.begin(), head.end(), [](unsigned char c) {
-        return std::isupper(c) || c == ' ' || c == '/' || c == '&' || c == '-' || c == '(' || c == ')';
+        return std::isupper(c) || c == ' ' || c == '/' || c == '&' || c == '-' || c == '(' || c == ')' || c == ',';
       }) && std::any_of(head.begin(), head.end(), [](unsigned char c) { return std::isupper(c); });
       if (is_header) {
-        current = head;
-        while (!current.empty() && current.back() == ' ') current.pop_back();
+        current = section_kind(head);
         rest = rest.substr(colon + 1);
       }
     }
-    if (current == "FINDINGS") findings += " " + rest;
-    if (current == "IMPRESSION") impression += " " + rest;
+    if (current == Section::kFindings) findings += " " + rest;
+    if (current == Section::kImpression) impression += " " + rest;
   }
   auto trim = [](std::string s) {
     const size_t a = s.find_first_not_of(" \t\r\n");

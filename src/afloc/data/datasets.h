@@ -35,7 +35,9 @@ struct PairList {
 
 /// The FINDINGS and IMPRESSION sections of a MIMIC-CXR report, joined by a space. Section headers
 /// are upper-case words followed by ':' at the start of a line ("FINDINGS:", "IMPRESSION:",
-/// "INDICATION:", ...). Empty when the report has neither section.
+/// "INDICATION:", ...), named as the dataset's own section parser (MIT-LCP/mimic-cxr) names them:
+/// CONCLUSION, FINDINGS AND IMPRESSION and misspellings are the impression, a header describing the
+/// study ("PA AND LATERAL VIEWS OF THE CHEST:") the findings. Empty when the report has neither.
 std::string report_sections(const std::string& report);
 
 struct MimicOptions {
