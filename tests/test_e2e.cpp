@@ -634,6 +634,41 @@ TEST_F(E2E, LocalizeWritesHeatmapsMasksBoxesAndReportsFailures) {
     EXPECT_EQ(npy, 3) << d;
   }
   EXPECT_TRUE(fs::exists(out + "/options.json"));
+
+  // --resume after an interruption: the run is cut after the first image's records and part of a
+  // line of the second; the resumed run keeps the first image (its files are not written again),
+  // does the rest and tries the broken file again.
+  const std::string args = "--log-level info localize -M " + run + " --prompt-file " + tmp("prompts") +
+                           ".json -p \"Heart size is enlarged.\" " + in + " -o " + out + " --margin 10 --thresholds 0.2,0.6 --all";
+  {
+    std::istringstream all(read(out + "/results.jsonl"));
+    std::string cut, l;
+    for (int n = 0; n < 4 && std::getline(all, l); ++n) cut += n < 3 ? l + "\n" : l.substr(0, l.size() / 2);
+    std::ofstream(out + "/results.jsonl") << cut;
+  }
+  const auto first_npy = nlohmann::json::parse(read(out + "/results.jsonl").substr(0, read(out + "/results.jsonl").find('\n')))["files"]["heatmap_npy"].get<std::string>();
+  const auto first_time = fs::last_write_time(first_npy);
+  const CliRun resumed = run_cli(args + " --resume");
+  EXPECT_EQ(resumed.code, 1) << resumed.out;  // the broken file, again
+  EXPECT_NE(resumed.out.find("1 of 5 images already done"), std::string::npos) << resumed.out;
+  EXPECT_NE(resumed.out.find("1 of them by the earlier run"), std::string::npos) << resumed.out;
+  EXPECT_EQ(fs::last_write_time(first_npy), first_time);
+  std::map<std::pair<std::string, std::string>, int> seen;
+  int resumed_errors = 0;
+  std::istringstream after(read(out + "/results.jsonl"));
+  while (std::getline(after, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("error")) ++resumed_errors;
+    else ++seen[{j["image"].get<std::string>(), j["prompt"].get<std::string>()}];
+  }
+  EXPECT_EQ(seen.size(), 4u * 3u);
+  for (const auto& [key, n] : seen) EXPECT_EQ(n, 1) << key.first << " / " << key.second;
+  EXPECT_EQ(resumed_errors, 1);
+  // Other prompts or options than the run's: refused, nothing touched.
+  const CliRun other = run_cli("localize -M " + run + " -p \"Heart size is enlarged.\" " + in + " -o " + out + " --resume");
+  EXPECT_EQ(other.code, 1);
+  EXPECT_NE(other.out.find("prompts"), std::string::npos) << other.out;
+
   const CliRun bad = run_cli("localize -M " + run + " -p \"x y\" " + in + "/0.jpg --interpolation cubic -o " + tmp("loc_bad"));
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.out.find("cubic"), std::string::npos) << bad.out;

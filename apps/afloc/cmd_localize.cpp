@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -34,7 +35,7 @@ struct LocalizeCli {
   std::string prompt_file, out = "localize", prompt_template = "Findings suggesting {finding}.", boxes;
   std::vector<std::string> prompts, findings, inputs;
   infer::LocalizeOptions o;
-  bool no_npy = false, no_masks = false, dense_map = false;
+  bool no_npy = false, no_masks = false, dense_map = false, resume = false;
   std::string levels;  ///< "" = each model's own heatmap_levels
   PromptCacheFlags cache;
 };
@@ -128,6 +129,78 @@ nlohmann::ordered_json options_json(const infer::LocalizeOptions& o, bool dense_
 
 }  // namespace
 
+namespace {
+
+// What an earlier, interrupted run into the same folder has done (localize --resume).
+struct Resumed {
+  std::vector<std::string> todo;  ///< inputs still to do, in input order
+  std::set<std::string> folders;  ///< output folders of the images done
+  int64_t records = 0;            ///< records kept
+};
+
+// Keeps the records of the images whose every prompt has one (rewriting results.jsonl with them
+// alone: an image cut short, a failed image's error line and a line cut by a kill go), after
+// checking that the run used the same models, prompts and options.
+Resumed resume_results(const std::string& results, const std::string& options, const nlohmann::ordered_json& echo,
+                       const std::vector<std::string>& images, const std::vector<std::string>& prompts) {
+  Resumed r;
+  if (!path_exists(results) || !path_exists(options)) {
+    log::info("--resume: no earlier run in " + fs::path(results).parent_path().string() + "; starting");
+    r.todo = images;
+    return r;
+  }
+  nlohmann::ordered_json before;
+  try {
+    before = nlohmann::ordered_json::parse(read_file(options));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(options + ": not JSON (" + std::string(e.what()) + ")");
+  }
+  if (before != echo) {
+    std::string keys;
+    for (const auto& [k, v] : echo.items()) {
+      if (!before.contains(k) || before.at(k) != v) keys += (keys.empty() ? "" : ", ") + k;
+    }
+    throw Error("--resume: " + options + " was written with other " + (keys.empty() ? std::string("settings") : keys) +
+                " than this command's; resume with the same models, prompts and options, or choose another --out");
+  }
+  std::map<std::string, std::vector<nlohmann::ordered_json>> by_image;
+  std::istringstream lines(read_file(results));
+  std::string line;
+  while (std::getline(lines, line)) {
+    nlohmann::ordered_json rec;
+    try {
+      rec = nlohmann::ordered_json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      continue;  // the last line of a killed run may be cut short
+    }
+    if (!rec.is_object() || rec.contains("error") || !rec.contains("image") || !rec.contains("prompt")) continue;
+    by_image[rec["image"].get<std::string>()].push_back(rec);
+  }
+  std::string kept;
+  const std::set<std::string> wanted(prompts.begin(), prompts.end());
+  for (const auto& img : images) {
+    const auto it = by_image.find(img);
+    std::set<std::string> have;
+    if (it != by_image.end())
+      for (const auto& rec : it->second) have.insert(rec["prompt"].get<std::string>());
+    if (have != wanted || it->second.size() != wanted.size()) {
+      r.todo.push_back(img);
+      continue;
+    }
+    for (const auto& rec : it->second) {
+      kept += rec.dump() + "\n";
+      ++r.records;
+      const auto& files = rec["files"];
+      const std::string any = files.contains("heatmap_png") ? files["heatmap_png"].get<std::string>() : "";
+      if (!any.empty()) r.folders.insert(fs::path(any).parent_path().filename().string());
+    }
+  }
+  write_file_atomic(results, kept);
+  return r;
+}
+
+}  // namespace
+
 void register_localize_commands(CLI::App& app, GlobalOptions& g) {
   auto o = std::make_shared<LocalizeCli>();
   auto* c = app.add_subcommand("localize",
@@ -171,6 +244,9 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("-b,--batch", o->o.batch, "Images per forward pass");
   c->add_flag("--no-npy", o->no_npy, "Do not write heatmaps as .npy");
   c->add_flag("--no-masks", o->no_masks, "Do not write mask PNGs");
+  c->add_flag("--resume", o->resume,
+              "Continue an interrupted run into the same --out: images whose results are all in its results.jsonl\n"
+              "are kept, the rest (and failed ones) are done; the models, prompts and options must be the same");
   o->cache.add_to(c);
   c->callback([o, &g] {
     apply_global(g);
@@ -245,16 +321,28 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
                                 {"prompts", prompts},
                                 {"presence_prompts", presence_json},
                                 {"options", options_json(o->o, o->dense_map, nets)}};
-    write_file_atomic((fs::path(o->out) / "options.json").string(), echo.dump(2) + "\n");
-    std::ofstream jsonl(fs::path(o->out) / "results.jsonl");
-    Failures failed;
+    const fs::path results_path = fs::path(o->out) / "results.jsonl", options_path = fs::path(o->out) / "options.json";
     std::set<std::string> used;  // output folders taken (two inputs may share a file stem)
-    std::string dir;
-    ProgressBar bar("localize", static_cast<int64_t>(images.size()), "img");
-    const size_t chunk = static_cast<size_t>(std::max<int64_t>(1, o->o.batch));
     int64_t records = 0;
-    for (size_t start = 0; start < images.size(); start += chunk) {
-      const ImageBatch batch = read_images(images, start, start + chunk, failed, bar);
+    std::vector<std::string> todo = images;
+    if (o->resume) {
+      const Resumed r = resume_results(results_path.string(), options_path.string(), echo, images, prompts);
+      records = r.records;
+      used = r.folders;
+      todo = r.todo;
+      if (todo.size() < images.size())
+        log::info("--resume: " + std::to_string(images.size() - todo.size()) + " of " + std::to_string(images.size()) +
+                  " images already done in " + o->out + "; " + std::to_string(todo.size()) + " to go");
+    }
+    write_file_atomic(options_path.string(), echo.dump(2) + "\n");
+    std::ofstream jsonl(results_path, o->resume ? std::ios::app : std::ios::trunc);
+    if (!jsonl) throw Error(results_path.string() + ": cannot write");
+    Failures failed;
+    std::string dir;
+    ProgressBar bar("localize", static_cast<int64_t>(todo.size()), "img");
+    const size_t chunk = static_cast<size_t>(std::max<int64_t>(1, o->o.batch));
+    for (size_t start = 0; start < todo.size(); start += chunk) {
+      const ImageBatch batch = read_images(todo, start, start + chunk, failed, bar);
       if (batch.images.empty()) continue;
       const auto& grey = batch.images;
       const auto results = loc.run(grey, batch.names, prompts, presence);
@@ -322,6 +410,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
         jsonl << rec.dump() << "\n";
         ++records;
       }
+      jsonl.flush();  // an interrupted run keeps every image written so far (--resume)
     }
     bar.finish();
     for (const auto& [img, why] : failed) {
@@ -329,9 +418,11 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
       jsonl << rec.dump() << "\n";
     }
     jsonl.close();
-    std::printf("localized %zu images x %zu prompts%s -> %s (results.jsonl: %lld records)\n", images.size() - failed.size(),
+    const size_t earlier = images.size() - todo.size();
+    std::printf("localized %zu images x %zu prompts%s%s -> %s (results.jsonl: %lld records)\n", images.size() - failed.size(),
                 prompts.size(), nets.size() > 1 ? (", ensemble of " + std::to_string(nets.size()) + " models").c_str() : "",
-                o->out.c_str(), static_cast<long long>(records));
+                earlier > 0 ? (", " + std::to_string(earlier) + " of them by the earlier run").c_str() : "", o->out.c_str(),
+                static_cast<long long>(records));
     report_failures(failed, images.size());
   });
 }
