@@ -727,6 +727,26 @@ TEST_F(E2E, ClassifyWritesScoresMetricsAndUsesThePromptCache) {
   ASSERT_EQ(again.code, 0) << again.out;
   EXPECT_NE(again.out.find("0 prompts encoded"), std::string::npos) << again.out;
   EXPECT_EQ(read(out + "2/scores.csv"), scores);
+  // --resume after an interruption (3 records and part of a 4th written): the same scores and
+  // metrics as the uninterrupted run, 3 images taken from the earlier run.
+  const std::string metrics = read(out + "/metrics.json");
+  {
+    std::istringstream all(read(out + "/results.jsonl"));
+    std::string cut, l;
+    for (int n = 0; n < 4 && std::getline(all, l); ++n) cut += n < 3 ? l + "\n" : l.substr(0, l.size() / 2);
+    std::ofstream(out + "/results.jsonl") << cut;
+  }
+  std::remove((out + "/scores.csv").c_str());
+  const CliRun resumed = run_cli(args + " --resume");
+  ASSERT_EQ(resumed.code, 0) << resumed.out;
+  EXPECT_NE(resumed.out.find("3 of them by the earlier run"), std::string::npos) << resumed.out;
+  EXPECT_EQ(read(out + "/scores.csv"), scores);
+  EXPECT_EQ(read(out + "/metrics.json"), metrics);
+  const std::string jl = read(out + "/results.jsonl");
+  EXPECT_EQ(std::count(jl.begin(), jl.end(), '\n'), static_cast<long>(images.size()));
+  const CliRun other = run_cli("classify -M " + run + " --categories Pneumothorax " + tmp("cls_list") + ".txt -o " + out + " --resume");
+  EXPECT_EQ(other.code, 1);
+  EXPECT_NE(other.out.find("bank"), std::string::npos) << other.out;
   // Multi-class bank from a prompt file: rows sum to 1 and a label is chosen.
   std::ofstream(tmp("mc") + ".json") << R"({"mode": "multiclass", "classes": {"left": {"pos": ["left pleural effusion"]},
                                            "right": {"pos": ["right pleural effusion"]}, "none": {"pos": ["no pleural effusion"]}}})";

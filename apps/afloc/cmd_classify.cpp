@@ -30,6 +30,7 @@ struct ClassifyCli {
   std::vector<std::string> categories, inputs;
   int64_t batch = 16;
   double threshold = 0.5;
+  bool resume = false;
   PromptCacheFlags cache;
 };
 
@@ -108,6 +109,9 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--threshold", o->threshold, "Binary mode: a class is present when its probability exceeds this");
   c->add_option("--labels", o->labels,
                 "Labels CSV (image column + one 1/0/-1 column per class, or a `label` column): writes metrics");
+  c->add_flag("--resume", o->resume,
+              "Continue an interrupted run into the same --out: images already in its results.jsonl are kept,\n"
+              "the rest (and failed ones) are done; the models, bank and options must be the same");
   o->cache.add_to(c);
   c->callback([o, &g] {
     apply_global(g);
@@ -135,18 +139,39 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
                                 {"bank", bank_json(bank)},
                                 {"threshold", o->threshold},
                                 {"batch", o->batch}};
-    write_file_atomic((fs::path(o->out) / "prompts.json").string(), echo.dump(2) + "\n");
+    const fs::path results_path = fs::path(o->out) / "results.jsonl", echo_path = fs::path(o->out) / "prompts.json";
+    // Probabilities by image: from an earlier run (--resume) and from this one.
+    std::map<std::string, std::vector<double>> rows;
+    std::vector<std::string> todo = images;
+    if (o->resume) {
+      auto row_of = [&](const nlohmann::ordered_json& rec, std::vector<double>* row) {
+        if (!rec.contains("scores") || !rec["scores"].is_object()) return false;
+        for (const auto& name : head.names) {
+          if (!rec["scores"].contains(name) || !rec["scores"][name].is_number()) return false;
+          if (row) row->push_back(rec["scores"][name].get<double>());
+        }
+        return true;
+      };
+      const EarlierRun r = resume_earlier_run(results_path.string(), echo_path.string(), echo, images,
+                                              [&](const std::vector<nlohmann::ordered_json>& recs) {
+                                                return recs.size() == 1 && row_of(recs[0], nullptr);
+                                              });
+      todo = r.todo;
+      for (const auto& [img, recs] : r.done) row_of(recs[0], &rows[img]);
+    }
+    write_file_atomic(echo_path.string(), echo.dump(2) + "\n");
 
     std::vector<std::string> header = {"image"};
     header.insert(header.end(), head.names.begin(), head.names.end());
     std::string csv = data::csv_row(header);
-    std::ofstream jsonl(fs::path(o->out) / "results.jsonl");
+    std::ofstream jsonl(results_path, o->resume ? std::ios::app : std::ios::trunc);
+    if (!jsonl) throw Error(results_path.string() + ": cannot write");
     Failures failed;
     std::vector<std::string> done;
     std::vector<std::vector<double>> probs;
-    ProgressBar bar("classify", static_cast<int64_t>(images.size()), "img");
-    for (size_t start = 0; start < images.size(); start += static_cast<size_t>(o->batch)) {
-      const ImageBatch batch = read_images(images, start, start + static_cast<size_t>(o->batch), failed, bar);
+    ProgressBar bar("classify", static_cast<int64_t>(todo.size()), "img");
+    for (size_t start = 0; start < todo.size(); start += static_cast<size_t>(o->batch)) {
+      const ImageBatch batch = read_images(todo, start, start + static_cast<size_t>(o->batch), failed, bar);
       const auto& names = batch.names;
       if (names.empty()) continue;
       // An ensemble's probability is the mean of its models'.
@@ -160,34 +185,45 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
       for (size_t k = 0; k < names.size(); ++k) {
         std::vector<double> row(p[static_cast<int64_t>(k)].data_ptr<double>(),
                                 p[static_cast<int64_t>(k)].data_ptr<double>() + p.size(1));
-        std::vector<std::string> cells = {names[k]};
         nlohmann::ordered_json scores = nlohmann::ordered_json::object();
         nlohmann::ordered_json present = nlohmann::ordered_json::array();
         size_t best = 0;
         for (size_t c = 0; c < row.size(); ++c) {
-          char buf[32];
-          std::snprintf(buf, sizeof buf, "%.6f", row[c]);
-          cells.push_back(buf);
           scores[head.names[c]] = row[c];
           if (row[c] > o->threshold) present.push_back(head.names[c]);
           if (row[c] > row[best]) best = c;
         }
-        csv += data::csv_row(cells);
         nlohmann::ordered_json rec{{"image", names[k]}, {"scores", scores}};
         if (bank.mode == infer::ClassifyMode::kBinary) rec["present"] = present;
         else rec["label"] = head.names[best];
         jsonl << rec.dump() << "\n";
-        done.push_back(names[k]);
-        probs.push_back(std::move(row));
+        rows[names[k]] = std::move(row);
       }
+      jsonl.flush();  // an interrupted run keeps every image written so far (--resume)
     }
     bar.finish();
+    // scores.csv and the metrics in input order, whichever run classified an image.
+    for (const auto& img : images) {
+      const auto it = rows.find(img);
+      if (it == rows.end()) continue;
+      std::vector<std::string> cells = {img};
+      for (double v : it->second) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.6f", v);
+        cells.push_back(buf);
+      }
+      csv += data::csv_row(cells);
+      done.push_back(img);
+      probs.push_back(it->second);
+    }
     for (const auto& [img, why] : failed) jsonl << nlohmann::ordered_json{{"image", img}, {"error", why}}.dump() << "\n";
     jsonl.close();
     write_file_atomic((fs::path(o->out) / "scores.csv").string(), csv);
-    std::printf("classified %zu images x %zu classes (%s%s) -> %s/scores.csv, results.jsonl\n", done.size(), head.names.size(),
+    const size_t earlier = images.size() - todo.size();
+    std::printf("classified %zu images x %zu classes (%s%s)%s -> %s/scores.csv, results.jsonl\n", done.size(), head.names.size(),
                 infer::to_string(bank.mode).c_str(),
-                nets.size() > 1 ? (", mean of " + std::to_string(nets.size()) + " models").c_str() : "", o->out.c_str());
+                nets.size() > 1 ? (", mean of " + std::to_string(nets.size()) + " models").c_str() : "",
+                earlier > 0 ? (", " + std::to_string(earlier) + " of them by the earlier run").c_str() : "", o->out.c_str());
 
     if (!o->labels.empty() && !done.empty()) {
       const eval::ClassLabels lab = eval::read_class_labels(o->labels, head.names);

@@ -129,78 +129,6 @@ nlohmann::ordered_json options_json(const infer::LocalizeOptions& o, bool dense_
 
 }  // namespace
 
-namespace {
-
-// What an earlier, interrupted run into the same folder has done (localize --resume).
-struct Resumed {
-  std::vector<std::string> todo;  ///< inputs still to do, in input order
-  std::set<std::string> folders;  ///< output folders of the images done
-  int64_t records = 0;            ///< records kept
-};
-
-// Keeps the records of the images whose every prompt has one (rewriting results.jsonl with them
-// alone: an image cut short, a failed image's error line and a line cut by a kill go), after
-// checking that the run used the same models, prompts and options.
-Resumed resume_results(const std::string& results, const std::string& options, const nlohmann::ordered_json& echo,
-                       const std::vector<std::string>& images, const std::vector<std::string>& prompts) {
-  Resumed r;
-  if (!path_exists(results) || !path_exists(options)) {
-    log::info("--resume: no earlier run in " + fs::path(results).parent_path().string() + "; starting");
-    r.todo = images;
-    return r;
-  }
-  nlohmann::ordered_json before;
-  try {
-    before = nlohmann::ordered_json::parse(read_file(options));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(options + ": not JSON (" + std::string(e.what()) + ")");
-  }
-  if (before != echo) {
-    std::string keys;
-    for (const auto& [k, v] : echo.items()) {
-      if (!before.contains(k) || before.at(k) != v) keys += (keys.empty() ? "" : ", ") + k;
-    }
-    throw Error("--resume: " + options + " was written with other " + (keys.empty() ? std::string("settings") : keys) +
-                " than this command's; resume with the same models, prompts and options, or choose another --out");
-  }
-  std::map<std::string, std::vector<nlohmann::ordered_json>> by_image;
-  std::istringstream lines(read_file(results));
-  std::string line;
-  while (std::getline(lines, line)) {
-    nlohmann::ordered_json rec;
-    try {
-      rec = nlohmann::ordered_json::parse(line);
-    } catch (const nlohmann::json::exception&) {
-      continue;  // the last line of a killed run may be cut short
-    }
-    if (!rec.is_object() || rec.contains("error") || !rec.contains("image") || !rec.contains("prompt")) continue;
-    by_image[rec["image"].get<std::string>()].push_back(rec);
-  }
-  std::string kept;
-  const std::set<std::string> wanted(prompts.begin(), prompts.end());
-  for (const auto& img : images) {
-    const auto it = by_image.find(img);
-    std::set<std::string> have;
-    if (it != by_image.end())
-      for (const auto& rec : it->second) have.insert(rec["prompt"].get<std::string>());
-    if (have != wanted || it->second.size() != wanted.size()) {
-      r.todo.push_back(img);
-      continue;
-    }
-    for (const auto& rec : it->second) {
-      kept += rec.dump() + "\n";
-      ++r.records;
-      const auto& files = rec["files"];
-      const std::string any = files.contains("heatmap_png") ? files["heatmap_png"].get<std::string>() : "";
-      if (!any.empty()) r.folders.insert(fs::path(any).parent_path().filename().string());
-    }
-  }
-  write_file_atomic(results, kept);
-  return r;
-}
-
-}  // namespace
-
 void register_localize_commands(CLI::App& app, GlobalOptions& g) {
   auto o = std::make_shared<LocalizeCli>();
   auto* c = app.add_subcommand("localize",
@@ -326,13 +254,25 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
     int64_t records = 0;
     std::vector<std::string> todo = images;
     if (o->resume) {
-      const Resumed r = resume_results(results_path.string(), options_path.string(), echo, images, prompts);
+      // An image is done when each prompt has one record.
+      const std::set<std::string> wanted(prompts.begin(), prompts.end());
+      const EarlierRun r = resume_earlier_run(results_path.string(), options_path.string(), echo, images,
+                                              [&](const std::vector<nlohmann::ordered_json>& recs) {
+                                                std::set<std::string> have;
+                                                for (const auto& rec : recs)
+                                                  if (rec.contains("prompt") && rec["prompt"].is_string()) have.insert(rec["prompt"].get<std::string>());
+                                                return have == wanted && recs.size() == wanted.size();
+                                              });
       records = r.records;
-      used = r.folders;
       todo = r.todo;
-      if (todo.size() < images.size())
-        log::info("--resume: " + std::to_string(images.size() - todo.size()) + " of " + std::to_string(images.size()) +
-                  " images already done in " + o->out + "; " + std::to_string(todo.size()) + " to go");
+      // Their output folders stay taken, so the rest get the names an uninterrupted run gives them.
+      for (const auto& [img, recs] : r.done) {
+        for (const auto& rec : recs) {
+          const auto& files = rec.value("files", nlohmann::ordered_json::object());
+          if (files.contains("heatmap_png") && files["heatmap_png"].is_string())
+            used.insert(fs::path(files["heatmap_png"].get<std::string>()).parent_path().filename().string());
+        }
+      }
     }
     write_file_atomic(options_path.string(), echo.dump(2) + "\n");
     std::ofstream jsonl(results_path, o->resume ? std::ios::app : std::ios::trunc);

@@ -89,4 +89,60 @@ std::string PromptCacheFlags::resolved() const {
   return dir.empty() ? infer::default_prompt_cache_dir() : dir;
 }
 
+EarlierRun resume_earlier_run(const std::string& results, const std::string& echo_file, const nlohmann::ordered_json& echo,
+                              const std::vector<std::string>& images,
+                              const std::function<bool(const std::vector<nlohmann::ordered_json>&)>& complete) {
+  EarlierRun r;
+  if (!path_exists(results) || !path_exists(echo_file)) {
+    log::info("--resume: no earlier run in " + fs::path(results).parent_path().string() + "; starting");
+    r.todo = images;
+    return r;
+  }
+  nlohmann::ordered_json before;
+  try {
+    before = nlohmann::ordered_json::parse(read_file(echo_file));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(echo_file + ": not JSON (" + std::string(e.what()) + ")");
+  }
+  if (before != echo) {
+    std::string keys;
+    for (const auto& [k, v] : echo.items()) {
+      if (!before.contains(k) || before.at(k) != v) keys += (keys.empty() ? "" : ", ") + k;
+    }
+    throw Error("--resume: " + echo_file + " was written with other " + (keys.empty() ? std::string("settings") : keys) +
+                " than this command's; resume with the same models, prompts and options, or choose another --out");
+  }
+  std::map<std::string, std::vector<nlohmann::ordered_json>> by_image;
+  std::istringstream lines(read_file(results));
+  std::string line;
+  while (std::getline(lines, line)) {
+    nlohmann::ordered_json rec;
+    try {
+      rec = nlohmann::ordered_json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      continue;  // the last line of a killed run may be cut short
+    }
+    if (!rec.is_object() || rec.contains("error") || !rec.contains("image") || !rec["image"].is_string()) continue;
+    by_image[rec["image"].get<std::string>()].push_back(std::move(rec));
+  }
+  std::string kept;
+  for (const auto& img : images) {
+    auto it = by_image.find(img);
+    if (it == by_image.end() || r.done.count(img) || !complete(it->second)) {
+      r.todo.push_back(img);
+      continue;
+    }
+    for (const auto& rec : it->second) kept += rec.dump() + "\n";
+    r.records += static_cast<int64_t>(it->second.size());
+    r.done[img] = std::move(it->second);
+  }
+  write_file_atomic(results, kept);
+  if (r.todo.size() < images.size()) {
+    log::info("--resume: " + std::to_string(images.size() - r.todo.size()) + " of " + std::to_string(images.size()) +
+              " images already done in " + fs::path(results).parent_path().string() + "; " + std::to_string(r.todo.size()) +
+              " to go");
+  }
+  return r;
+}
+
 }  // namespace afloc::cli

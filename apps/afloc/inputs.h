@@ -3,6 +3,9 @@
 /// embedding cache flags.
 #include <CLI/CLI.hpp>
 
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,6 +37,22 @@ ImageBatch read_images(const std::vector<std::string>& paths, size_t start, size
 
 /// Lists the failed inputs and throws (exit code 1) when there are any.
 void report_failures(const Failures& failed, size_t total);
+
+/// An earlier run's records, for --resume (localize, classify).
+struct EarlierRun {
+  std::map<std::string, std::vector<nlohmann::ordered_json>> done;  ///< image -> its records
+  std::vector<std::string> todo;                                     ///< the other inputs, in input order
+  int64_t records = 0;                                               ///< records kept
+};
+
+/// --resume: reads the results.jsonl of an earlier run into the same folder, after checking that
+/// its `echo_file` (the run's models, prompts and options) equals `echo` (Error naming the keys
+/// that differ). Keeps the records of the inputs for which `complete` accepts theirs and rewrites
+/// results.jsonl with those alone: an input cut short, a failed input's error line and a line cut
+/// by a kill go, and those inputs are to do again. Without an earlier run everything is to do.
+EarlierRun resume_earlier_run(const std::string& results, const std::string& echo_file, const nlohmann::ordered_json& echo,
+                              const std::vector<std::string>& images,
+                              const std::function<bool(const std::vector<nlohmann::ordered_json>&)>& complete);
 
 /// Help of --dense-map (localize, eval-phantom): model::AflocConfig::dense_map.
 inline constexpr const char* DENSE_MAP_HELP =
