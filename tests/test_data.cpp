@@ -9,6 +9,7 @@
 #include <set>
 
 #include "afloc/common/error.h"
+#include "afloc/common/progress.h"
 #include "afloc/data/csv.h"
 #include "afloc/data/datasets.h"
 #include "afloc/data/phantom.h"
@@ -481,3 +482,23 @@ TEST(Metrics, HandCheckedCases) {
 
 }  // namespace
 }  // namespace afloc::data
+
+// The progress bar's final line: "done/total" with a known total, the count alone without one.
+TEST(Progress, FinalLineCountsWithAndWithoutATotal) {
+  testing::internal::CaptureStderr();
+  {
+    afloc::ProgressBar known("load", 4, "img");
+    known.update(3);
+    known.finish();
+    afloc::ProgressBar unknown("scan", 0, "file");
+    unknown.update(5);
+  }  // the destructor prints the unknown bar's final line
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("load [##################......]  75% 3/4 img |"), std::string::npos) << err;
+  EXPECT_NE(err.find("scan 5 file |"), std::string::npos) << err;
+  afloc::ProgressBar none("resumed", 0, "step");
+  testing::internal::CaptureStderr();
+  none.finish();
+  const std::string zero = testing::internal::GetCapturedStderr();
+  EXPECT_NE(zero.find("resumed 0 step |"), std::string::npos) << zero;  // was "00 step"
+}

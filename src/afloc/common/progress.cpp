@@ -67,9 +67,10 @@ void ProgressBar::draw(bool final_line) {
   }
   char line[512];
   const double eta = (total_ > 0 && rate > 0) ? static_cast<double>(total_ - done_) / rate : -1;
-  std::snprintf(line, sizeof line, "%s %s%lld%s%lld %s | %.2f %s/s | %s<%s%s%s", label_.c_str(),
-                bar.c_str(), static_cast<long long>(done_), total_ > 0 ? "/" : "",
-                static_cast<long long>(total_ > 0 ? total_ : 0), unit_.c_str(), rate,
+  // "done/total", or the count alone when the total is not known.
+  const std::string count = std::to_string(done_) + (total_ > 0 ? "/" + std::to_string(total_) : "");
+  std::snprintf(line, sizeof line, "%s %s%s %s | %.2f %s/s | %s<%s%s%s", label_.c_str(),
+                bar.c_str(), count.c_str(), unit_.c_str(), rate,
                 unit_.c_str(), format_duration(elapsed).c_str(),
                 total_ > 0 ? format_duration(eta).c_str() : "?", extra_.empty() ? "" : " | ",
                 extra_.c_str());
