@@ -419,6 +419,8 @@ TEST(RunConfig, ResumeKeepsTheRunsSettingsAndListsTheOnesIgnored) {
   asked.loop.epochs = 12;
   asked.loop.workers = 7;
   asked.data.cache_mb = 0;
+  asked.loop.checkpoint_every = 50;
+  asked.loop.validate = false;
   EXPECT_TRUE(train::resume_ignored_settings(asked, saved).empty());
   // Settings the run keeps: listed with both values, in config order.
   asked.optim.lr = 1e-4;
@@ -437,6 +439,8 @@ TEST(RunConfig, ResumeKeepsTheRunsSettingsAndListsTheOnesIgnored) {
   EXPECT_EQ(kept.loop.epochs, 12);
   EXPECT_EQ(kept.loop.workers, 7);
   EXPECT_EQ(kept.data.cache_mb, 0);
+  EXPECT_EQ(kept.loop.checkpoint_every, 50);
+  EXPECT_FALSE(kept.loop.validate);
   EXPECT_DOUBLE_EQ(kept.optim.lr, 5e-4);
   EXPECT_EQ(kept.model.resnet.width, 32);
   // A run started from --init weights takes its model from them: the command's model is not compared.

@@ -60,7 +60,8 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
       "bfloat16 autocast on CPU as on CUDA (CPUs with AVX-512 BF16 or AMX; the CUDA default is loop.amp)");
   c->add_flag("-r,--resume", o->t.resume,
               "Continue the run in --out from its latest checkpoint, with its own settings (--epochs, --max-steps,\n"
-              "--workers, --prefetch and the data location may change; other differences are listed, not applied)");
+              "--workers, --prefetch, logging, checkpointing, validation and the data location may change; other\n"
+              "differences are listed, not applied)");
   c->add_flag("--print-config", o->print_config, "Print the resolved run config and exit");
   c->add_flag("--json", o->json, "Print the result as JSON");
   c->footer(

@@ -169,6 +169,11 @@ void apply_resume_settings(const RunConfig& asked, RunConfig& saved) {
   saved.loop.max_steps = asked.loop.max_steps;
   saved.loop.workers = asked.loop.workers;
   saved.loop.prefetch = asked.loop.prefetch;
+  // What is logged, saved and kept: none of it changes the trajectory.
+  saved.loop.log_every = asked.loop.log_every;
+  saved.loop.checkpoint_every = asked.loop.checkpoint_every;
+  saved.loop.keep_checkpoints = asked.loop.keep_checkpoints;
+  saved.loop.validate = asked.loop.validate;
 }
 
 std::vector<std::string> resume_ignored_settings(const RunConfig& asked, const RunConfig& saved) {

@@ -73,8 +73,9 @@ RunConfig parse_run_config(const std::string& json_text, const std::string& orig
 RunConfig load_run_config(const std::string& path);
 std::string run_config_to_string(const RunConfig& c);
 /// What a resume takes from the command rather than from the checkpoint: the loop's length
-/// (epochs, max_steps), the loader's resources (workers, prefetch, data.cache_mb) and where things
-/// are now (out, data.root, data.manifest). Everything else is the run's own.
+/// (epochs, max_steps), the loader's resources (workers, prefetch, data.cache_mb), what is logged,
+/// saved and kept (log_every, checkpoint_every, keep_checkpoints, validate) and where things are
+/// now (out, data.root, data.manifest). Everything else is the run's own.
 void apply_resume_settings(const RunConfig& asked, RunConfig& saved);
 /// Settings of `asked` that differ from the checkpoint's `saved` and that a resume keeps from the
 /// checkpoint, as "key: VALUE given, VALUE kept" (dotted JSON keys, in config order). Derived
