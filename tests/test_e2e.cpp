@@ -139,10 +139,15 @@ TEST_F(E2E, ResumeAfterACrashRepeatsTheUninterruptedRun) {
   const CliRun again = run_cli(train_args(b));
   EXPECT_EQ(again.code, 1);
   EXPECT_NE(again.out.find("--resume"), std::string::npos) << again.out;
-  // No loop flags: the run goes on to its own end (8 steps), not to the defaults' (5 epochs).
-  const CliRun resumed = run_cli("--log-level warn train -o " + b + " --resume --json");
+  // No loop length flags: the run goes on to its own end (8 steps), not to the defaults' (5
+  // epochs). Checkpointing may change on resume (every 4 steps instead of 3) without changing the
+  // trajectory.
+  const CliRun resumed = run_cli("--log-level warn train -o " + b + " --resume --checkpoint-every 4 --keep 5 --json");
   ASSERT_EQ(resumed.code, 0) << resumed.out;
   EXPECT_EQ(nlohmann::json::parse(resumed.out.substr(resumed.out.find('{')))["steps"], 8) << resumed.out;
+  EXPECT_TRUE(fs::exists(b + "/checkpoints/step-00000004"));
+  EXPECT_FALSE(fs::exists(b + "/checkpoints/step-00000006"));
+  EXPECT_EQ(resumed.out.find("not applied"), std::string::npos) << resumed.out;
 
   const auto la = step_losses(a + "/metrics.jsonl"), lb = step_losses(b + "/metrics.jsonl");
   ASSERT_EQ(la.size(), 8u);
