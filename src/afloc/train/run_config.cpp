@@ -116,7 +116,10 @@ RunConfig parse_run_config(const std::string& text, const std::string& origin) {
 
 RunConfig load_run_config(const std::string& path) { return parse_run_config(read_file(path), path); }
 
-std::string run_config_to_string(const RunConfig& c) {
+namespace {
+
+// The run config as JSON (run_config_to_string's text, and what a resume compares).
+json run_config_json(const RunConfig& c) {
   nlohmann::json model_j;
   model::to_json(model_j, c.model);
   json j{{"model", model_j},
@@ -157,8 +160,12 @@ std::string run_config_to_string(const RunConfig& c) {
            {"freeze_batchnorm", c.loop.freeze_batchnorm}}},
          {"out", c.out},
          {"init", c.init}};
-  return j.dump(2);
+  return j;
 }
+
+}  // namespace
+
+std::string run_config_to_string(const RunConfig& c) { return run_config_json(c).dump(2); }
 
 void apply_resume_settings(const RunConfig& asked, RunConfig& saved) {
   saved.out = asked.out;
@@ -179,7 +186,7 @@ void apply_resume_settings(const RunConfig& asked, RunConfig& saved) {
 std::vector<std::string> resume_ignored_settings(const RunConfig& asked, const RunConfig& saved) {
   RunConfig kept = saved;
   apply_resume_settings(asked, kept);
-  const json a = json::parse(run_config_to_string(asked)), k = json::parse(run_config_to_string(kept));
+  const json a = run_config_json(asked), k = run_config_json(kept);
   std::vector<std::string> out;
   // Leaves compared; arrays as a whole.
   auto walk = [&](auto&& self, const json& x, const json& y, const std::string& key) -> void {
