@@ -326,6 +326,75 @@ TEST(Mimic, BadRowsAreCountedSkips) {
   EXPECT_THROW(read_mimic(o), Error);
 }
 
+// The file checks and report reads run on several threads (parallel_io); what they find must not
+// depend on it: the same pairs in the metadata's order and the same skips with the same examples.
+// The studies' images are spread over the metadata (a study's report serves rows far apart), and
+// images, reports and sections go missing in a fixed pattern whose counts are known.
+TEST(Mimic, ParallelFileChecksGiveTheSerialResult) {
+  const std::string root = temp_dir("mimic_parallel");
+  const int n_studies = 120;
+  std::string meta = "dicom_id,subject_id,study_id,ViewPosition\n", split = "dicom_id,study_id,subject_id,split\n";
+  int64_t want_pairs = 0, want_missing_image = 0, want_missing_report = 0, want_no_sections = 0;
+  for (int view = 0; view < 2; ++view) {  // each study's first image, then (120 rows later) its second
+    for (int k = 0; k < n_studies; ++k) {
+      const std::string subject = std::to_string(10000000 + k / 3), study = std::to_string(50000000 + k);
+      const std::string dicom = "d" + std::to_string(k) + "v" + std::to_string(view);
+      meta += dicom + "," + subject + "," + study + ",PA\n";
+      split += dicom + "," + study + "," + subject + ",train\n";
+      const std::string dir = root + "/files/p10/p" + subject;
+      const bool image = (k + view) % 7 != 0, report = k % 11 != 0, sections = k % 13 != 0;
+      if (image) write(dir + "/s" + study + "/" + dicom + ".jpg", "x");
+      if (report && view == 0) write(dir + "/s" + study + ".txt", sections ? "FINDINGS: Study " + study + "." : "INDICATION: none.");
+      if (!image) ++want_missing_image;
+      else if (!report) ++want_missing_report;
+      else if (!sections) ++want_no_sections;
+      else ++want_pairs;
+    }
+  }
+  write(root + "/mimic-cxr-2.0.0-metadata.csv", meta);
+  write(root + "/mimic-cxr-2.0.0-split.csv", split);
+  MimicOptions o;
+  o.root = root;
+  o.io_threads = 1;
+  const PairList serial = read_mimic(o);
+  EXPECT_EQ(static_cast<int64_t>(serial.samples.size()), want_pairs);
+  EXPECT_EQ(serial.skipped.counts.at("missing image"), want_missing_image);
+  EXPECT_EQ(serial.skipped.counts.at("missing report"), want_missing_report);
+  EXPECT_EQ(serial.skipped.counts.at("report without FINDINGS/IMPRESSION"), want_no_sections);
+  EXPECT_EQ(serial.samples[0].id, "d1v0");  // study 0 has no report
+  EXPECT_EQ(serial.samples[0].report, "Study 50000001.");
+  for (int threads : {2, 8, 64}) {
+    o.io_threads = threads;
+    const PairList par = read_mimic(o);
+    ASSERT_EQ(par.samples.size(), serial.samples.size()) << threads;
+    for (size_t i = 0; i < par.samples.size(); ++i) {
+      EXPECT_EQ(par.samples[i].id, serial.samples[i].id) << threads;
+      EXPECT_EQ(par.samples[i].image, serial.samples[i].image) << threads;
+      EXPECT_EQ(par.samples[i].report, serial.samples[i].report) << threads;
+    }
+    EXPECT_EQ(par.skipped.counts, serial.skipped.counts) << threads;
+    EXPECT_EQ(par.skipped.examples, serial.skipped.examples) << threads;
+  }
+  // A manifest's image checks likewise.
+  std::string csv = "image,report\n";
+  for (int k = 0; k < 200; ++k) {
+    const std::string image = k % 5 == 0 ? "none" + std::to_string(k) + ".jpg" : "files/p10/p10000000/s50000001/d1v0.jpg";
+    csv += image + "," + (k % 9 == 0 ? "" : "Report " + std::to_string(k) + ".") + "\n";
+  }
+  write(root + "/manifest.csv", csv);
+  ManifestOptions mo;
+  mo.path = root + "/manifest.csv";
+  mo.io_threads = 1;
+  const PairList ms = read_manifest(mo);
+  EXPECT_EQ(ms.skipped.counts.at("missing image"), 40);
+  EXPECT_EQ(ms.skipped.counts.at("empty report"), 18);  // k % 9 == 0 and k % 5 != 0: 23 - 5
+  mo.io_threads = 8;
+  const PairList mp = read_manifest(mo);
+  ASSERT_EQ(mp.samples.size(), ms.samples.size());
+  for (size_t i = 0; i < mp.samples.size(); ++i) EXPECT_EQ(mp.samples[i].report, ms.samples[i].report);
+  EXPECT_EQ(mp.skipped.examples, ms.skipped.examples);
+}
+
 TEST(Manifest, CsvAndJsonlWithSkips) {
   const std::string root = temp_dir("manifest");
   write(root + "/img/a.png", "x");
@@ -505,4 +574,12 @@ TEST(Progress, FinalLineCountsWithAndWithoutATotal) {
   none.finish();
   const std::string zero = testing::internal::GetCapturedStderr();
   EXPECT_NE(zero.find("resumed 0 step |"), std::string::npos) << zero;  // was "00 step"
+}
+
+// Rates keep about three significant digits: "26089.73 study/s" was unreadable at a glance.
+TEST(Progress, RatesShowAboutThreeDigits) {
+  EXPECT_EQ(afloc::format_rate(0), "0.00");
+  EXPECT_EQ(afloc::format_rate(2.054), "2.05");
+  EXPECT_EQ(afloc::format_rate(63.34), "63.3");
+  EXPECT_EQ(afloc::format_rate(26089.73), "26090");
 }

@@ -23,6 +23,13 @@ std::string format_duration(double seconds) {
 
 }  // namespace
 
+std::string format_rate(double per_second) {
+  char buf[32];
+  const int decimals = per_second < 10 ? 2 : per_second < 100 ? 1 : 0;
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, per_second);
+  return buf;
+}
+
 ProgressBar::ProgressBar(std::string label, int64_t total, std::string unit, bool enabled)
     : label_(std::move(label)), unit_(std::move(unit)), total_(total) {
   tty_ = ::isatty(STDERR_FILENO) != 0;
@@ -69,8 +76,8 @@ void ProgressBar::draw(bool final_line) {
   const double eta = (total_ > 0 && rate > 0) ? static_cast<double>(total_ - done_) / rate : -1;
   // "done/total", or the count alone when the total is not known.
   const std::string count = std::to_string(done_) + (total_ > 0 ? "/" + std::to_string(total_) : "");
-  std::snprintf(line, sizeof line, "%s %s%s %s | %.2f %s/s | %s<%s%s%s", label_.c_str(),
-                bar.c_str(), count.c_str(), unit_.c_str(), rate,
+  std::snprintf(line, sizeof line, "%s %s%s %s | %s %s/s | %s<%s%s%s", label_.c_str(),
+                bar.c_str(), count.c_str(), unit_.c_str(), format_rate(rate).c_str(),
                 unit_.c_str(), format_duration(elapsed).c_str(),
                 total_ > 0 ? format_duration(eta).c_str() : "?", extra_.empty() ? "" : " | ",
                 extra_.c_str());

@@ -7,6 +7,10 @@
 
 namespace afloc {
 
+/// A rate as the bar shows it: 2 decimals below 10 per second, 1 below 100, none above
+/// ("2.05", "63.3", "26090").
+std::string format_rate(double per_second);
+
 class ProgressBar {
  public:
   /// total: number of units of work (0 = unknown); unit: "img", "step", ...

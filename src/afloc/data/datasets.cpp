@@ -1,13 +1,19 @@
 #include "afloc/data/datasets.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
+#include <exception>
 #include <filesystem>
+#include <functional>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 #include <unordered_map>
 
 #include "afloc/common/error.h"
+#include "afloc/common/progress.h"
 #include "afloc/data/csv.h"
 
 namespace fs = std::filesystem;
@@ -44,6 +50,53 @@ bool blank(const std::string& s) {
 std::string resolve(const std::string& root, const std::string& p) {
   if (p.empty() || fs::path(p).is_absolute() || root.empty()) return p;
   return (fs::path(root) / p).string();
+}
+
+// Runs work(i) for every i in [0, n) on up to `threads` threads, a progress bar counting the units;
+// the first exception is rethrown once all threads stop. The work is file-system I/O (stat calls and
+// small reads: one MIMIC-CXR study is a few images to check and a 1 kB report), which waits on the
+// device, so parallel requests overlap the waits of a cold disk or a network file system (a
+// MIMIC-sized fixture, cold: 37.5 s on one thread, 11.2 s on 16; docs/data.md).
+void parallel_io(size_t n, int threads, const std::string& label, const std::string& unit, bool progress,
+                 const std::function<void(size_t)>& work) {
+  ProgressBar bar(label, static_cast<int64_t>(n), unit, progress);
+  std::atomic<size_t> next{0}, done{0};
+  std::exception_ptr error;
+  std::mutex mu;
+  auto run = [&] {
+    for (size_t i = next++; i < n; i = next++) {
+      try {
+        work(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!error) error = std::current_exception();
+        next = n;
+      }
+      ++done;
+    }
+  };
+  const size_t n_threads = std::min<size_t>(n, static_cast<size_t>(std::max(1, threads)));
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < n_threads; ++t) pool.emplace_back(run);
+  // This thread works too, and draws the bar between units.
+  size_t shown = 0;
+  for (size_t i = next++; i < n; i = next++) {
+    try {
+      work(i);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!error) error = std::current_exception();
+      next = n;
+    }
+    ++done;
+    const size_t d = done;
+    bar.update(static_cast<int64_t>(d - shown));
+    shown = d;
+  }
+  for (auto& t : pool) t.join();
+  bar.update(static_cast<int64_t>(done - shown));
+  bar.finish();
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace
@@ -186,14 +239,25 @@ PairList read_mimic(const MimicOptions& o) {
   const size_t m_dicom = meta.column("dicom_id"), m_subject = meta.column("subject_id"),
                m_study = meta.column("study_id"), m_view = meta.column("ViewPosition");
   PairList out;
-  std::unordered_map<std::string, std::string> report_cache;  // a study's report serves all its images
+  // 1. The rows kept by split and view, with their files' paths; a study's report serves all its
+  //    images, so reports are read once per study.
+  struct Row {
+    size_t meta_row, study;
+    std::string image;
+  };
+  struct Study {
+    std::string report_path, text, skip;  // skip: why the report is unusable ("" = usable)
+    std::vector<size_t> rows;             // indices into `rows`
+  };
+  std::vector<Row> rows;
+  std::vector<Study> studies;
+  std::unordered_map<std::string, size_t> study_of;
   for (size_t r = 0; r < meta.rows.size(); ++r) {
     const std::string& dicom = meta.at(r, m_dicom);
     const std::string& subject = meta.at(r, m_subject);
     const std::string& study = meta.at(r, m_study);
-    const std::string where = meta.path + " row " + std::to_string(r + 2);
     if (dicom.empty() || subject.size() < 2 || study.empty()) {
-      out.skipped.add("malformed row", where);
+      out.skipped.add("malformed row", meta.path + " row " + std::to_string(r + 2));
       continue;
     }
     const auto sp = split_of.find(dicom);
@@ -204,34 +268,49 @@ PairList read_mimic(const MimicOptions& o) {
     if (std::find(o.splits.begin(), o.splits.end(), sp->second) == o.splits.end()) continue;
     if (!o.views.empty() && std::find(o.views.begin(), o.views.end(), meta.at(r, m_view)) == o.views.end()) continue;
     const std::string pdir = "files/p" + subject.substr(0, 2) + "/p" + subject;
-    const std::string image = (fs::path(o.root) / pdir / ("s" + study) / (dicom + ".jpg")).string();
-    if (o.check_images && !is_regular_file(image)) {
-      out.skipped.add("missing image", image);
-      continue;
+    std::string report_path = (fs::path(reports_root) / pdir / ("s" + study + ".txt")).string();
+    auto [it, added] = study_of.emplace(report_path, studies.size());
+    if (added) studies.push_back({std::move(report_path), "", "", {}});
+    studies[it->second].rows.push_back(rows.size());
+    rows.push_back({r, it->second, (fs::path(o.root) / pdir / ("s" + study) / (dicom + ".jpg")).string()});
+  }
+  // 2. The file system, a study at a time: which images exist, and the report's sections when one
+  //    does (a study with no image left is not read).
+  std::vector<char> image_ok(rows.size(), 1);
+  std::string label = "index MIMIC-CXR-JPG";
+  for (size_t i = 0; i < o.splits.size(); ++i) label += (i ? "+" : " ") + o.splits[i];
+  parallel_io(studies.size(), o.io_threads, label, "study", o.progress, [&](size_t k) {
+    Study& st = studies[k];
+    bool any = false;
+    for (size_t i : st.rows) {
+      if (o.check_images) image_ok[i] = is_regular_file(rows[i].image) ? 1 : 0;
+      any = any || image_ok[i];
     }
-    const std::string report_path = (fs::path(reports_root) / pdir / ("s" + study + ".txt")).string();
-    auto it = report_cache.find(report_path);
-    if (it == report_cache.end()) {
-      std::string text;
-      if (is_regular_file(report_path)) text = read_file(report_path);
-      else text = "\x01missing";
-      it = report_cache.emplace(report_path, text).first;
+    if (!any) return;
+    if (!is_regular_file(st.report_path)) {
+      st.skip = "missing report";
+      return;
     }
-    const std::string& raw = it->second;
-    if (raw == "\x01missing") {
-      out.skipped.add("missing report", report_path);
-      continue;
-    }
+    const std::string raw = read_file(st.report_path);
     if (!valid_utf8(raw)) {
-      out.skipped.add("report not UTF-8", report_path);
-      continue;
+      st.skip = "report not UTF-8";
+      return;
     }
-    const std::string text = report_sections(raw);
-    if (blank(text)) {
-      out.skipped.add(blank(raw) ? "empty report" : "report without FINDINGS/IMPRESSION", report_path);
-      continue;
+    st.text = report_sections(raw);
+    if (blank(st.text)) st.skip = blank(raw) ? "empty report" : "report without FINDINGS/IMPRESSION";
+  });
+  // 3. The pairs and skips in the metadata's row order.
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Row& row = rows[i];
+    const Study& st = studies[row.study];
+    const std::string& dicom = meta.at(row.meta_row, m_dicom);
+    if (!image_ok[i]) {
+      out.skipped.add("missing image", row.image);
+    } else if (!st.skip.empty()) {
+      out.skipped.add(st.skip, st.report_path);
+    } else {
+      out.samples.push_back({dicom, row.image, st.text, split_of.at(dicom)});
     }
-    out.samples.push_back({dicom, image, text, sp->second});
   }
   return out;
 }
@@ -239,16 +318,37 @@ PairList read_mimic(const MimicOptions& o) {
 PairList read_manifest(const ManifestOptions& o) {
   const std::string root = o.root.empty() ? fs::path(o.path).parent_path().string() : o.root;
   PairList out;
+  // Rows are gathered first and their images checked together (parallel_io), then kept or skipped
+  // in the file's order.
+  struct Row {
+    Sample sample;
+    std::string where, skip;  // skip: decided before the image check ("" = none yet)
+  };
+  std::vector<Row> rows;
   auto keep = [&](const std::string& id, const std::string& image, const std::string& report, std::string split,
                   const std::string& where) {
     if (split.empty()) split = "train";
     if (std::find(o.splits.begin(), o.splits.end(), split) == o.splits.end()) return;
-    if (image.empty()) return out.skipped.add("no image path", where);
-    const std::string path = resolve(root, image);
-    if (o.check_images && !is_regular_file(path)) return out.skipped.add("missing image", path);
-    if (!valid_utf8(report)) return out.skipped.add("report not UTF-8", where);
-    if (blank(report)) return out.skipped.add("empty report", where);
-    out.samples.push_back({id.empty() ? image : id, path, report, split});
+    Row row{{id.empty() ? image : id, resolve(root, image), report, split}, where, ""};
+    if (image.empty()) row.skip = "no image path";
+    rows.push_back(std::move(row));
+  };
+  auto finish = [&] {
+    std::vector<char> image_ok(rows.size(), 1);
+    if (o.check_images) {
+      parallel_io(rows.size(), o.io_threads, "check images", "img", o.progress, [&](size_t i) {
+        if (rows[i].skip.empty()) image_ok[i] = is_regular_file(rows[i].sample.image) ? 1 : 0;
+      });
+    }
+    for (size_t i = 0; i < rows.size(); ++i) {
+      Row& row = rows[i];
+      if (!row.skip.empty()) out.skipped.add(row.skip, row.where);
+      else if (!image_ok[i]) out.skipped.add("missing image", row.sample.image);
+      else if (!valid_utf8(row.sample.report)) out.skipped.add("report not UTF-8", row.where);
+      else if (blank(row.sample.report)) out.skipped.add("empty report", row.where);
+      else out.samples.push_back(std::move(row.sample));
+    }
+    return out;
   };
   const std::string ext = fs::path(o.path).extension().string();
   if (ext == ".jsonl" || ext == ".json" || (ext == ".gz" && o.path.find(".jsonl") != std::string::npos)) {
@@ -292,7 +392,7 @@ PairList read_manifest(const ManifestOptions& o) {
       }
       keep(id, image, report, split, where);
     }
-    return out;
+    return finish();
   }
   const CsvTable t = read_csv(o.path);
   size_t c_image = t.find_column("image");
@@ -306,7 +406,7 @@ PairList read_manifest(const ManifestOptions& o) {
     keep(c_id == std::string::npos ? "" : t.at(r, c_id), t.at(r, c_image), t.at(r, c_report),
          c_split == std::string::npos ? "" : t.at(r, c_split), o.path + " row " + std::to_string(r + 2));
   }
-  return out;
+  return finish();
 }
 
 }  // namespace afloc::data

@@ -46,6 +46,8 @@ struct MimicOptions {
   std::vector<std::string> splits = {"train"};   ///< split.csv values to keep
   std::vector<std::string> views = {"PA", "AP"}; ///< ViewPosition values kept (frontal); empty = all
   bool check_images = true;                      ///< skip rows whose image file is missing
+  int io_threads = 16;    ///< parallel file checks and report reads (I/O bound; 1 = serial)
+  bool progress = false;  ///< a progress bar over the studies read
 };
 
 /// Reads MIMIC-CXR-JPG: metadata + split CSVs (".csv" or ".csv.gz"), images
@@ -58,6 +60,8 @@ struct ManifestOptions {
   std::string root;                             ///< relative image paths resolve here ("" = the manifest's folder)
   std::vector<std::string> splits = {"train"};  ///< kept splits; rows without a split count as "train"
   bool check_images = true;
+  int io_threads = 16;    ///< parallel image checks (I/O bound; 1 = serial)
+  bool progress = false;  ///< a progress bar over the images checked
 };
 
 /// A generic manifest: CSV with columns image (or path), report (or text), optional split and id; or

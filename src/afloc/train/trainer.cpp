@@ -122,19 +122,22 @@ void save_checkpoint(const std::string& run_dir, const std::string& name, model:
   }
 }
 
-std::vector<data::Sample> read_pairs(const RunConfig& c, const std::vector<std::string>& splits, data::SkipLog& skipped) {
+std::vector<data::Sample> read_pairs(const RunConfig& c, const std::vector<std::string>& splits, data::SkipLog& skipped,
+                                     bool progress) {
   data::PairList pl;
   if (c.data.format == "mimic") {
     data::MimicOptions mo;
     mo.root = c.data.root;
     mo.splits = splits;
     mo.views = c.data.views;
+    mo.progress = progress;
     pl = data::read_mimic(mo);
   } else {
     data::ManifestOptions mo;
     mo.path = c.data.manifest;
     mo.root = c.data.root;
     mo.splits = splits;
+    mo.progress = progress;
     pl = data::read_manifest(mo);
   }
   skipped.merge(pl.skipped);
@@ -226,11 +229,11 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
   TrainResult res;
   res.autocast = amp;
   data::SkipLog skipped;
-  const PairData train_data = prepare_pairs(read_pairs(cfg, cfg.data.train_splits, skipped), skipped);
+  const PairData train_data = prepare_pairs(read_pairs(cfg, cfg.data.train_splits, skipped, opt.progress && main), skipped);
   data::SkipLog val_skipped;
   PairData val_data;
   if (cfg.loop.validate && !cfg.data.val_splits.empty()) {
-    val_data = prepare_pairs(read_pairs(cfg, cfg.data.val_splits, val_skipped), val_skipped);
+    val_data = prepare_pairs(read_pairs(cfg, cfg.data.val_splits, val_skipped, opt.progress && main), val_skipped);
   }
   res.train_samples = static_cast<int64_t>(train_data.samples.size());
   res.val_samples = static_cast<int64_t>(val_data.samples.size());
