@@ -300,6 +300,31 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
   int pngs = 0;
   for (const auto& e : fs::directory_iterator(ev + "/overlays")) pngs += e.path().extension() == ".png";
   EXPECT_EQ(pngs, 5);  // four overlays and the sheet
+  // The world's MIMIC-CXR-JPG layout read as a user's MIMIC-CXR: `classify --mimic` takes the test
+  // split's films and labels them from mimic-cxr-2.0.0-chexpert.csv by study (blank = absent). Its
+  // AUROCs are eval-phantom's, which labels the same films from the hidden ground truth.
+  const std::string cm = tmp("cls_mimic");
+  const CliRun mimic = run_cli("classify -M " + run + " --mimic " + world_ + "/mimic-cxr-jpg --bank chexpert5 -o " + cm);
+  ASSERT_EQ(mimic.code, 0) << mimic.out;
+  EXPECT_NE(mimic.out.find("12 images of split 'test'"), std::string::npos) << mimic.out;
+  EXPECT_NE(mimic.out.find("mimic-cxr-2.0.0-chexpert.csv"), std::string::npos) << mimic.out;
+  const auto mm = nlohmann::json::parse(read(cm + "/metrics.json"));
+  ASSERT_EQ(mm["classes"].size(), 5u);
+  for (const auto& c : mm["classes"]) {
+    const auto& want = j["classification"]["classes"][c["class"].get<std::string>()];
+    EXPECT_EQ(c["n_pos"], want["n_pos"]) << c.dump();
+    EXPECT_EQ(c["n_neg"], want["n_neg"]) << c.dump();
+    if (want["auroc"].is_number()) {
+      EXPECT_NEAR(c["auroc"].get<double>(), want["auroc"].get<double>(), 1e-6) << c.dump();
+    }
+  }
+  const CliRun val = run_cli("--log-level warn classify -M " + run + " --mimic " + world_ +
+                             "/mimic-cxr-jpg --split validate --views all --bank chexpert5 -o " + tmp("cls_mimic_val"));
+  ASSERT_EQ(val.code, 0) << val.out;
+  EXPECT_NE(val.out.find("classified 8 images"), std::string::npos) << val.out;
+  const CliRun none = run_cli("classify -M " + run + " --mimic " + world_ + "/mimic-cxr-jpg --split nosuch -o " + tmp("cls_mimic_none"));
+  EXPECT_EQ(none.code, 1);
+  EXPECT_NE(none.out.find("no image of split 'nosuch'"), std::string::npos) << none.out;
   // --dense-map: the same model read at twice the map side; the pointing-game ceiling rises (the
   // pixels an arg-max can land on are twice as dense), and diagnosis, which reads v_g only, is
   // unchanged.

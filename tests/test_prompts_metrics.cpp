@@ -131,6 +131,20 @@ TEST(ClassificationMetrics, LabelsCsvPerClassColumnsOrOneLabelColumn) {
   EXPECT_NE(e.find("row 2 column Edema"), std::string::npos) << e;
   e = error_of([&] { eval::read_class_labels(tmp_file("o.csv", "image,Edema\na.png,1\n"), {"Edema", "Mass"}); });
   EXPECT_NE(e.find("Mass"), std::string::npos) << e;
+  // MIMIC-CXR's CheXpert labels: rows are studies, a blank cell is a finding the report does not
+  // mention (absent), -1.0 an uncertain one (unknown).
+  const auto st = eval::read_class_labels(tmp_file("chexpert.csv",
+                                                   "subject_id,study_id,Atelectasis,Edema,No Finding\n"
+                                                   "10000032,50414267,,1.0,\n10000032,53189527,-1.0,0.0,\n10000033,50000001,,,1.0\n"),
+                                          {"Edema", "Atelectasis"});
+  EXPECT_TRUE(st.by_study);
+  EXPECT_EQ(st.images, (std::vector<std::string>{"s50414267", "s53189527", "s50000001"}));
+  EXPECT_EQ(st.y[0], (std::vector<int>{1, 0}));
+  EXPECT_EQ(st.y[1], (std::vector<int>{0, -1}));
+  EXPECT_EQ(st.y[2], (std::vector<int>{0, 0}));
+  EXPECT_FALSE(l.by_study);  // an image-keyed file keeps blanks unknown (above)
+  e = error_of([&] { eval::read_class_labels(tmp_file("p.csv", "subject,Edema\n1,1\n"), {"Edema"}); });
+  EXPECT_NE(e.find("'image'"), std::string::npos) << e;  // no image, path or study_id column
   const auto s = eval::evaluate_classification({"A", "B"}, {{0.9, 0.2}, {0.1, 0.7}, {0.6, 0.4}}, {{1, 0}, {0, 1}, {0, -1}});
   EXPECT_DOUBLE_EQ(s.classes[0].auroc, 1.0);
   EXPECT_EQ(s.classes[1].n_pos + s.classes[1].n_neg, 2);  // the unknown cell is left out

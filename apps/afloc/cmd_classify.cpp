@@ -5,12 +5,14 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "afloc/common/error.h"
 #include "afloc/common/json_number.h"
 #include "afloc/common/log.h"
 #include "afloc/common/progress.h"
 #include "afloc/data/csv.h"
+#include "afloc/data/datasets.h"
 #include "afloc/data/image.h"
 #include "afloc/eval/classification_eval.h"
 #include "afloc/infer/classifier.h"
@@ -26,8 +28,8 @@ namespace {
 
 struct ClassifyCli {
   std::vector<std::string> models;
-  std::string bank = "chexpert5", prompt_file, mode, labels, out = "classify";
-  std::vector<std::string> categories, inputs;
+  std::string bank = "chexpert5", prompt_file, mode, labels, out = "classify", mimic, split = "test";
+  std::vector<std::string> categories, inputs, views = {"PA", "AP"};
   int64_t batch = 16;
   double threshold = 0.5;
   bool resume = false;
@@ -51,12 +53,16 @@ nlohmann::ordered_json bank_json(const infer::PromptBank& b) {
 }
 
 // Labels rows are matched to inputs by path (as given, or relative to the labels file), then by
-// file name.
+// file name; rows naming MIMIC-CXR studies, by the folder holding the image (s{study_id}).
 std::vector<std::vector<int>> align_labels(const eval::ClassLabels& lab, const std::string& labels_path,
                                            const std::vector<std::string>& images, size_t n_classes) {
   std::map<std::string, size_t> by_path, by_name;
   for (size_t r = 0; r < lab.images.size(); ++r) {
     const fs::path p(lab.images[r]);
+    if (lab.by_study) {
+      by_name[lab.images[r]] = r;
+      continue;
+    }
     by_path[p.lexically_normal().string()] = r;
     by_path[(fs::path(labels_path).parent_path() / p).lexically_normal().string()] = r;
     by_name[p.filename().string()] = r;
@@ -67,7 +73,8 @@ std::vector<std::vector<int>> align_labels(const eval::ClassLabels& lab, const s
     auto it = by_path.find(fs::path(im).lexically_normal().string());
     bool found = it != by_path.end();
     if (!found) {
-      it = by_name.find(fs::path(im).filename().string());
+      const fs::path p = fs::path(im).lexically_normal();
+      it = by_name.find((lab.by_study ? p.parent_path().filename() : p.filename()).string());
       found = it != by_name.end();
     }
     if (!found) {
@@ -103,12 +110,20 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
       ->allow_extra_args(false);
   c->add_option("--prompt-file", o->prompt_file, "JSON prompt bank (docs/inference.md)");
   c->add_option("--mode", o->mode, "binary (per-class pos/neg softmax) or multiclass (softmax over classes); default: the bank's");
-  c->add_option("inputs", o->inputs, "Images, folders or lists (.csv with an image column, .txt)")->required();
+  c->add_option("inputs", o->inputs, "Images, folders or lists (.csv with an image column, .txt)");
+  c->add_option("--mimic", o->mimic,
+                "MIMIC-CXR-JPG root (files/ and the mimic-cxr-2.0.0-*.csv(.gz)): classify the images of --split and\n"
+                "--views; its mimic-cxr-2.0.0-chexpert.csv gives the labels unless --labels names others");
+  c->add_option("--split", o->split, "With --mimic: the split (split.csv's train, validate or test)")->capture_default_str();
+  c->add_option("--views", o->views, "With --mimic: ViewPosition values kept, comma-separated, or all")
+      ->delimiter(',')
+      ->capture_default_str();
   c->add_option("-o,--out", o->out, "Output directory");
   c->add_option("-b,--batch", o->batch, "Images per forward pass");
   c->add_option("--threshold", o->threshold, "Binary mode: a class is present when its probability exceeds this");
   c->add_option("--labels", o->labels,
-                "Labels CSV (image column + one 1/0/-1 column per class, or a `label` column): writes metrics");
+                "Labels CSV (image column + one 1/0/-1 column per class, or a `label` column; or MIMIC-CXR's\n"
+                "study_id-keyed chexpert/negbio CSV): writes metrics");
   c->add_flag("--resume", o->resume,
               "Continue an interrupted run into the same --out: images already in its results.jsonl are kept,\n"
               "the rest (and failed ones) are done; the models, bank and options must be the same");
@@ -117,8 +132,29 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
     apply_global(g);
     if (o->batch < 1) throw Error("classify: --batch must be >= 1");
     const infer::PromptBank bank = choose_bank(*o);
-    const auto images = expand_inputs(o->inputs);
+    if (o->inputs.empty() && o->mimic.empty()) throw Error("classify: no inputs (images, folders, lists or --mimic ROOT)");
+    auto images = expand_inputs(o->inputs);
+    std::string labels = o->labels;
+    if (!o->mimic.empty()) {
+      std::vector<std::string> views;
+      for (const auto& v : o->views)
+        if (!v.empty() && v != "all") views.push_back(v);
+      const std::vector<std::string> mimic = mimic_images(o->mimic, o->split, views);
+      images.insert(images.end(), mimic.begin(), mimic.end());
+      const std::string chexpert = data::mimic_csv_path(o->mimic, "mimic-cxr-2.0.0-chexpert");
+      if (labels.empty() && !chexpert.empty()) {
+        labels = chexpert;
+        log::info("labels: " + labels);
+      }
+    }
     if (images.empty()) throw Error("classify: no images found in the inputs");
+    // Read before any image is classified, so that a bad labels file costs nothing.
+    std::optional<eval::ClassLabels> lab;
+    if (!labels.empty()) {
+      std::vector<std::string> names;
+      for (const auto& c : bank.classes) names.push_back(c.name);
+      lab = eval::read_class_labels(labels, names);
+    }
     std::vector<model::AflocModel> nets;
     std::vector<std::string> sources;
     std::vector<infer::ClassHead> heads;  // one per model: each encodes the bank with its own text side
@@ -225,14 +261,13 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
                 nets.size() > 1 ? (", mean of " + std::to_string(nets.size()) + " models").c_str() : "",
                 earlier > 0 ? (", " + std::to_string(earlier) + " of them by the earlier run").c_str() : "", o->out.c_str());
 
-    if (!o->labels.empty() && !done.empty()) {
-      const eval::ClassLabels lab = eval::read_class_labels(o->labels, head.names);
-      const auto y = align_labels(lab, o->labels, done, head.names.size());
+    if (lab && !done.empty()) {
+      const auto y = align_labels(*lab, labels, done, head.names.size());
       const eval::ClassificationSummary s = eval::evaluate_classification(head.names, probs, y);
       const std::string table = eval::classification_table(s, bank.mode == infer::ClassifyMode::kMultiClass);
       nlohmann::ordered_json per = nlohmann::ordered_json::array();
       for (const auto& r : s.classes) per.push_back({{"class", r.name}, {"n_pos", r.n_pos}, {"n_neg", r.n_neg}, {"auroc", number_or_null(r.auroc)}});
-      nlohmann::ordered_json metrics{{"labels", o->labels},
+      nlohmann::ordered_json metrics{{"labels", labels},
                                      {"mode", infer::to_string(bank.mode)},
                                      {"classes", per},
                                      {"macro_auroc", number_or_null(s.macro_auroc)},

@@ -9,6 +9,7 @@
 #include "afloc/common/log.h"
 #include "afloc/common/strings.h"
 #include "afloc/data/csv.h"
+#include "afloc/data/datasets.h"
 #include "afloc/infer/prompt_encoder.h"
 
 namespace fs = std::filesystem;
@@ -52,6 +53,27 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs) {
       out.push_back(in);
     }
   }
+  return out;
+}
+
+std::vector<std::string> mimic_images(const std::string& root, const std::string& split, const std::vector<std::string>& views) {
+  data::MimicOptions mo;
+  mo.root = root;
+  mo.splits = {split};
+  mo.views = views;
+  mo.read_reports = false;
+  mo.progress = true;
+  const data::PairList pl = data::read_mimic(mo);
+  if (pl.skipped.total() > 0) log::warn(root + ": " + pl.skipped.summary());
+  std::string v;
+  for (const auto& x : views) v += (v.empty() ? "" : ",") + x;
+  if (pl.samples.empty())
+    throw Error(root + ": no image of split '" + split + "'" + (views.empty() ? "" : " and views " + v) + " (" +
+                pl.skipped.summary() + ")");
+  log::info(root + ": " + std::to_string(pl.samples.size()) + " images of split '" + split + "'" +
+            (views.empty() ? "" : ", views " + v));
+  std::vector<std::string> out;
+  for (const auto& s : pl.samples) out.push_back(s.image);
   return out;
 }
 

@@ -24,6 +24,11 @@ bool is_image_file(const std::string& path);
 /// such a column.
 std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs);
 
+/// The images of a MIMIC-CXR-JPG split (split.csv's value) and views (ViewPosition values; empty =
+/// all), in the metadata's order; reports are not needed. Rows whose image is missing are counted
+/// in a warning. Error naming the root when the split holds no image.
+std::vector<std::string> mimic_images(const std::string& root, const std::string& split, const std::vector<std::string>& views);
+
 /// Images read for one batch: the readable ones with their paths, the rest kept as (path, error).
 struct ImageBatch {
   std::vector<data::Gray8> images;

@@ -21,13 +21,10 @@ namespace fs = std::filesystem;
 namespace afloc::data {
 namespace {
 
-// The first existing of name.csv and name.csv.gz under dir.
 std::string find_csv(const std::string& dir, const std::string& name) {
-  for (const std::string ext : {".csv", ".csv.gz"}) {
-    const std::string p = (fs::path(dir) / (name + ext)).string();
-    if (is_regular_file(p)) return p;
-  }
-  throw Error((fs::path(dir) / (name + ".csv")).string() + ": not found (nor .csv.gz)");
+  const std::string p = mimic_csv_path(dir, name);
+  if (p.empty()) throw Error((fs::path(dir) / (name + ".csv")).string() + ": not found (nor .csv.gz)");
+  return p;
 }
 
 bool valid_utf8(const std::string& s) {
@@ -100,6 +97,14 @@ void parallel_io(size_t n, int threads, const std::string& label, const std::str
 }
 
 }  // namespace
+
+std::string mimic_csv_path(const std::string& root, const std::string& name) {
+  for (const std::string ext : {".csv", ".csv.gz"}) {
+    const std::string p = (fs::path(root) / (name + ext)).string();
+    if (is_regular_file(p)) return p;
+  }
+  return "";
+}
 
 void SkipLog::add(const std::string& reason, const std::string& example) {
   ++counts[reason];
@@ -286,7 +291,7 @@ PairList read_mimic(const MimicOptions& o) {
       if (o.check_images) image_ok[i] = is_regular_file(rows[i].image) ? 1 : 0;
       any = any || image_ok[i];
     }
-    if (!any) return;
+    if (!any || !o.read_reports) return;
     if (!is_regular_file(st.report_path)) {
       st.skip = "missing report";
       return;

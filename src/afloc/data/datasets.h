@@ -46,9 +46,14 @@ struct MimicOptions {
   std::vector<std::string> splits = {"train"};   ///< split.csv values to keep
   std::vector<std::string> views = {"PA", "AP"}; ///< ViewPosition values kept (frontal); empty = all
   bool check_images = true;                      ///< skip rows whose image file is missing
+  bool read_reports = true;  ///< false: images only (reports empty, not read; MIMIC-CXR-JPG ships none)
   int io_threads = 16;    ///< parallel file checks and report reads (I/O bound; 1 = serial)
   bool progress = false;  ///< a progress bar over the studies read
 };
+
+/// The path of MIMIC-CXR-JPG's `name`.csv or `name`.csv.gz under root (the first that exists), or ""
+/// when neither does; name is e.g. "mimic-cxr-2.0.0-chexpert".
+std::string mimic_csv_path(const std::string& root, const std::string& name);
 
 /// Reads MIMIC-CXR-JPG: metadata + split CSVs (".csv" or ".csv.gz"), images
 /// files/p{subject[:2]}/p{subject}/s{study}/{dicom_id}.jpg and reports files/p../p{subject}/s{study}.txt.

@@ -26,7 +26,10 @@ int parse_label(const std::string& cell, const std::string& where) {
 ClassLabels read_class_labels(const std::string& path, const std::vector<std::string>& classes) {
   const data::CsvTable t = data::read_csv(path);
   size_t img = t.find_column("image");
-  if (img == std::string::npos) img = t.column("path");
+  if (img == std::string::npos) img = t.find_column("path");
+  const bool by_study = img == std::string::npos && t.find_column("study_id") != std::string::npos;
+  if (by_study) img = t.column("study_id");
+  if (img == std::string::npos) t.column("image");  // throws, naming the columns present
   std::vector<size_t> cols;
   std::vector<std::string> missing;
   for (const auto& c : classes) {
@@ -38,6 +41,7 @@ ClassLabels read_class_labels(const std::string& path, const std::vector<std::st
   }
   const size_t label_col = t.find_column("label");
   ClassLabels out;
+  out.by_study = by_study;
   if (!missing.empty() && label_col == std::string::npos) {
     std::string names;
     for (const auto& m : missing) names += (names.empty() ? "" : ", ") + m;
@@ -45,10 +49,15 @@ ClassLabels read_class_labels(const std::string& path, const std::vector<std::st
   }
   for (size_t r = 0; r < t.rows.size(); ++r) {
     const std::string where = path + " row " + std::to_string(r + 2);
-    out.images.push_back(t.at(r, img));
+    out.images.push_back(by_study ? "s" + t.at(r, img) : t.at(r, img));
     std::vector<int> y(classes.size(), -1);
     if (missing.empty()) {
-      for (size_t c = 0; c < classes.size(); ++c) y[c] = parse_label(t.at(r, cols[c]), where + " column " + classes[c]);
+      for (size_t c = 0; c < classes.size(); ++c) {
+        const std::string& cell = t.at(r, cols[c]);
+        // The CheXpert and NegBio labelers leave a finding the report does not mention blank; it is
+        // absent, as every evaluation on these files reads it (CheXpert: "blank: unmentioned").
+        y[c] = by_study && cell.empty() ? 0 : parse_label(cell, where + " column " + classes[c]);
+      }
     } else {
       const std::string v = t.at(r, label_col);
       size_t hit = std::string::npos;
