@@ -694,6 +694,17 @@ TEST_F(E2E, LocalizeWritesHeatmapsMasksBoxesAndReportsFailures) {
   EXPECT_EQ(seen.size(), 4u * 3u);
   for (const auto& [key, n] : seen) EXPECT_EQ(n, 1) << key.first << " / " << key.second;
   EXPECT_EQ(resumed_errors, 1);
+  // A file a kept record names, deleted since: that image is done again and the file is back.
+  const std::string first_overlay = fs::path(first_npy).replace_extension().string() + "_overlay.png";
+  ASSERT_TRUE(fs::remove(first_overlay)) << first_overlay;
+  const CliRun redo = run_cli(args + " --resume");
+  EXPECT_NE(redo.out.find("3 of 5 images already done"), std::string::npos) << redo.out;
+  EXPECT_TRUE(fs::exists(first_overlay));
+  EXPECT_NE(fs::last_write_time(first_npy), first_time);
+  int redo_records = 0;
+  std::istringstream redone(read(out + "/results.jsonl"));
+  while (std::getline(redone, line)) redo_records += nlohmann::json::parse(line).contains("error") ? 0 : 1;
+  EXPECT_EQ(redo_records, 4 * 3);
   // Other prompts or options than the run's: refused, nothing touched.
   const CliRun other = run_cli("localize -M " + run + " -p \"Heart size is enlarged.\" " + in + " -o " + out + " --resume");
   EXPECT_EQ(other.code, 1);

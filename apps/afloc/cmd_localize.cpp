@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -254,13 +255,23 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
     int64_t records = 0;
     std::vector<std::string> todo = images;
     if (o->resume) {
-      // An image is done when each prompt has one record.
+      // An image is done when each prompt has one record and the files its records name are there
+      // (one deleted since, by hand or by a clean-up, has the image done again).
       const std::set<std::string> wanted(prompts.begin(), prompts.end());
+      std::function<bool(const nlohmann::ordered_json&)> files_there = [&](const nlohmann::ordered_json& f) {
+        if (f.is_string()) return fs::exists(f.get<std::string>());
+        for (const auto& v : f) {
+          if (!files_there(v)) return false;
+        }
+        return true;
+      };
       const EarlierRun r = resume_earlier_run(results_path.string(), options_path.string(), echo, images,
                                               [&](const std::vector<nlohmann::ordered_json>& recs) {
                                                 std::set<std::string> have;
-                                                for (const auto& rec : recs)
+                                                for (const auto& rec : recs) {
                                                   if (rec.contains("prompt") && rec["prompt"].is_string()) have.insert(rec["prompt"].get<std::string>());
+                                                  if (!files_there(rec.value("files", nlohmann::ordered_json::object()))) return false;
+                                                }
                                                 return have == wanted && recs.size() == wanted.size();
                                               });
       records = r.records;
