@@ -75,6 +75,60 @@ bool first_ds(const gdcm::DataSet& ds, uint16_t group, uint16_t element, double&
   }
 }
 
+// The bytes a DicomWalk reads: a buffer, or a file read on demand 64 kB at a time. The walk looks
+// at element headers and steps over values, so a film's pixel data (nearly all of its bytes) is
+// never read here; GDCM reads the file once, in the helper.
+class Bytes {
+ public:
+  explicit Bytes(std::string buffer) : block_(std::move(buffer)), size_(block_.size()) {}
+  static Bytes file(const std::string& path) {
+    Bytes b;
+    b.path_ = path;
+    b.in_.open(path, std::ios::binary);
+    if (!b.in_) throw Error(path + ": cannot open");
+    b.in_.seekg(0, std::ios::end);
+    b.size_ = static_cast<size_t>(b.in_.tellg());
+    return b;
+  }
+  size_t size() const { return size_; }
+  char operator[](size_t i) const {
+    if (i - start_ >= block_.size()) load(i);
+    return block_[i - start_];
+  }
+  std::string substr(size_t pos, size_t len) const {
+    std::string out;
+    out.reserve(len);
+    for (size_t i = pos; i < pos + len; ++i) out += (*this)[i];
+    return out;
+  }
+  // Bytes from pos to the end, in one read (a deflated data set, inflated whole).
+  std::string tail(size_t pos) const {
+    if (path_.empty()) return block_.substr(pos);
+    std::string out(size_ - pos, '\0');
+    in_.clear();
+    in_.seekg(static_cast<std::streamoff>(pos));
+    if (!in_.read(out.data(), static_cast<std::streamsize>(out.size()))) throw Error(path_ + ": read error (was the file changed while read?)");
+    return out;
+  }
+
+ private:
+  Bytes() = default;
+  void load(size_t i) const {
+    constexpr size_t kBlock = size_t{1} << 16;
+    start_ = i / kBlock * kBlock;
+    block_.resize(std::min(kBlock, size_ - start_));
+    in_.clear();
+    in_.seekg(static_cast<std::streamoff>(start_));
+    if (path_.empty() || !in_.read(block_.data(), static_cast<std::streamsize>(block_.size())))
+      throw Error(path_ + ": read error at byte " + std::to_string(i) + " (was the file changed while read?)");
+  }
+  std::string path_;
+  mutable std::ifstream in_;
+  mutable std::string block_;
+  mutable size_t start_ = 0;
+  size_t size_ = 0;
+};
+
 // Walks a Part 10 file's data elements before GDCM reads it: every declared length must fit in the
 // file, pixel data must be there, and the pixel attributes GDCM asserts on must hold values it
 // accepts. Hand-written because Debian's GDCM 3.0 is built with assertions: on a file cut short it
@@ -84,7 +138,7 @@ bool first_ds(const gdcm::DataSet& ds, uint16_t group, uint16_t element, double&
 // merely unusual writers) it stops and leaves the file to GDCM, which runs in the helper process.
 class DicomWalk {
  public:
-  explicit DicomWalk(const std::string& bytes) : b_(bytes) {}
+  explicit DicomWalk(const Bytes& bytes) : b_(bytes) {}
 
   /// Empty when the file passes (or the walk stopped); else what is cut short, corrupt or missing.
   std::string problem() {
@@ -105,7 +159,7 @@ class DicomWalk {
       while (!syntax.empty() && (syntax.back() == '\0' || syntax.back() == ' ')) syntax.pop_back();
       if (syntax == "1.2.840.10008.1.2.1.99") {
         // Deflated explicit VR little endian: the data set is a raw deflate stream.
-        const std::string data = inflate_raw(pos);
+        const Bytes data(inflate_raw(pos));
         DicomWalk inflated(data);
         return inflated.data_set(0, Mode{true, false});
       }
@@ -143,10 +197,11 @@ class DicomWalk {
     return "";
   }
   std::string inflate_raw(size_t pos) const {
+    std::string in = b_.tail(pos);
     z_stream z{};
     if (inflateInit2(&z, -MAX_WBITS) != Z_OK) throw GiveUp{};
-    z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(b_.data() + pos));
-    z.avail_in = static_cast<uInt>(b_.size() - pos);
+    z.next_in = reinterpret_cast<Bytef*>(in.data());
+    z.avail_in = static_cast<uInt>(in.size());
     std::string out;
     char buf[1 << 16];
     int rc = Z_OK;
@@ -219,7 +274,8 @@ class DicomWalk {
     if (depth > 32) throw GiveUp{};
     while (pos < b_.size()) {
       if (b_.size() - pos < 8) {
-        const bool zeros = std::all_of(b_.begin() + static_cast<std::ptrdiff_t>(pos), b_.end(), [](char c) { return c == 0; });
+        bool zeros = true;
+        for (size_t i = pos; i < b_.size(); ++i) zeros = zeros && b_[i] == 0;
         if (!in_item && zeros) return b_.size();  // zero padding at the end of the file
         throw Cut{"the file ends inside an element header at byte " + std::to_string(pos)};
       }
@@ -272,7 +328,7 @@ class DicomWalk {
     if (element == 0x0102) high_bit_ = v;
   }
 
-  const std::string& b_;
+  const Bytes& b_;
   bool pixel_data_ = false;
   int samples_ = 1, allocated_ = 0, stored_ = 0, high_bit_ = 0;
 };
@@ -615,7 +671,8 @@ bool is_dicom(const std::string& path) {
 
 DicomImage read_dicom(const std::string& path, bool in_helper) {
   {
-    const std::string cut = DicomWalk(read_file(path)).problem();
+    const Bytes bytes = Bytes::file(path);
+    const std::string cut = DicomWalk(bytes).problem();
     if (!cut.empty()) throw Error(path + ": DICOM file cut short or corrupt: " + cut);
   }
   return widen_frame(in_helper ? decode_in_helper(path) : decode_raw(path));
