@@ -274,6 +274,17 @@ TEST(Mimic, ReportSections) {
                             " WET READ:  no ptx.\n RECOMMENDATION(S):  CT.\n"),
             "");
   EXPECT_EQ(report_sections(" CONCUSION:  As in the parser, a different section.\n"), "");
+  // The parser's fallback for reports with neither section, when asked: the text after the first
+  // blank line that follows text in the last section.
+  const std::string simple = "                                 FINAL REPORT\n EXAMINATION:  CHEST (PORTABLE AP)\n \n"
+                             " INDICATION:  ___ with fever\n \n COMPARISON:  ___\n \n Lungs are clear.  No effusion.\n"
+                             " \n Heart size is normal.\n";
+  EXPECT_EQ(report_sections(simple), "");
+  EXPECT_EQ(report_sections(simple, true), "Lungs are clear.  No effusion.  Heart size is normal.");
+  EXPECT_EQ(report_sections(" COMPARISON:\n \n Stable opacity.\n \n Recommend CT.\n", true), "Recommend CT.");
+  EXPECT_EQ(report_sections(" INDICATION:  cough\n COMPARISON:  none\n", true), "");  // no blank line: nothing
+  EXPECT_EQ(report_sections("No headers at all.\n\nSecond paragraph.\n", true), "Second paragraph.");
+  EXPECT_EQ(report_sections(" FINDINGS:  Clear.\n \n NOTIFICATION:  Paged.\n \n Dr. ___ was told.\n", true), "Clear.");
 }
 
 TEST(Mimic, BadRowsAreCountedSkips) {
@@ -314,6 +325,16 @@ TEST(Mimic, BadRowsAreCountedSkips) {
   EXPECT_NE(pl.skipped.summary().find("5 skipped"), std::string::npos) << pl.skipped.summary();
   o.views = {};
   EXPECT_EQ(read_mimic(o).samples.size(), 2u);  // the lateral view too
+  o.views = {"PA", "AP"};
+  // With the parser's last-paragraph fallback, a report without the sections but with a second
+  // paragraph trains on that paragraph; one without stays a skip, named for both.
+  o.last_paragraph = true;
+  EXPECT_EQ(read_mimic(o).skipped.counts.at("report without FINDINGS/IMPRESSION or a last paragraph"), 1);
+  write(root + "/files/p10/p10000003/s50000003.txt", "INDICATION: cough.\n \n Lungs clear.\n");
+  const PairList lp = read_mimic(o);
+  ASSERT_EQ(lp.samples.size(), 2u);
+  EXPECT_EQ(lp.samples[1].report, "Lungs clear.");
+  o.last_paragraph = false;
   // A missing CSV or column is an error naming the file.
   fs::remove(root + "/mimic-cxr-2.0.0-split.csv");
   try {

@@ -195,11 +195,12 @@ Section section_kind(const std::string& header) {
 
 }  // namespace
 
-std::string report_sections(const std::string& report) {
+std::string report_sections(const std::string& report, bool last_paragraph) {
   // Walk the lines; a header is an upper-case run (letters, spaces and ( ) / , & -) ending in ':'
   // at the start of a line, possibly followed by text on the same line.
   Section current = Section::kOther;
   std::string findings, impression;
+  std::vector<std::string> last_section;  // the lines of the section being read (first: the header line's rest)
   std::istringstream in(report);
   std::string line;
   while (std::getline(in, line)) {
@@ -214,10 +215,12 @@ std::string report_sections(const std::string& report) {
       if (is_header) {
         current = section_kind(head);
         rest = rest.substr(colon + 1);
+        last_section.clear();
       }
     }
     if (current == Section::kFindings) findings += " " + rest;
     if (current == Section::kImpression) impression += " " + rest;
+    last_section.push_back(rest);
   }
   auto trim = [](std::string s) {
     const size_t a = s.find_first_not_of(" \t\r\n");
@@ -227,6 +230,20 @@ std::string report_sections(const std::string& report) {
   };
   findings = trim(findings);
   impression = trim(impression);
+  if (findings.empty() && impression.empty() && last_paragraph) {
+    // MIMIC-CXR's section parser: a report with neither section keeps, as its "last_paragraph",
+    // what follows the first blank line after text in its last section (simple reports are a
+    // header or two followed by a few paragraphs).
+    std::string after;
+    bool text = false, blank_seen = false;
+    for (const auto& l : last_section) {
+      const bool is_blank = trim(l).empty();
+      if (blank_seen) after += " " + l;
+      else if (is_blank && text) blank_seen = true;
+      text = text || !is_blank;
+    }
+    return trim(after);
+  }
   if (findings.empty()) return impression;
   if (impression.empty()) return findings;
   return findings + " " + impression;
@@ -301,8 +318,12 @@ PairList read_mimic(const MimicOptions& o) {
       st.skip = "report not UTF-8";
       return;
     }
-    st.text = report_sections(raw);
-    if (blank(st.text)) st.skip = blank(raw) ? "empty report" : "report without FINDINGS/IMPRESSION";
+    st.text = report_sections(raw, o.last_paragraph);
+    if (blank(st.text)) {
+      st.skip = blank(raw)            ? "empty report"
+                : o.last_paragraph    ? "report without FINDINGS/IMPRESSION or a last paragraph"
+                                      : "report without FINDINGS/IMPRESSION";
+    }
   });
   // 3. The pairs and skips in the metadata's row order.
   for (size_t i = 0; i < rows.size(); ++i) {

@@ -37,8 +37,11 @@ struct PairList {
 /// are upper-case words followed by ':' at the start of a line ("FINDINGS:", "IMPRESSION:",
 /// "INDICATION:", ...), named as the dataset's own section parser (MIT-LCP/mimic-cxr) names them:
 /// CONCLUSION, FINDINGS AND IMPRESSION and misspellings are the impression, a header describing the
-/// study ("PA AND LATERAL VIEWS OF THE CHEST:") the findings. Empty when the report has neither.
-std::string report_sections(const std::string& report);
+/// study ("PA AND LATERAL VIEWS OF THE CHEST:") the findings. Empty when the report has neither;
+/// or, with last_paragraph, what that parser calls its last paragraph: the text after the first
+/// blank line (following text) of the report's last section, as in "COMPARISON: None.\n \n The
+/// lungs are clear.\n" (empty when there is no such line).
+std::string report_sections(const std::string& report, bool last_paragraph = false);
 
 struct MimicOptions {
   std::string root;                              ///< holds files/ and the mimic-cxr-2.0.0-*.csv(.gz)
@@ -47,6 +50,7 @@ struct MimicOptions {
   std::vector<std::string> views = {"PA", "AP"}; ///< ViewPosition values kept (frontal); empty = all
   bool check_images = true;                      ///< skip rows whose image file is missing
   bool read_reports = true;  ///< false: images only (reports empty, not read; MIMIC-CXR-JPG ships none)
+  bool last_paragraph = false;  ///< a report with neither section trains on its last paragraph (report_sections)
   int io_threads = 16;    ///< parallel file checks and report reads (I/O bound; 1 = serial)
   bool progress = false;  ///< a progress bar over the studies read
 };

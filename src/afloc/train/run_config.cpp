@@ -63,6 +63,7 @@ RunConfig parse_run_config(const std::string& text, const std::string& origin) {
       x.get("train_splits", c.data.train_splits);
       x.get("val_splits", c.data.val_splits);
       x.get("views", c.data.views);
+      x.get("last_paragraph", c.data.last_paragraph);
       x.get("cache_mb", c.data.cache_mb);
       x.finish();
     }
@@ -130,6 +131,7 @@ json run_config_json(const RunConfig& c) {
            {"train_splits", c.data.train_splits},
            {"val_splits", c.data.val_splits},
            {"views", c.data.views},
+           {"last_paragraph", c.data.last_paragraph},
            {"cache_mb", c.data.cache_mb}}},
          {"vocab", {{"path", c.vocab.path}, {"size", c.vocab.size}, {"min_frequency", c.vocab.min_frequency}}},
          {"optim",

@@ -17,6 +17,9 @@ struct DataConfig {
   std::vector<std::string> train_splits = {"train"};
   std::vector<std::string> val_splits = {"validate"};
   std::vector<std::string> views = {"PA", "AP"};  ///< frontal views only, as the authors train
+  /// MIMIC: a report with neither FINDINGS nor IMPRESSION gives its last paragraph (MIMIC-CXR's
+  /// section parser's fallback) instead of being skipped. Off: the authors train on the two sections.
+  bool last_paragraph = false;
   int64_t cache_mb = 4096;  ///< keep resized images in memory up to this budget (0 = never)
 };
 

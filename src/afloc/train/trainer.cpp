@@ -130,6 +130,7 @@ std::vector<data::Sample> read_pairs(const RunConfig& c, const std::vector<std::
     mo.root = c.data.root;
     mo.splits = splits;
     mo.views = c.data.views;
+    mo.last_paragraph = c.data.last_paragraph;
     mo.progress = progress;
     pl = data::read_mimic(mo);
   } else {
