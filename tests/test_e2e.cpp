@@ -254,6 +254,32 @@ TEST_F(E2E, BadInputsAreClearErrors) {
   EXPECT_NE(no_data.out.find("--data"), std::string::npos) << no_data.out;
 }
 
+// MIMIC-CXR-JPG ships images and CSVs, MIMIC-CXR the reports, each in a files/ tree of its own: the
+// world split that way trains with --reports naming the second, and without it every pair is a
+// counted "missing report".
+TEST_F(E2E, MimicReportsInTheirOwnFolder) {
+  const std::string jpg = tmp("split_jpg"), reports = tmp("split_reports"), run = tmp("run_split"), src = world_ + "/mimic-cxr-jpg";
+  int moved = 0;
+  for (const auto& e : fs::recursive_directory_iterator(src)) {
+    if (!e.is_regular_file()) continue;
+    const fs::path rel = fs::relative(e.path(), src);
+    const fs::path to = (e.path().extension() == ".txt" ? fs::path(reports) : fs::path(jpg)) / rel;
+    fs::create_directories(to.parent_path());
+    fs::copy_file(e.path(), to);
+    moved += e.path().extension() == ".txt";
+  }
+  ASSERT_GT(moved, 40);
+  const CliRun with = run_cli("--log-level warn train -d " + jpg + " --reports " + reports + " -o " + run +
+                              " -b 8 --max-steps 1 --json");
+  ASSERT_EQ(with.code, 0) << with.out;
+  const auto j = nlohmann::json::parse(with.out.substr(with.out.find('{')));
+  EXPECT_EQ(j["train_samples"], 40);
+  EXPECT_EQ(nlohmann::json::parse(read(run + "/run.json"))["data"]["reports"], reports);
+  const CliRun without = run_cli("train -d " + jpg + " -o " + tmp("run_split_none") + " -b 8 --max-steps 1");
+  EXPECT_EQ(without.code, 1);
+  EXPECT_NE(without.out.find("40 missing report"), std::string::npos) << without.out;
+}
+
 TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
   const std::string run = tmp("run_eval"), ev = tmp("eval");
   ASSERT_EQ(run_cli("--log-level warn train -d " + world_ + "/mimic-cxr-jpg -o " + run + " -b 8 --max-steps 2 --no-validate").code, 0);

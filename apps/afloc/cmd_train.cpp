@@ -16,7 +16,7 @@ namespace afloc::cli {
 namespace {
 
 struct TrainCli {
-  std::string config, preset, model_config, data, format, manifest, vocab, out, optimizer, schedule, init;
+  std::string config, preset, model_config, data, reports, format, manifest, vocab, out, optimizer, schedule, init;
   train::RunConfig d;  // flag defaults shown by --help are the run defaults
   train::TrainOptions t;
   bool no_validate = false, json = false, print_config = false;
@@ -31,6 +31,8 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("-p,--preset", o->preset, "Model preset (paper, tiny); default: the config's, else tiny");
   c->add_option("--model-config", o->model_config, "Model config JSON (overrides --preset)");
   c->add_option("-d,--data", o->data, "Data root: MIMIC-CXR-JPG folder, or image root of a manifest");
+  c->add_option("--reports", o->reports,
+                "MIMIC: the reports' root (MIMIC-CXR's files/p../p../s...txt), when not under --data");
   c->add_option("--format", o->format, "mimic or manifest (default: " + o->d.data.format + ")");
   c->add_option("-m,--manifest", o->manifest, "Manifest CSV/JSONL (image, report, split columns); implies --format manifest");
   c->add_option("--vocab", o->vocab, "vocab.txt to use (default: build a WordPiece vocab from the training reports)");
@@ -85,6 +87,7 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
     if (!o->model_config.empty()) cfg.model = model::load_config(o->model_config);
     else if (!o->preset.empty()) cfg.model = model::preset(o->preset);
     if (!o->data.empty()) cfg.data.root = o->data;
+    if (!o->reports.empty()) cfg.data.reports = o->reports;
     if (!o->manifest.empty()) {
       cfg.data.manifest = o->manifest;
       cfg.data.format = "manifest";

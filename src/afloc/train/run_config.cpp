@@ -59,6 +59,7 @@ RunConfig parse_run_config(const std::string& text, const std::string& origin) {
       Reader x(*d, "run.data");
       x.get("format", c.data.format);
       x.get("root", c.data.root);
+      x.get("reports", c.data.reports);
       x.get("manifest", c.data.manifest);
       x.get("train_splits", c.data.train_splits);
       x.get("val_splits", c.data.val_splits);
@@ -127,6 +128,7 @@ json run_config_json(const RunConfig& c) {
          {"data",
           {{"format", c.data.format},
            {"root", c.data.root},
+           {"reports", c.data.reports},
            {"manifest", c.data.manifest},
            {"train_splits", c.data.train_splits},
            {"val_splits", c.data.val_splits},
@@ -172,6 +174,7 @@ std::string run_config_to_string(const RunConfig& c) { return run_config_json(c)
 void apply_resume_settings(const RunConfig& asked, RunConfig& saved) {
   saved.out = asked.out;
   if (!asked.data.root.empty()) saved.data.root = asked.data.root;
+  if (!asked.data.reports.empty()) saved.data.reports = asked.data.reports;
   if (!asked.data.manifest.empty()) saved.data.manifest = asked.data.manifest;
   saved.data.cache_mb = asked.data.cache_mb;
   saved.loop.epochs = asked.loop.epochs;

@@ -13,6 +13,9 @@ namespace afloc::train {
 struct DataConfig {
   std::string format = "mimic";  ///< "mimic" (MIMIC-CXR-JPG layout) or "manifest" (CSV/JSONL)
   std::string root;              ///< MIMIC root, or the manifest's image root ("" = its folder)
+  /// MIMIC: where the reports are, files/p../p{subject}/s{study}.txt ("" = root). MIMIC-CXR-JPG
+  /// ships none; they come with MIMIC-CXR (mimic-cxr-reports.zip), often unpacked elsewhere.
+  std::string reports;
   std::string manifest;          ///< manifest path (format "manifest")
   std::vector<std::string> train_splits = {"train"};
   std::vector<std::string> val_splits = {"validate"};

@@ -128,6 +128,7 @@ std::vector<data::Sample> read_pairs(const RunConfig& c, const std::vector<std::
   if (c.data.format == "mimic") {
     data::MimicOptions mo;
     mo.root = c.data.root;
+    mo.reports_root = c.data.reports;
     mo.splits = splits;
     mo.views = c.data.views;
     mo.last_paragraph = c.data.last_paragraph;
