@@ -348,6 +348,9 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
                              "/mimic-cxr-jpg --split validate --views all --bank chexpert5 -o " + tmp("cls_mimic_val"));
   ASSERT_EQ(val.code, 0) << val.out;
   EXPECT_NE(val.out.find("classified 8 images"), std::string::npos) << val.out;
+  const CliRun alone = run_cli("classify -M " + run + " --split validate " + world_ + " -o " + tmp("cls_mimic_none"));
+  EXPECT_EQ(alone.code, 2) << alone.out;  // --split means nothing without --mimic: a usage error
+  EXPECT_NE(alone.out.find("--mimic"), std::string::npos) << alone.out;
   const CliRun none = run_cli("classify -M " + run + " --mimic " + world_ + "/mimic-cxr-jpg --split nosuch -o " + tmp("cls_mimic_none"));
   EXPECT_EQ(none.code, 1);
   EXPECT_NE(none.out.find("no image of split 'nosuch'"), std::string::npos) << none.out;

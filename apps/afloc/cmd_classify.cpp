@@ -111,13 +111,16 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--prompt-file", o->prompt_file, "JSON prompt bank (docs/inference.md)");
   c->add_option("--mode", o->mode, "binary (per-class pos/neg softmax) or multiclass (softmax over classes); default: the bank's");
   c->add_option("inputs", o->inputs, "Images, folders or lists (.csv with an image column, .txt)");
-  c->add_option("--mimic", o->mimic,
+  auto* mimic_opt = c->add_option("--mimic", o->mimic,
                 "MIMIC-CXR-JPG root (files/ and the mimic-cxr-2.0.0-*.csv(.gz)): classify the images of --split and\n"
                 "--views; its mimic-cxr-2.0.0-chexpert.csv gives the labels unless --labels names others");
-  c->add_option("--split", o->split, "With --mimic: the split (split.csv's train, validate or test)")->capture_default_str();
+  c->add_option("--split", o->split, "With --mimic: the split (split.csv's train, validate or test)")
+      ->capture_default_str()
+      ->needs(mimic_opt);
   c->add_option("--views", o->views, "With --mimic: ViewPosition values kept, comma-separated, or all")
       ->delimiter(',')
-      ->capture_default_str();
+      ->capture_default_str()
+      ->needs(mimic_opt);
   c->add_option("-o,--out", o->out, "Output directory");
   c->add_option("-b,--batch", o->batch, "Images per forward pass");
   c->add_option("--threshold", o->threshold, "Binary mode: a class is present when its probability exceeds this");
