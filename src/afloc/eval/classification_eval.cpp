@@ -55,7 +55,7 @@ ClassLabels read_class_labels(const std::string& path, const std::vector<std::st
       for (size_t c = 0; c < classes.size(); ++c) {
         const std::string& cell = t.at(r, cols[c]);
         // The CheXpert and NegBio labelers leave a finding the report does not mention blank; it is
-        // absent, as every evaluation on these files reads it (CheXpert: "blank: unmentioned").
+        // absent, as evaluations on these files commonly read it (CheXpert: "blank: unmentioned").
         y[c] = by_study && cell.empty() ? 0 : parse_label(cell, where + " column " + classes[c]);
       }
     } else {
