@@ -739,6 +739,17 @@ TEST_F(E2E, LocalizeWritesHeatmapsMasksBoxesAndReportsFailures) {
   EXPECT_EQ(other.code, 1);
   EXPECT_NE(other.out.find("prompts"), std::string::npos) << other.out;
 
+  // A MIMIC-CXR-JPG split as the inputs: the world's 8 validation films, one record each.
+  const std::string lm_out = tmp("loc_mimic");
+  const CliRun lm = run_cli("--log-level warn localize -M " + run + " -f Cardiomegaly --mimic " + world_ +
+                            "/mimic-cxr-jpg --split validate --views all -o " + lm_out);
+  ASSERT_EQ(lm.code, 0) << lm.out;
+  const std::string lm_jl = read(lm_out + "/results.jsonl");
+  EXPECT_EQ(std::count(lm_jl.begin(), lm_jl.end(), '\n'), 8);
+  EXPECT_NE(lm_jl.find("/mimic-cxr-jpg/files/p10/"), std::string::npos);
+  const CliRun no_input = run_cli("localize -M " + run + " -f Cardiomegaly -o " + tmp("loc_none"));
+  EXPECT_EQ(no_input.code, 1);
+  EXPECT_NE(no_input.out.find("--mimic"), std::string::npos) << no_input.out;
   const CliRun bad = run_cli("localize -M " + run + " -p \"x y\" " + in + "/0.jpg --interpolation cubic -o " + tmp("loc_bad"));
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.out.find("cubic"), std::string::npos) << bad.out;

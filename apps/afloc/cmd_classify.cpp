@@ -28,8 +28,9 @@ namespace {
 
 struct ClassifyCli {
   std::vector<std::string> models;
-  std::string bank = "chexpert5", prompt_file, mode, labels, out = "classify", mimic, split = "test";
-  std::vector<std::string> categories, inputs, views = {"PA", "AP"};
+  std::string bank = "chexpert5", prompt_file, mode, labels, out = "classify";
+  std::vector<std::string> categories, inputs;
+  MimicInputFlags mimic;
   int64_t batch = 16;
   double threshold = 0.5;
   bool resume = false;
@@ -111,16 +112,7 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--prompt-file", o->prompt_file, "JSON prompt bank (docs/inference.md)");
   c->add_option("--mode", o->mode, "binary (per-class pos/neg softmax) or multiclass (softmax over classes); default: the bank's");
   c->add_option("inputs", o->inputs, "Images, folders or lists (.csv with an image column, .txt)");
-  auto* mimic_opt = c->add_option("--mimic", o->mimic,
-                "MIMIC-CXR-JPG root (files/ and the mimic-cxr-2.0.0-*.csv(.gz)): classify the images of --split and\n"
-                "--views; its mimic-cxr-2.0.0-chexpert.csv gives the labels unless --labels names others");
-  c->add_option("--split", o->split, "With --mimic: the split (split.csv's train, validate or test)")
-      ->capture_default_str()
-      ->needs(mimic_opt);
-  c->add_option("--views", o->views, "With --mimic: ViewPosition values kept, comma-separated, or all")
-      ->delimiter(',')
-      ->capture_default_str()
-      ->needs(mimic_opt);
+  o->mimic.add_to(c, ";\nits mimic-cxr-2.0.0-chexpert.csv gives the labels unless --labels names others");
   c->add_option("-o,--out", o->out, "Output directory");
   c->add_option("-b,--batch", o->batch, "Images per forward pass");
   c->add_option("--threshold", o->threshold, "Binary mode: a class is present when its probability exceeds this");
@@ -135,16 +127,13 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
     apply_global(g);
     if (o->batch < 1) throw Error("classify: --batch must be >= 1");
     const infer::PromptBank bank = choose_bank(*o);
-    if (o->inputs.empty() && o->mimic.empty()) throw Error("classify: no inputs (images, folders, lists or --mimic ROOT)");
+    if (o->inputs.empty() && o->mimic.root.empty()) throw Error("classify: no inputs (images, folders, lists or --mimic ROOT)");
     auto images = expand_inputs(o->inputs);
     std::string labels = o->labels;
-    if (!o->mimic.empty()) {
-      std::vector<std::string> views;
-      for (const auto& v : o->views)
-        if (!v.empty() && v != "all") views.push_back(v);
-      const std::vector<std::string> mimic = mimic_images(o->mimic, o->split, views);
+    if (!o->mimic.root.empty()) {
+      const std::vector<std::string> mimic = o->mimic.images();
       images.insert(images.end(), mimic.begin(), mimic.end());
-      const std::string chexpert = data::mimic_csv_path(o->mimic, "mimic-cxr-2.0.0-chexpert");
+      const std::string chexpert = data::mimic_csv_path(o->mimic.root, "mimic-cxr-2.0.0-chexpert");
       if (labels.empty() && !chexpert.empty()) {
         labels = chexpert;
         log::info("labels: " + labels);

@@ -35,6 +35,7 @@ struct LocalizeCli {
   std::vector<std::string> models;
   std::string prompt_file, out = "localize", prompt_template = "Findings suggesting {finding}.", boxes;
   std::vector<std::string> prompts, findings, inputs;
+  MimicInputFlags mimic;
   infer::LocalizeOptions o;
   bool no_npy = false, no_masks = false, dense_map = false, resume = false;
   std::string levels;  ///< "" = each model's own heatmap_levels
@@ -150,7 +151,8 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
   c->add_flag("--all", o->o.all, "Masks and regions for every prompt, also those classified absent");
   c->add_option("--present-threshold", o->o.present_threshold, "A finding is present when its probability exceeds this");
   c->add_option("--boxes", o->boxes, "Ground-truth boxes CSV (image,x,y,w,h[,finding|prompt]; MS-CXR's CSV as is) drawn on the overlays");
-  c->add_option("inputs", o->inputs, "Images, folders or lists")->required();
+  c->add_option("inputs", o->inputs, "Images, folders or lists");
+  o->mimic.add_to(c);
   c->add_option("-o,--out", o->out, "Output directory");
   c->add_option("--size", o->o.size, "Output side in pixels (SPEC: 224)");
   c->add_option("--sigma", o->o.heatmap.sigma, "Gaussian blur in feature cells (<0: 1.5 x side/19, 0: none)");
@@ -213,7 +215,10 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
     if (o->o.contrast > 0 && prompts.size() + o->o.contrast_prompts.size() < 2) {
       throw Error("localize: --contrast needs at least 2 prompts (give more, or --contrast-prompt)");
     }
-    const auto images = expand_inputs(o->inputs);
+    if (o->inputs.empty() && o->mimic.root.empty()) throw Error("localize: no inputs (images, folders, lists or --mimic ROOT)");
+    auto images = expand_inputs(o->inputs);
+    const std::vector<std::string> mimic = o->mimic.images();
+    images.insert(images.end(), mimic.begin(), mimic.end());
     if (images.empty()) throw Error("localize: no images found in the inputs");
     // Each model with its own prompt encoder (text encoder and vocabulary) and presence head.
     std::vector<model::AflocModel> nets;

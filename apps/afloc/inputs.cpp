@@ -56,22 +56,36 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs) {
   return out;
 }
 
-std::vector<std::string> mimic_images(const std::string& root, const std::string& split, const std::vector<std::string>& views) {
+void MimicInputFlags::add_to(CLI::App* c, const std::string& extra_help) {
+  auto* mimic = c->add_option("--mimic", root,
+                              "MIMIC-CXR-JPG root (files/ and the mimic-cxr-2.0.0-*.csv(.gz)): the images of --split and --views" +
+                                  extra_help);
+  c->add_option("--split", split, "With --mimic: the split (split.csv's train, validate or test)")->capture_default_str()->needs(mimic);
+  c->add_option("--views", views, "With --mimic: ViewPosition values kept, comma-separated, or all")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->needs(mimic);
+}
+
+std::vector<std::string> MimicInputFlags::images() const {
+  if (root.empty()) return {};
   data::MimicOptions mo;
   mo.root = root;
   mo.splits = {split};
-  mo.views = views;
+  mo.views.clear();  // "all" (or nothing) keeps every view
+  for (const auto& v : views)
+    if (!v.empty() && v != "all") mo.views.push_back(v);
   mo.read_reports = false;
   mo.progress = true;
   const data::PairList pl = data::read_mimic(mo);
   if (pl.skipped.total() > 0) log::warn(root + ": " + pl.skipped.summary());
   std::string v;
-  for (const auto& x : views) v += (v.empty() ? "" : ",") + x;
+  for (const auto& x : mo.views) v += (v.empty() ? "" : ",") + x;
   if (pl.samples.empty())
-    throw Error(root + ": no image of split '" + split + "'" + (views.empty() ? "" : " and views " + v) + " (" +
+    throw Error(root + ": no image of split '" + split + "'" + (mo.views.empty() ? "" : " and views " + v) + " (" +
                 pl.skipped.summary() + ")");
   log::info(root + ": " + std::to_string(pl.samples.size()) + " images of split '" + split + "'" +
-            (views.empty() ? "" : ", views " + v));
+            (mo.views.empty() ? "" : ", views " + v));
   std::vector<std::string> out;
   for (const auto& s : pl.samples) out.push_back(s.image);
   return out;

@@ -24,10 +24,18 @@ bool is_image_file(const std::string& path);
 /// such a column.
 std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs);
 
-/// The images of a MIMIC-CXR-JPG split (split.csv's value) and views (ViewPosition values; empty =
-/// all), in the metadata's order; reports are not needed. Rows whose image is missing are counted
-/// in a warning. Error naming the root when the split holds no image.
-std::vector<std::string> mimic_images(const std::string& root, const std::string& split, const std::vector<std::string>& views);
+/// --mimic ROOT [--split S] [--views V,...|all]: the images of a MIMIC-CXR-JPG split (split.csv's
+/// value) and views (ViewPosition values), in the metadata's order, as inputs; reports are not
+/// needed. --split and --views without --mimic are a usage error.
+struct MimicInputFlags {
+  std::string root, split = "test";
+  std::vector<std::string> views = {"PA", "AP"};
+  /// extra_help: what the command also takes from the root (classify: its CheXpert labels).
+  void add_to(CLI::App* c, const std::string& extra_help = "");
+  /// The split's images; none without --mimic. Rows whose image is missing are counted in a
+  /// warning; error naming the root when the split holds no image.
+  std::vector<std::string> images() const;
+};
 
 /// Images read for one batch: the readable ones with their paths, the rest kept as (path, error).
 struct ImageBatch {
