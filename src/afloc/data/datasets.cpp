@@ -1,19 +1,14 @@
 #include "afloc/data/datasets.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cctype>
-#include <exception>
 #include <filesystem>
-#include <functional>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <thread>
 #include <unordered_map>
 
 #include "afloc/common/error.h"
-#include "afloc/common/progress.h"
+#include "afloc/common/parallel.h"
 #include "afloc/data/csv.h"
 
 namespace fs = std::filesystem;
@@ -47,47 +42,6 @@ bool blank(const std::string& s) {
 std::string resolve(const std::string& root, const std::string& p) {
   if (p.empty() || fs::path(p).is_absolute() || root.empty()) return p;
   return (fs::path(root) / p).string();
-}
-
-// Runs work(i) for every i in [0, n) on up to `threads` threads, a progress bar counting the units;
-// the first exception is rethrown once all threads stop. The work is file-system I/O (stat calls and
-// small reads: one MIMIC-CXR study is a few images to check and a 1 kB report), which waits on the
-// device, so parallel requests overlap the waits of a cold disk or a network file system (a
-// MIMIC-sized fixture, cold: 37.5 s on one thread, 11.2 s on 16; docs/data.md).
-void parallel_io(size_t n, int threads, const std::string& label, const std::string& unit, bool progress,
-                 const std::function<void(size_t)>& work) {
-  ProgressBar bar(label, static_cast<int64_t>(n), unit, progress);
-  std::atomic<size_t> next{0}, done{0};
-  std::exception_ptr error;
-  std::mutex mu;
-  // Takes the next unit; false when none is left (or after an error).
-  auto step = [&] {
-    const size_t i = next++;
-    if (i >= n) return false;
-    try {
-      work(i);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(mu);
-      if (!error) error = std::current_exception();
-      next = n;
-    }
-    ++done;
-    return true;
-  };
-  const size_t n_threads = std::min<size_t>(n, static_cast<size_t>(std::max(1, threads)));
-  std::vector<std::thread> pool;
-  for (size_t t = 1; t < n_threads; ++t) pool.emplace_back([&] { while (step()) {} });
-  // This thread works too, and draws the bar between its units.
-  size_t shown = 0;
-  while (step()) {
-    const size_t d = done;
-    bar.update(static_cast<int64_t>(d - shown));
-    shown = d;
-  }
-  for (auto& t : pool) t.join();
-  bar.update(static_cast<int64_t>(done - shown));
-  bar.finish();
-  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace
@@ -291,11 +245,13 @@ PairList read_mimic(const MimicOptions& o) {
     rows.push_back({r, it->second, (fs::path(o.root) / pdir / ("s" + study) / (dicom + ".jpg")).string()});
   }
   // 2. The file system, a study at a time: which images exist, and the report's sections when one
-  //    does (a study with no image left is not read).
+  //    does (a study with no image left is not read). These calls wait on the device, not the CPU,
+  //    so more threads than cores overlap the waits of a cold disk or a network file system (a
+  //    MIMIC-sized fixture, cold: 37.5 s on one thread, 11.2 s on 16; docs/data.md).
   std::vector<char> image_ok(rows.size(), 1);
   std::string label = "index MIMIC-CXR-JPG";
   for (size_t i = 0; i < o.splits.size(); ++i) label += (i ? "+" : " ") + o.splits[i];
-  parallel_io(studies.size(), o.io_threads, label, "study", o.progress, [&](size_t k) {
+  parallel_for(studies.size(), o.io_threads, label, "study", o.progress, [&](size_t k) {
     Study& st = studies[k];
     bool any = false;
     for (size_t i : st.rows) {
@@ -338,7 +294,7 @@ PairList read_mimic(const MimicOptions& o) {
 PairList read_manifest(const ManifestOptions& o) {
   const std::string root = o.root.empty() ? fs::path(o.path).parent_path().string() : o.root;
   PairList out;
-  // Rows are gathered first and their images checked together (parallel_io), then kept or skipped
+  // Rows are gathered first and their images checked together (parallel_for), then kept or skipped
   // in the file's order.
   struct Row {
     Sample sample;
@@ -356,7 +312,7 @@ PairList read_manifest(const ManifestOptions& o) {
   auto finish = [&] {
     std::vector<char> image_ok(rows.size(), 1);
     if (o.check_images) {
-      parallel_io(rows.size(), o.io_threads, "check images", "img", o.progress, [&](size_t i) {
+      parallel_for(rows.size(), o.io_threads, "check images", "img", o.progress, [&](size_t i) {
         if (rows[i].skip.empty()) image_ok[i] = is_regular_file(rows[i].sample.image) ? 1 : 0;
       });
     }

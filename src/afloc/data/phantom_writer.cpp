@@ -4,18 +4,16 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <mutex>
 #include <sstream>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "afloc/common/error.h"
-#include "afloc/common/progress.h"
+#include "afloc/common/parallel.h"
 #include "afloc/common/seed.h"
 #include "afloc/data/csv.h"
 #include "afloc/data/phantom.h"
@@ -104,61 +102,47 @@ SynthSummary write_phantom_world(const SynthOptions& o) {
   const fs::path root(o.out), mimic = root / "mimic-cxr-jpg";
 
   std::vector<Record> records(static_cast<size_t>(n_total));
-  std::atomic<int64_t> next{0};
-  std::mutex mu;
-  std::string first_error;
-  ProgressBar bar("synth", n_total, "img", o.progress);
   const int n_threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  auto work = [&] {
-    try {
-      for (int64_t i = next++; i < n_total; i = next++) {
-        Record& rec = records[static_cast<size_t>(i)];
-        rec.index = i;
-        PhantomOptions po;
-        po.size = o.size;
-        po.unseen = i >= n_main;
-        rec.split = i < o.n_train ? "train" : (i < o.n_train + n_val ? "validate" : (i < n_main ? "test" : "unseen"));
-        const uint64_t ss = study_seed(o.seed, i);
-        Study st = render_study(ss, po);
-        rec.dicom_id = hex_id(study_seed(o.seed ^ 0xD1C0D1C0ULL, i));
-        rec.subject = std::to_string(10000000 + i);
-        rec.study = std::to_string(50000000 + i);
-        if (rec.split == "unseen") {
-          rec.rel_image = "covid_rural/jpgs/phantom_" + std::to_string(i - n_main) + ".jpg";
-          write_image((root / rec.rel_image).string(), gray_mat(st), o.jpeg_quality);
-          cv::Mat all = cv::Mat::zeros(static_cast<int>(st.size), static_cast<int>(st.size), CV_8UC1);
-          for (const auto& inst : st.instances) all |= mask_mat(inst.mask, 255);
-          write_image((root / ("covid_rural/pngs_masks/phantom_" + std::to_string(i - n_main) + ".png")).string(), all, 100);
-        } else {
-          const std::string pdir = "files/p" + rec.subject.substr(0, 2) + "/p" + rec.subject;
-          rec.rel_image = pdir + "/s" + rec.study + "/" + rec.dicom_id + ".jpg";
-          write_image((mimic / rec.rel_image).string(), gray_mat(st), o.jpeg_quality);
-          write_text((mimic / (pdir + "/s" + rec.study + ".txt")).string(), st.report());
-        }
-        if (rec.split == "test" || rec.split == "unseen") {
-          rec.study_data = std::move(st);
-        } else {
-          rec.study_data.instances.clear();
-          for (auto& inst : st.instances) {
-            Instance light;
-            light.finding = inst.finding;
-            rec.study_data.instances.push_back(light);
-          }
-        }
-        std::lock_guard<std::mutex> lock(mu);
-        bar.update(1);
+  try {
+    parallel_for(static_cast<size_t>(n_total), n_threads, "synth", "img", o.progress, [&](size_t k) {
+      const auto i = static_cast<int64_t>(k);
+      Record& rec = records[k];
+      rec.index = i;
+      PhantomOptions po;
+      po.size = o.size;
+      po.unseen = i >= n_main;
+      rec.split = i < o.n_train ? "train" : (i < o.n_train + n_val ? "validate" : (i < n_main ? "test" : "unseen"));
+      const uint64_t ss = study_seed(o.seed, i);
+      Study st = render_study(ss, po);
+      rec.dicom_id = hex_id(study_seed(o.seed ^ 0xD1C0D1C0ULL, i));
+      rec.subject = std::to_string(10000000 + i);
+      rec.study = std::to_string(50000000 + i);
+      if (rec.split == "unseen") {
+        rec.rel_image = "covid_rural/jpgs/phantom_" + std::to_string(i - n_main) + ".jpg";
+        write_image((root / rec.rel_image).string(), gray_mat(st), o.jpeg_quality);
+        cv::Mat all = cv::Mat::zeros(static_cast<int>(st.size), static_cast<int>(st.size), CV_8UC1);
+        for (const auto& inst : st.instances) all |= mask_mat(inst.mask, 255);
+        write_image((root / ("covid_rural/pngs_masks/phantom_" + std::to_string(i - n_main) + ".png")).string(), all, 100);
+      } else {
+        const std::string pdir = "files/p" + rec.subject.substr(0, 2) + "/p" + rec.subject;
+        rec.rel_image = pdir + "/s" + rec.study + "/" + rec.dicom_id + ".jpg";
+        write_image((mimic / rec.rel_image).string(), gray_mat(st), o.jpeg_quality);
+        write_text((mimic / (pdir + "/s" + rec.study + ".txt")).string(), st.report());
       }
-    } catch (const std::exception& e) {
-      std::lock_guard<std::mutex> lock(mu);
-      if (first_error.empty()) first_error = e.what();
-      next = n_total;
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 0; t < n_threads; ++t) pool.emplace_back(work);
-  for (auto& t : pool) t.join();
-  bar.finish();
-  if (!first_error.empty()) throw Error("synth: " + first_error);
+      if (rec.split == "test" || rec.split == "unseen") {
+        rec.study_data = std::move(st);
+      } else {
+        rec.study_data.instances.clear();
+        for (auto& inst : st.instances) {
+          Instance light;
+          light.finding = inst.finding;
+          rec.study_data.instances.push_back(light);
+        }
+      }
+    });
+  } catch (const std::exception& e) {
+    throw Error(std::string("synth: ") + e.what());
+  }
 
   // --- MIMIC-CXR-JPG CSVs ---------------------------------------------------------------------------
   std::string meta = csv_row({"dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition",
