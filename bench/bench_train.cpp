@@ -4,7 +4,8 @@
 // outrun the model by >= 3x; report both from the same run.
 //   build/bin/bench_train --benchmark_min_time=3
 // The data is a phantom world written to $TMPDIR (224-px JPEGs, as MIMIC-CXR-JPG after the
-// authors' offline resize).
+// authors' offline resize); BM_LoaderFilm reads full-resolution films instead, before and after
+// `afloc prepare`.
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
@@ -22,6 +23,7 @@
 #include "afloc/data/datasets.h"
 #include "afloc/data/dicom.h"
 #include "afloc/data/phantom_writer.h"
+#include "afloc/data/prepare.h"
 #include "afloc/text/clean.h"
 #include "afloc/text/vocab_builder.h"
 #include "afloc/train/autocast.h"
@@ -73,15 +75,53 @@ afloc::model::AflocModel make_model(const std::string& preset) {
   return afloc::model::AflocModel(c, world().vocab);
 }
 
+// Full-resolution films as MIMIC-CXR-JPG ships them (2,788 px square: the 7.8 million pixels of
+// its usual 2544 x 3056; 2.4-3.4 MB JPEGs), and the same films after `afloc prepare` at 224 px.
+const afloc::train::PairData& film_pairs(bool prepared) {
+  static const std::pair<afloc::train::PairData, afloc::train::PairData> both = [] {
+    const std::string dir = (fs::temp_directory_path() / "afloc_bench_films").string();
+    if (!fs::exists(dir + "/phantom.json")) {
+      afloc::data::phantom::SynthOptions o;
+      o.out = dir;
+      o.n_train = 16;
+      o.n_val = 0;
+      o.n_test = 0;
+      o.size = 2788;
+      o.progress = false;
+      afloc::data::phantom::write_phantom_world(o);
+    }
+    afloc::data::MimicOptions mo;
+    mo.root = dir + "/mimic-cxr-jpg";
+    const auto films = afloc::data::read_mimic(mo).samples;
+    afloc::data::PrepareOptions po;
+    po.out = dir + "/prepared";
+    po.source_root = mo.root;
+    po.threads = afloc::hardware_threads();
+    afloc::data::ManifestOptions man;
+    man.path = afloc::data::prepare_images(films, po).manifest;
+    // Each film listed 32 times (512 pairs, as BM_Loader's world): an epoch's start and end would
+    // otherwise weigh on 2 batches.
+    auto repeat = [](const std::vector<afloc::data::Sample>& s) {
+      std::vector<afloc::data::Sample> r;
+      for (int k = 0; k < 32; ++k) r.insert(r.end(), s.begin(), s.end());
+      return r;
+    };
+    afloc::data::SkipLog skipped;
+    return std::make_pair(afloc::train::prepare_pairs(repeat(films), skipped),
+                          afloc::train::prepare_pairs(repeat(afloc::data::read_manifest(man).samples), skipped));
+  }();
+  return prepared ? both.second : both.first;
+}
+
 // Images per second of the loader alone: batches of `batch` at the preset's input size, no cache.
-void BM_Loader(benchmark::State& state, const std::string& preset) {
+void loader_rate(benchmark::State& state, const std::string& preset, const afloc::train::PairData& pairs) {
   const auto net = make_model(preset);
   afloc::train::LoaderOptions o;
   o.batch_size = state.range(0);
   o.image_size = net->config().image_size;
   o.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   o.cache_bytes = 0;
-  afloc::train::BatchLoader loader(world().pairs, o, [&net](const std::vector<std::string>& caps) {
+  afloc::train::BatchLoader loader(pairs, o, [&net](const std::vector<std::string>& caps) {
     return net->tokenize(caps, afloc::model::TextMode::kCaption);
   });
   int64_t epoch = 0, images = 0;
@@ -95,6 +135,15 @@ void BM_Loader(benchmark::State& state, const std::string& preset) {
     images += b.images.size(0);
   }
   state.counters["images/s"] = benchmark::Counter(static_cast<double>(images), benchmark::Counter::kIsRate);
+}
+
+void BM_Loader(benchmark::State& state, const std::string& preset) { loader_rate(state, preset, world().pairs); }
+
+// The paper's loader on full-resolution films (prepared 0), and on the same films prepared (1).
+void BM_LoaderFilm(benchmark::State& state) {
+  const bool prepared = state.range(1) != 0;
+  loader_rate(state, "paper", film_pairs(prepared));
+  state.SetLabel(prepared ? "afloc prepare'd 224-px PNGs" : "2788-px JPEG films");
 }
 
 // Training pairs per second of the model alone (forward, backward, clip, Adam) on a fixed batch;
@@ -206,6 +255,7 @@ BENCHMARK_CAPTURE(BM_TrainStep, paper, std::string("paper"))
     ->Args({8, 1})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+BENCHMARK(BM_LoaderFilm)->ArgsProduct({{8}, {0, 1}})->ArgNames({"batch", "prepared"})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // The shallow-map sentence loss's largest product on its own (batch 32, 128-d, 400 regions against
 // 32 captions x 40 units), forward and backward, to compare with the same call in Python.

@@ -280,6 +280,43 @@ TEST_F(E2E, MimicReportsInTheirOwnFolder) {
   EXPECT_NE(without.out.find("40 missing report"), std::string::npos) << without.out;
 }
 
+// `afloc prepare` with a run config, then `afloc train` with the same config and the prepared
+// manifest: the same pairs, losses and weights as training on the MIMIC tree itself.
+TEST_F(E2E, PreparedManifestTrainsAsTheMimicTree) {
+  const std::string cfg = tmp("prep_cfg.json"), prepared = tmp("prepared"), ra = tmp("run_tree"), rb = tmp("run_prepared");
+  std::ofstream(cfg) << R"({"data": {"root": ")" << world_ << R"(/mimic-cxr-jpg"}, "loop": {"batch_size": 8}})";
+  const CliRun p = run_cli("--log-level warn prepare -c " + cfg + " -o " + prepared + " --json");
+  ASSERT_EQ(p.code, 0) << p.out;
+  const auto pj = nlohmann::json::parse(p.out);
+  EXPECT_EQ(pj["pairs"]["train"], 40);
+  EXPECT_EQ(pj["pairs"]["validate"], 8);
+  EXPECT_EQ(pj["size"], 128);  // the tiny preset's image_size
+  EXPECT_EQ(pj["written"], 48);
+  EXPECT_EQ(data::read_gray8(prepared + "/" + data::read_csv(prepared + "/manifest.csv").at(0, 1)).width, 128);
+  const std::string common = " --max-steps 3 --log-every 1 --json -w 2";
+  const CliRun a = run_cli("--log-level warn train -c " + cfg + " -o " + ra + common);
+  const CliRun b = run_cli("--log-level warn train -c " + cfg + " -m " + prepared + "/manifest.csv -o " + rb + common);
+  ASSERT_EQ(a.code, 0) << a.out;
+  ASSERT_EQ(b.code, 0) << b.out;
+  const auto ja = nlohmann::json::parse(a.out.substr(a.out.find('{'))), jb = nlohmann::json::parse(b.out.substr(b.out.find('{')));
+  EXPECT_EQ(jb["train_samples"], 40);
+  EXPECT_EQ(jb["val_samples"], 8);
+  EXPECT_EQ(ja["parameter_checksum"], jb["parameter_checksum"]);
+  EXPECT_EQ(ja["val_loss"], jb["val_loss"]);
+  const auto la = step_losses(ra + "/metrics.jsonl"), lb = step_losses(rb + "/metrics.jsonl");
+  EXPECT_EQ(la.size(), 3u);
+  EXPECT_EQ(la, lb);
+  EXPECT_EQ(nlohmann::json::parse(read(rb + "/run.json"))["data"]["root"], "");  // the manifest's folder, not the config's MIMIC root
+
+  // The same folder again at another size is refused, naming both sizes; without data, an error.
+  const CliRun other = run_cli("--log-level warn prepare -c " + cfg + " -o " + prepared + " --size 64");
+  EXPECT_EQ(other.code, 1);
+  EXPECT_NE(other.out.find("size 128, not 64"), std::string::npos) << other.out;
+  const CliRun none = run_cli("prepare -o " + tmp("prepared_none"));
+  EXPECT_EQ(none.code, 1);
+  EXPECT_NE(none.out.find("--data"), std::string::npos) << none.out;
+}
+
 TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
   const std::string run = tmp("run_eval"), ev = tmp("eval");
   ASSERT_EQ(run_cli("--log-level warn train -d " + world_ + "/mimic-cxr-jpg -o " + run + " -b 8 --max-steps 2 --no-validate").code, 0);

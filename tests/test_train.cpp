@@ -9,6 +9,7 @@
 
 #include "afloc/data/datasets.h"
 #include "afloc/data/phantom_writer.h"
+#include "afloc/data/prepare.h"
 #include "afloc/eval/localization_eval.h"
 #include "afloc/infer/heatmap.h"
 #include "afloc/text/clean.h"
@@ -22,6 +23,7 @@
 #include "afloc/io/state_dict.h"
 #include "afloc/common/error.h"
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 namespace fs = std::filesystem;
 
@@ -153,6 +155,139 @@ TEST_F(LoaderTest, UnreadableImagesAreReplacedAndCounted) {
   const auto second = run_epoch(1);
   EXPECT_EQ(second, first);
   EXPECT_EQ(l.bad_images(), 2);
+}
+
+// `afloc prepare`: the prepared set is the loader's own resize, done once. Its manifest lists the
+// pairs in order, its PNGs hold exactly resize_pad's pixels, the loader draws the same batches from
+// it, and an interrupted run resumes; a folder of another size or source is refused.
+TEST_F(LoaderTest, PreparedSetGivesTheSameBatchesAndResumes) {
+  data::MimicOptions mimic;
+  mimic.root = dir_ + "/mimic-cxr-jpg";
+  const auto src = data::read_mimic(mimic).samples;
+  ASSERT_EQ(src.size(), 40u);
+  data::PrepareOptions po;
+  po.out = dir_ + "/prepared";
+  po.source_root = mimic.root;
+  po.size = 48;  // the 64-px films are resized
+  po.threads = 3;
+  po.source = {{"root", mimic.root}};
+  const auto r = data::prepare_images(src, po);
+  EXPECT_EQ(r.written, 40);
+  EXPECT_EQ(r.reused, 0);
+  EXPECT_EQ(r.per_split.at("train"), 40);
+  EXPECT_EQ(r.skipped.total(), 0);
+  EXPECT_GT(r.bytes, 40 * 100);
+
+  data::ManifestOptions man;
+  man.path = r.manifest;
+  const auto back = data::read_manifest(man);
+  EXPECT_EQ(back.skipped.total(), 0);
+  ASSERT_EQ(back.samples.size(), src.size());
+  for (size_t i = 0; i < src.size(); ++i) {
+    EXPECT_EQ(back.samples[i].id, src[i].id);
+    EXPECT_EQ(back.samples[i].report, src[i].report);
+    EXPECT_EQ(back.samples[i].split, src[i].split);
+    EXPECT_EQ(fs::path(back.samples[i].image).lexically_normal(),
+              (fs::path(po.out) / data::prepared_image_path(src[i].image, mimic.root)).lexically_normal());
+    const data::Gray8 prepared = data::read_gray8(back.samples[i].image);
+    const data::Gray8 resized = data::resize_pad(data::read_gray8(src[i].image), 48);
+    EXPECT_EQ(prepared.height, 48);
+    EXPECT_EQ(prepared.width, 48);
+    EXPECT_EQ(prepared.pixels, resized.pixels) << src[i].image;
+  }
+
+  data::SkipLog skipped;
+  const PairData from_sources = prepare_pairs(src, skipped), from_prepared = prepare_pairs(back.samples, skipped);
+  LoaderOptions o;
+  o.batch_size = 8;
+  o.image_size = 48;
+  o.cache_bytes = 0;
+  const auto a = epoch(from_sources, o, 1), b = epoch(from_prepared, o, 1);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].samples, b[i].samples);
+    EXPECT_TRUE(torch::equal(a[i].images, b[i].images)) << "batch " << i;
+    EXPECT_TRUE(torch::equal(a[i].tokens.ids, b[i].tokens.ids)) << "batch " << i;
+  }
+
+  // Cut short: no manifest yet and an image missing. The same call keeps the other 39.
+  const std::string manifest_text = read_file(r.manifest);
+  fs::remove(r.manifest);
+  fs::remove(back.samples[7].image);
+  const auto again = data::prepare_images(src, po);
+  EXPECT_EQ(again.written, 1);
+  EXPECT_EQ(again.reused, 39);
+  EXPECT_EQ(read_file(again.manifest), manifest_text);
+  EXPECT_EQ(data::read_gray8(back.samples[7].image).pixels, data::resize_pad(data::read_gray8(src[7].image), 48).pixels);
+
+  data::PrepareOptions other = po;
+  other.size = 32;
+  try {
+    data::prepare_images(src, other);
+    ADD_FAILURE() << "another size into the same folder";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("size 48, not 32"), std::string::npos) << e.what();
+  }
+  other = po;
+  other.source = {{"root", "/elsewhere"}};
+  EXPECT_THROW(data::prepare_images(src, other), Error);
+  EXPECT_TRUE(fs::exists(again.manifest));  // a refused run changes nothing
+}
+
+TEST_F(LoaderTest, PrepareSkipsUnreadableImagesAndKeepsNamesApart) {
+  data::MimicOptions mimic;
+  mimic.root = dir_ + "/mimic-cxr-jpg";
+  const auto src = data::read_mimic(mimic).samples;
+  const fs::path folder = fs::path(src[0].image).parent_path();
+  // a.jpg and a.png would both become a.png; x.jpg lies outside the root; bad.jpg is no image.
+  fs::copy_file(src[0].image, folder / "a.jpg", fs::copy_options::overwrite_existing);
+  fs::copy_file(src[1].image, folder / "a.png", fs::copy_options::overwrite_existing);  // a JPEG named .png
+  fs::create_directories(dir_ + "/outside");
+  fs::copy_file(src[2].image, dir_ + "/outside/x.jpg", fs::copy_options::overwrite_existing);
+  std::ofstream((folder / "bad.jpg").string()) << "not an image";
+  auto sample = [](const std::string& id, const std::string& image, const std::string& report) {
+    return data::Sample{id, image, report, "train"};
+  };
+  const std::vector<data::Sample> samples = {
+      sample("s0", (folder / "a.jpg").string(), "Heart size is normal, \"no\" effusion.\nNo pneumothorax."),
+      sample("s1", (folder / "a.jpg").string(), "A second report of the same film."),
+      sample("s2", (folder / "bad.jpg").string(), "Unreadable."),
+      sample("s3", (folder / "a.png").string(), "Another film."),
+      sample("s4", dir_ + "/outside/x.jpg", "Outside the root.")};
+  data::PrepareOptions po;
+  po.out = dir_ + "/prepared_edge";
+  po.source_root = mimic.root;
+  po.size = 32;
+  po.threads = 2;
+  data::SkipLog before;
+  before.add("empty report", "row 9");
+  po.read_skipped = before;
+  const auto r = data::prepare_images(samples, po);
+  EXPECT_EQ(r.written, 3);  // a.jpg once for two pairs, a.png, x.jpg
+  EXPECT_EQ(r.skipped.counts.at("unreadable image"), 1);
+  EXPECT_EQ(r.skipped.counts.at("empty report"), 1);
+  ASSERT_EQ(r.skipped.examples.at("unreadable image").size(), 1u);
+  EXPECT_NE(r.skipped.examples.at("unreadable image")[0].find("bad.jpg"), std::string::npos);
+  data::ManifestOptions man;
+  man.path = r.manifest;
+  const auto back = data::read_manifest(man).samples;
+  ASSERT_EQ(back.size(), 4u);
+  EXPECT_EQ(back[0].id, "s0");
+  EXPECT_EQ(back[0].report, samples[0].report);
+  EXPECT_EQ(back[1].id, "s1");
+  EXPECT_EQ(back[0].image, back[1].image);
+  EXPECT_EQ(back[2].id, "s3");
+  EXPECT_EQ(fs::path(back[0].image).filename(), "a.png");
+  EXPECT_EQ(fs::path(back[2].image).filename(), "a-2.png");
+  EXPECT_EQ(fs::path(back[3].image).parent_path().filename(), "external");
+  EXPECT_EQ(data::read_gray8(back[2].image).pixels, data::resize_pad(data::read_gray8(samples[3].image), 32).pixels);
+  EXPECT_EQ(data::prepared_image_path("/r/files/p1/x.jpg", "/r"), "images/files/p1/x.png");
+  EXPECT_EQ(data::prepared_image_path("/r/../q/x.dcm", "/r"), "images/external/x.png");
+  const auto rec = nlohmann::json::parse(read_file(po.out + "/prepare.json"));
+  EXPECT_EQ(rec["size"], 32);
+  EXPECT_EQ(rec["complete"], true);
+  EXPECT_EQ(rec["skipped"]["unreadable image"], 1);
+  for (const char* f : {"a.jpg", "a.png", "bad.jpg"}) fs::remove(folder / f);
 }
 
 // Autocast where it was asked for: on a GPU without bfloat16 tensor cores the default loop.amp falls

@@ -1,10 +1,16 @@
-// Data subcommands: `afloc synth` (the phantom world).
+// Data subcommands: `afloc synth` (the phantom world) and `afloc prepare` (a pretraining set
+// resized offline).
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "afloc/common/error.h"
 #include "afloc/common/log.h"
+#include "afloc/common/threads.h"
 #include "afloc/data/phantom_writer.h"
+#include "afloc/data/prepare.h"
+#include "afloc/train/run_config.h"
 #include "commands.h"
 
 namespace afloc::cli {
@@ -17,6 +23,155 @@ struct SynthCliOptions {
   int64_t sheet_n = 16;
   bool json = false;
 };
+
+struct PrepareCli {
+  std::string config, data, reports, manifest, root, out, views;
+  std::vector<std::string> splits;
+  int64_t size = 0;
+  bool last_paragraph = false, json = false;
+};
+
+std::string joined(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ",") + x;
+  return s;
+}
+
+std::string absolute(const std::string& p) {
+  return p.empty() ? "" : std::filesystem::absolute(p).lexically_normal().string();
+}
+
+std::string storage(int64_t bytes) {
+  char buf[32];
+  if (bytes >= 1000000000) std::snprintf(buf, sizeof buf, "%.2f GB", static_cast<double>(bytes) / 1e9);
+  else std::snprintf(buf, sizeof buf, "%.1f MB", static_cast<double>(bytes) / 1e6);
+  return buf;
+}
+
+void register_prepare(CLI::App& app, GlobalOptions& g) {
+  auto o = std::make_shared<PrepareCli>();
+  auto* c = app.add_subcommand(
+      "prepare",
+      "Resize a pretraining set once, as the loader would every epoch: PNGs at the model's input size and a\n"
+      "manifest to train on (`afloc train -m OUT/manifest.csv` reads the same pairs in the same order)");
+  c->add_option("-o,--out", o->out, "Output folder: manifest.csv, prepare.json, images/ (resumable)")->required();
+  c->add_option("-c,--config", o->config,
+                "Run config JSON: its data settings (root, reports, manifest, splits, views) and model image_size\n"
+                "are the defaults; flags replace them");
+  c->add_option("-d,--data", o->data, "MIMIC-CXR-JPG root (files/ and the mimic-cxr-2.0.0-*.csv files)");
+  c->add_option("--reports", o->reports, "MIMIC: the reports' root (MIMIC-CXR's files/p../p../s...txt), when not under --data");
+  c->add_option("-m,--manifest", o->manifest, "A manifest CSV/JSONL (image, report, split columns) instead of MIMIC");
+  c->add_option("--root", o->root, "Manifest: the root its relative image paths resolve against (default: its folder)");
+  c->add_option("--size", o->size, "Square side in pixels (default: the config's model image_size, else 224)")
+      ->check(CLI::Range(16, 8192))
+      ->default_str("");  // the default depends on the config
+  c->add_option("--splits", o->splits, "Splits kept (default: the config's training and validation splits, train,validate)")
+      ->delimiter(',');
+  c->add_option("--views", o->views, "MIMIC: ViewPosition values kept, comma-separated, or all (default: PA,AP)");
+  c->add_flag("--last-paragraph", o->last_paragraph, "MIMIC: a report with neither section keeps its last paragraph");
+  c->add_flag("--json", o->json, "Print the summary as JSON");
+  c->footer(
+      "An interrupted run resumes with the same command: images already written are kept. The manifest is\n"
+      "written last, so a folder without one is not ready. Train on it with the same model settings:\n"
+      "  afloc prepare -c run.json -o prepared && afloc train -c run.json -m prepared/manifest.csv");
+  c->callback([o, &g] {
+    apply_global(g);
+    train::RunConfig cfg;
+    const bool from_config = !o->config.empty();
+    if (from_config) cfg = train::load_run_config(o->config);
+    train::DataConfig& d = cfg.data;
+    if (!o->data.empty()) {
+      d.format = "mimic";
+      d.root = o->data;
+    }
+    if (!o->reports.empty()) d.reports = o->reports;
+    if (!o->manifest.empty()) {
+      if (!o->data.empty()) throw Error("prepare: give --data (MIMIC) or --manifest, not both");
+      d.format = "manifest";
+      d.manifest = o->manifest;
+      d.root = o->root;
+    } else if (!o->root.empty()) {
+      throw Error("prepare: --root is the root of a --manifest's images; for MIMIC-CXR-JPG use --data");
+    }
+    if (!o->views.empty()) {
+      d.views.clear();
+      if (o->views != "all")
+        for (size_t a = 0; a <= o->views.size();) {
+          const size_t b = std::min(o->views.find(',', a), o->views.size());
+          if (b > a) d.views.push_back(o->views.substr(a, b - a));
+          a = b + 1;
+        }
+    }
+    if (o->last_paragraph) d.last_paragraph = true;
+    std::vector<std::string> splits = o->splits;
+    if (splits.empty()) {
+      splits = d.train_splits;
+      for (const auto& s : d.val_splits)
+        if (std::find(splits.begin(), splits.end(), s) == splits.end()) splits.push_back(s);
+    }
+    const int64_t size = o->size > 0 ? o->size : (from_config ? cfg.model.image_size : 224);
+    if (d.format == "mimic" && d.root.empty()) throw Error("prepare: no data: give --data DIR, --manifest FILE or a config with data.root");
+    if (d.format == "manifest" && d.manifest.empty()) throw Error("prepare: the config's data.format is manifest but it names no data.manifest");
+
+    const bool progress = log::level() <= log::Level::kInfo;
+    data::PrepareOptions po;
+    po.out = o->out;
+    po.size = size;
+    po.threads = hardware_threads();
+    if (g.threads > 0) po.threads = g.threads;
+    po.progress = progress;
+    data::PairList pl;
+    if (d.format == "mimic") {
+      data::MimicOptions mo;
+      mo.root = d.root;
+      mo.reports_root = d.reports;
+      mo.splits = splits;
+      mo.views = d.views;
+      mo.last_paragraph = d.last_paragraph;
+      mo.progress = progress;
+      pl = data::read_mimic(mo);
+      po.source_root = d.root;
+      po.source = {{"format", "mimic"}, {"root", absolute(d.root)}, {"reports", absolute(d.reports)},
+                   {"splits", joined(splits)}, {"views", d.views.empty() ? "all" : joined(d.views)},
+                   {"last_paragraph", d.last_paragraph ? "true" : "false"}};
+    } else {
+      data::ManifestOptions mo;
+      mo.path = d.manifest;
+      mo.root = d.root;
+      mo.splits = splits;
+      mo.progress = progress;
+      pl = data::read_manifest(mo);
+      po.source_root = d.root.empty() ? std::filesystem::path(d.manifest).parent_path().string() : d.root;
+      if (po.source_root.empty()) po.source_root = ".";
+      po.source = {{"format", "manifest"}, {"manifest", absolute(d.manifest)}, {"root", absolute(d.root)},
+                   {"splits", joined(splits)}};
+    }
+    if (pl.samples.empty())
+      throw Error("prepare: no pairs in the splits " + joined(splits) + " (" + pl.skipped.summary() + ")");
+    po.read_skipped = pl.skipped;
+    const data::PrepareResult r = data::prepare_images(pl.samples, po);
+    int64_t pairs = 0;
+    for (const auto& [k, v] : r.per_split) pairs += v;
+    if (o->json) {
+      nlohmann::ordered_json j{{"manifest", r.manifest}, {"size", size},          {"pairs", r.per_split},
+                               {"written", r.written},   {"reused", r.reused},    {"bytes", r.bytes},
+                               {"skipped", r.skipped.counts}, {"seconds", r.seconds}};
+      std::printf("%s\n", j.dump().c_str());
+      return;
+    }
+    std::string by_split;
+    for (const auto& [k, v] : r.per_split) by_split += (by_split.empty() ? "" : ", ") + k + " " + std::to_string(v);
+    const int64_t images = r.written + r.reused;
+    std::printf("prepared %lld pairs (%s) at %lld px in %s\n", static_cast<long long>(pairs), by_split.c_str(),
+                static_cast<long long>(size), o->out.c_str());
+    std::printf("  images    %lld (%lld written now, %lld kept from an earlier run), %s\n", static_cast<long long>(images),
+                static_cast<long long>(r.written), static_cast<long long>(r.reused), storage(r.bytes).c_str());
+    std::printf("  time      %.1f s (%.0f images/s)\n", r.seconds, r.seconds > 0 ? static_cast<double>(r.written) / r.seconds : 0.0);
+    std::printf("  skipped   %s\n", r.skipped.summary().c_str());
+    std::printf("  manifest  %s\n", r.manifest.c_str());
+    std::printf("train on it: afloc train %s-m %s\n", from_config ? ("-c " + o->config + " ").c_str() : "", r.manifest.c_str());
+  });
+}
 
 }  // namespace
 
@@ -66,6 +221,7 @@ void register_data_commands(CLI::App& app, GlobalOptions& g) {
     std::printf("  %-22s %s\n", "test category", "instances");
     for (const auto& [k, v] : s.test_instances) std::printf("  %-22s %lld\n", k.c_str(), static_cast<long long>(v));
   });
+  register_prepare(app, g);
 }
 
 }  // namespace afloc::cli

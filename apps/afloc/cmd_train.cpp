@@ -89,6 +89,9 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
     if (!o->data.empty()) cfg.data.root = o->data;
     if (!o->reports.empty()) cfg.data.reports = o->reports;
     if (!o->manifest.empty()) {
+      // A config's MIMIC root is not the manifest's image root (e.g. `train -c run.json -m
+      // prepared/manifest.csv` after `afloc prepare -c run.json`): the manifest's folder is, unless -d.
+      if (cfg.data.format == "mimic" && o->data.empty()) cfg.data.root.clear();
       cfg.data.manifest = o->manifest;
       cfg.data.format = "manifest";
     }
@@ -146,6 +149,10 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
     std::printf("trained %lld steps on %lld pairs in %.1f s (%.1f pairs/s, %.0f%% waiting for data)\n",
                 static_cast<long long>(r.steps), static_cast<long long>(r.train_samples), r.seconds,
                 r.samples_per_second, 100.0 * r.loader_wait_fraction);
+    if (r.loader_wait_fraction > 0.2)
+      std::printf("  the model waited for images %.0f%% of the time: give more --workers, or resize the images once\n"
+                  "  with `afloc prepare` and train on its manifest (docs/data.md)\n",
+                  100.0 * r.loader_wait_fraction);
     std::printf("  precision           %s\n", r.autocast ? "bfloat16 autocast" : "float32");
     if (!std::isnan(r.last_loss)) std::printf("  last training loss  %.4f\n", r.last_loss);
     if (!std::isnan(r.val_loss)) std::printf("  validation loss     %.4f\n", r.val_loss);
