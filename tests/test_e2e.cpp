@@ -308,6 +308,21 @@ TEST_F(E2E, PreparedManifestTrainsAsTheMimicTree) {
   EXPECT_EQ(la, lb);
   EXPECT_EQ(nlohmann::json::parse(read(rb + "/run.json"))["data"]["root"], "");  // the manifest's folder, not the config's MIMIC root
 
+  // A run begun on the tree resumes on the prepared manifest (its loader waited on the films) and
+  // goes on as if it had never switched.
+  const std::string rc = tmp("run_switch");
+  ASSERT_EQ(run_cli("--log-level warn train -c " + cfg + " -o " + rc + " --max-steps 2 --log-every 1 -w 2").code, 0);
+  const CliRun c = run_cli("--log-level warn train -c " + cfg + " -m " + prepared + "/manifest.csv -o " + rc +
+                           " --resume --max-steps 3 --log-every 1 --json -w 2");
+  ASSERT_EQ(c.code, 0) << c.out;
+  EXPECT_EQ(c.out.find("not applied"), std::string::npos) << c.out;
+  const auto jc = nlohmann::json::parse(c.out.substr(c.out.find('{')));
+  EXPECT_EQ(jc["parameter_checksum"], ja["parameter_checksum"]);
+  EXPECT_EQ(step_losses(rc + "/metrics.jsonl"), la);
+  const auto data_c = nlohmann::json::parse(read(rc + "/run.json"))["data"];
+  EXPECT_EQ(data_c["format"], "manifest");
+  EXPECT_EQ(data_c["root"], "");
+
   // The same folder again at another size is refused, naming both sizes; without data, an error.
   const CliRun other = run_cli("--log-level warn prepare -c " + cfg + " -o " + prepared + " --size 64");
   EXPECT_EQ(other.code, 1);

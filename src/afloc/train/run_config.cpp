@@ -173,6 +173,12 @@ std::string run_config_to_string(const RunConfig& c) { return run_config_json(c)
 
 void apply_resume_settings(const RunConfig& asked, RunConfig& saved) {
   saved.out = asked.out;
+  if (asked.data.format == "manifest" && !asked.data.manifest.empty() && saved.data.format == "mimic") {
+    // The same pairs prepared offline (afloc prepare), or other data the user chose to go on with.
+    saved.data.format = "manifest";
+    saved.data.root = asked.data.root;
+    saved.data.reports.clear();
+  }
   if (!asked.data.root.empty()) saved.data.root = asked.data.root;
   if (!asked.data.reports.empty()) saved.data.reports = asked.data.reports;
   if (!asked.data.manifest.empty()) saved.data.manifest = asked.data.manifest;

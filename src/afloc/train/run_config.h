@@ -81,7 +81,10 @@ std::string run_config_to_string(const RunConfig& c);
 /// What a resume takes from the command rather than from the checkpoint: the loop's length
 /// (epochs, max_steps), the loader's resources (workers, prefetch, data.cache_mb), what is logged,
 /// saved and kept (log_every, checkpoint_every, keep_checkpoints, validate) and where things are
-/// now (out, data.root, data.manifest). Everything else is the run's own.
+/// now (out, data.root, data.reports, data.manifest). A manifest asked for a run that read
+/// MIMIC-CXR-JPG switches it to the manifest, with the asked data.root ("" = the manifest's
+/// folder): `afloc prepare`'s manifest of the same data continues the run exactly. Everything
+/// else is the run's own.
 void apply_resume_settings(const RunConfig& asked, RunConfig& saved);
 /// Settings of `asked` that differ from the checkpoint's `saved` and that a resume keeps from the
 /// checkpoint, as "key: VALUE given, VALUE kept" (dotted JSON keys, in config order). Derived
