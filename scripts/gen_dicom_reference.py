@@ -9,7 +9,13 @@ Writes into --out:
     frame as pydicom decodes them (compressed files pydicom cannot decode here are first made raw with
     GDCM's own `gdcmconv --raw`), and the expected 8-bit image under the three VOI modes, computed here
     with numpy from the DICOM standard (PS3.3 C.11.2.1.2) and the authors' read_from_dicom;
-  * cases.json listing them.
+  * cases.json listing them;
+  * standalone JPEG files above 8 bits (what OpenCV's libjpeg-turbo cannot decode): the first
+    frame's JPEG stream of a 12-bit JPEG-extended DICOM, of GDCM's 8-bit JPEG-lossless example and
+    of a 16-bit fixture that GDCM's `gdcmconv --jpeg` compresses losslessly, each with the stored
+    values pydicom reads from its DICOM (via gdcmconv --raw where needed) and, above 8 bits, their
+    min-max to 8 bits as OpenCV computes it (v * s - lo * s, rounded half to even); jpegs.json
+    lists them.
 """
 import argparse
 import json
@@ -22,6 +28,7 @@ import numpy as np
 import pydicom
 import torch
 from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.encaps import generate_pixel_data_frame
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 warnings.filterwarnings("ignore")
@@ -98,6 +105,56 @@ def write_fixtures(out):
     return made
 
 
+def write_u16_fixture(out):
+    """A 16-bit unsigned grey image, 48x40, spanning most of 0..65535."""
+    p = os.path.join(out, "u16_raw.dcm")
+    ds = new_dataset(p, 40, 48, "MONOCHROME2", 16, False)
+    rng = np.random.default_rng(20261206)
+    yy, xx = np.mgrid[0:40, 0:48]
+    px = (60000 * xx / 47.0 + 2000 * yy / 39.0 + rng.integers(0, 3000, (40, 48))).clip(0, 65535).astype(np.uint16)
+    ds.PixelData = px.tobytes()
+    ds.save_as(p, write_like_original=False)
+    return p
+
+
+def minmax_like_opencv(v):
+    lo, hi = v.min(), v.max()
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    return np.rint(v * scale + (-lo * scale)).clip(0, 255).astype(np.uint8)
+
+
+def write_jpegs(out, tensors):
+    """Standalone JPEG files above 8 bits, with the values their DICOMs decode to."""
+    u16 = write_u16_fixture(out)
+    u16_jpeg = os.path.join(out, "u16_jpeg_lossless.dcm")
+    subprocess.run(["gdcmconv", "--jpeg", u16, u16_jpeg], check=True)
+    sources = [("jpeg_extended12", os.path.join(PYDICOM_FILES, "JPEG-lossy.dcm"), "JPEG-lossy.dcm"),
+               ("jpeg_lossless8", GDCM_EXAMPLE, GDCM_EXAMPLE),
+               ("jpeg_lossless16", u16_jpeg, u16)]
+    listed = []
+    for name, compressed, values in sources:
+        if not os.path.exists(compressed):
+            continue
+        ds = pydicom.dcmread(compressed)
+        frame = next(generate_pixel_data_frame(ds.PixelData, int(ds.get("NumberOfFrames", 1) or 1)))
+        jpg = os.path.join(out, name + ".jpg")
+        with open(jpg, "wb") as fh:
+            fh.write(frame)
+        ref = pydicom.dcmread(values if os.path.isabs(values) else os.path.join(PYDICOM_FILES, values))
+        try:
+            stored = first_frame(ref)
+        except Exception:
+            raw = os.path.join(out, name + "_raw.dcm")
+            subprocess.run(["gdcmconv", "--raw", compressed, raw], check=True)
+            stored = first_frame(pydicom.dcmread(raw))
+        # 8-bit samples keep their values (as any 8-bit file); deeper ones are stretched min-max.
+        gray8 = stored.astype(np.uint8) if int(ref.BitsStored) == 8 else minmax_like_opencv(stored)
+        tensors[name + ".gray8"] = torch.from_numpy(gray8.copy())
+        listed.append({"key": name, "file": jpg, "bits": int(ref.BitsStored),
+                       "transfer_syntax": str(ds.file_meta.TransferSyntaxUID.name)})
+    return listed
+
+
 def first_frame(ds):
     a = ds.pixel_array
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -170,10 +227,13 @@ def main():
         cases.append({"key": key, "file": f, "source": source, "photometric": str(ds.PhotometricInterpretation),
                       "frames": int(ds.get("NumberOfFrames", 1) or 1),
                       "transfer_syntax": str(pydicom.dcmread(f).file_meta.TransferSyntaxUID.name)})
+    jpegs = write_jpegs(args.out, tensors)
     torch.save(tensors, os.path.join(args.out, "dicom_reference.pt"))
     with open(os.path.join(args.out, "cases.json"), "w") as fh:
         json.dump(cases, fh, indent=1)
-    print("dicom reference: %d files -> %s" % (len(cases), args.out))
+    with open(os.path.join(args.out, "jpegs.json"), "w") as fh:
+        json.dump(jpegs, fh, indent=1)
+    print("dicom reference: %d files, %d standalone JPEGs -> %s" % (len(cases), len(jpegs), args.out))
 
 
 if __name__ == "__main__":

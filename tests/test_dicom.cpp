@@ -58,6 +58,38 @@ TEST(Dicom, MatchesPydicomOnEveryTransferSyntax) {
   }
 }
 
+// JPEG files above 8 bits (12-bit extended, 8- and 16-bit lossless), which OpenCV's libjpeg-turbo
+// cannot decode, read through GDCM as the DICOMs they came from decode in pydicom; deeper than 8
+// bits, stretched min-max as 16-bit PNGs are. A stream wrapped wrongly would differ or fail.
+TEST(Dicom, JpegFilesAbove8BitsMatchTheirDicomsValues) {
+  const std::string dir = dicom_dir();
+  ASSERT_TRUE(std::filesystem::exists(dir + "/jpegs.json")) << "run scripts/gen_dicom_reference.py --out " << dir;
+  const auto jpegs = nlohmann::json::parse(read_file(dir + "/jpegs.json"));
+  const io::TensorMap ref = io::load_tensor_file(dir + "/dicom_reference.pt");
+  ASSERT_EQ(jpegs.size(), 3u);
+  for (const auto& c : jpegs) {
+    const std::string file = c["file"], key = c["key"];
+    SCOPED_TRACE(file);
+    const data::Gray8 g = data::read_gray8(file);
+    const torch::Tensor want = ref.at(key + ".gray8").to(torch::kLong);
+    ASSERT_EQ(g.height, want.size(0));
+    ASSERT_EQ(g.width, want.size(1));
+    EXPECT_EQ(data::to_tensor(g).to(torch::kLong).ne(want).sum().item<int64_t>(), 0);
+    EXPECT_GT(want.max().item<int64_t>(), want.min().item<int64_t>());  // a real image, not a flat one
+  }
+  // The same stream cut short is an error naming the file, not a crash or a grey fill.
+  const std::string whole = read_file(jpegs[2]["file"].get<std::string>());
+  const std::string cut = (std::filesystem::path(::testing::TempDir()) / "afloc_jpeg16_cut.jpg").string();
+  std::ofstream(cut, std::ios::binary) << whole.substr(0, whole.size() / 2);
+  try {
+    data::read_gray8(cut);
+    ADD_FAILURE() << "a 16-bit JPEG cut in half was read";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(cut), std::string::npos) << e.what();
+  }
+  std::filesystem::remove(cut);
+}
+
 TEST(Dicom, Monochrome1IsInvertedAndWindowed) {
   const std::string file = dicom_dir() + "/cr_monochrome1.dcm";
   ASSERT_TRUE(std::filesystem::exists(file));

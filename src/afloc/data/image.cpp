@@ -4,7 +4,12 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include "afloc/common/error.h"
 
@@ -39,6 +44,9 @@ struct Peek {
   // 0xFF is followed by 0x00 or a restart marker, so an 0xFF 0xD9 after the first SOS can only be
   // the EOI (a thumbnail's own EOI, in APP1, lies before it); bytes after the EOI are allowed.
   bool complete = true;
+  // JPEG only: the frame header (SOF marker 0xC0-0xCF; 0 = none seen), its sample precision in
+  // bits and its number of components.
+  int sof = 0, precision = 0, components = 0;
 };
 
 Peek peek(const std::string& b) {
@@ -74,12 +82,107 @@ Peek peek(const std::string& b) {
     }
     if (p.width == 0 && marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC &&
         i + 9 < b.size()) {
+      p.sof = static_cast<int>(marker);
+      p.precision = static_cast<int>(u8(i + 4));
       p.height = (u8(i + 5) << 8) | u8(i + 6);
       p.width = (u8(i + 7) << 8) | u8(i + 8);
+      p.components = static_cast<int>(u8(i + 9));
     }
     i += 2 + static_cast<size_t>((u8(i + 2) << 8) | u8(i + 3));
   }
   return p;  // the headers end before the first scan
+}
+
+// Min-max of any-depth grey values to 8 bits (16-bit PNGs, JPEGs above 8 bits).
+Gray8 minmax_gray8(const cv::Mat& m) {
+  cv::Mat f;
+  m.convertTo(f, CV_64F);
+  double lo = 0, hi = 0;
+  cv::minMaxLoc(f, &lo, &hi);
+  cv::Mat out;
+  const double scale = hi > lo ? 255.0 / (hi - lo) : 0.0;
+  f.convertTo(out, CV_8U, scale, -lo * scale);
+  return from_mat(out);
+}
+
+// JPEGs that Debian's libjpeg-turbo 2.1 (OpenCV's decoder) cannot decode: 12-bit extended and
+// lossless (process 14, 2-16 bits) streams, the "16-bit JPEGs" of medical archives. GDCM decodes
+// them (its own 8-, 12- and 16-bit IJG builds) but only inside DICOM, so the stream is wrapped, as
+// written here by hand, in the smallest DICOM file that holds it (encapsulated pixel data, one
+// fragment) and read by read_dicom: in the helper process, after the same structure checks.
+bool needs_gdcm(const Peek& h) { return h.sof != 0 && (h.precision != 8 || h.sof == 0xC3); }
+
+std::string jpeg_as_dicom(const std::string& path, const std::string& jpeg, const Peek& h) {
+  std::string syntax;
+  if (h.sof == 0xC1 || h.sof == 0xC0) syntax = "1.2.840.10008.1.2.4.51";  // extended (process 2 & 4)
+  else if (h.sof == 0xC3) syntax = "1.2.840.10008.1.2.4.57";             // lossless (process 14)
+  else {
+    char sof[8];
+    std::snprintf(sof, sizeof sof, "%02X", static_cast<unsigned>(h.sof));
+    throw Error(path + ": a " + std::to_string(h.precision) + "-bit JPEG of process SOF " + sof +
+                " (progressive, hierarchical or arithmetic-coded), which no decoder here reads");
+  }
+  if (h.components != 1)
+    throw Error(path + ": a " + std::to_string(h.precision) + "-bit JPEG with " + std::to_string(h.components) +
+                " components; above 8 bits only grey JPEGs are read");
+  if (h.precision < 2 || h.precision > 16 || h.width < 1 || h.height < 1 || h.width > 65535 || h.height > 65535)
+    throw Error(path + ": JPEG frame header out of range (" + std::to_string(h.width) + "x" + std::to_string(h.height) + ", " +
+                std::to_string(h.precision) + " bits)");
+  std::string f(128, '\0');
+  f += "DICM";
+  auto u16 = [&](uint32_t v) { f += static_cast<char>(v & 0xFF), f += static_cast<char>((v >> 8) & 0xFF); };
+  auto u32 = [&](uint32_t v) { u16(v & 0xFFFF), u16(v >> 16); };
+  auto text = [&](uint16_t g, uint16_t e, const char* vr, std::string v, char pad) {
+    if (v.size() % 2) v += pad;
+    u16(g), u16(e), f += vr, u16(static_cast<uint32_t>(v.size())), f += v;
+  };
+  auto us = [&](uint16_t e, uint32_t v) { u16(0x0028), u16(e), f += "US", u16(2), u16(v); };
+  text(0x0002, 0x0010, "UI", syntax, '\0');
+  text(0x0008, 0x0016, "UI", "1.2.840.10008.5.1.4.1.1.7", '\0');  // secondary capture
+  us(0x0002, 1);
+  text(0x0028, 0x0004, "CS", "MONOCHROME2", ' ');
+  us(0x0010, static_cast<uint32_t>(h.height));
+  us(0x0011, static_cast<uint32_t>(h.width));
+  us(0x0100, h.precision > 8 ? 16 : 8);
+  us(0x0101, static_cast<uint32_t>(h.precision));
+  us(0x0102, static_cast<uint32_t>(h.precision - 1));
+  us(0x0103, 0);
+  u16(0x7FE0), u16(0x0010), f += "OB", u16(0), u32(0xFFFFFFFF);  // encapsulated pixel data
+  u16(0xFFFE), u16(0xE000), u32(0);                              // empty basic offset table
+  const std::string frag = jpeg.size() % 2 ? jpeg + '\0' : jpeg;
+  u16(0xFFFE), u16(0xE000), u32(static_cast<uint32_t>(frag.size()));
+  f += frag;
+  u16(0xFFFE), u16(0xE0DD), u32(0);  // sequence delimiter
+  return f;
+}
+
+Gray8 read_jpeg_with_gdcm(const std::string& path, const std::string& jpeg, const Peek& h) {
+  const std::string dicom = jpeg_as_dicom(path, jpeg, h);
+  std::string tmp = (std::filesystem::temp_directory_path() / "afloc_jpeg_XXXXXX").string();
+  const int fd = ::mkstemp(tmp.data());
+  if (fd < 0) throw Error(path + ": cannot create a temporary file in " + std::filesystem::temp_directory_path().string());
+  ::close(fd);
+  struct Remove {
+    std::string p;
+    ~Remove() { std::remove(p.c_str()); }
+  } remove{tmp};
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(dicom.data(), static_cast<std::streamsize>(dicom.size()));
+    if (!out.flush()) throw Error(path + ": cannot write the temporary file " + tmp);
+  }
+  DicomImage d;
+  try {
+    d = read_dicom(tmp);
+  } catch (const std::exception& e) {
+    throw Error(path + ": " + std::to_string(h.precision) + "-bit JPEG not decoded (" + e.what() + ")");
+  }
+  cv::Mat m(static_cast<int>(d.rows), static_cast<int>(d.cols), CV_64F, d.stored.data());
+  if (h.precision != 8) return minmax_gray8(m);
+  // 8-bit samples (lossless JPEG) keep their values, as 8-bit files read by OpenCV do.
+  cv::Mat out;
+  m.convertTo(out, CV_8U);
+  return from_mat(out);
 }
 
 }  // namespace
@@ -107,6 +210,7 @@ Gray8 read_gray8(const std::string& path, const ImageReadOptions& options) {
     throw Error(path + ": truncated JPEG (no end-of-image marker after the image data; " + std::to_string(bytes.size()) +
                 " bytes)");
   }
+  if (needs_gdcm(header)) return read_jpeg_with_gdcm(path, bytes, header);
   // A header over the file bytes, not a copy; imdecode only reads it.
   const cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
   // Formats whose header is not peeked above are checked right after decoding (OpenCV itself
@@ -125,14 +229,7 @@ Gray8 read_gray8(const std::string& path, const ImageReadOptions& options) {
   // 8-bit files: the same decoder and colour conversion as cv2.imread(path, 0).
   if (m.depth() == CV_8U) return from_mat(m);
   // 16-bit (or other depths): min-max to 8 bits.
-  cv::Mat f;
-  m.convertTo(f, CV_64F);
-  double lo = 0, hi = 0;
-  cv::minMaxLoc(f, &lo, &hi);
-  cv::Mat out;
-  const double scale = hi > lo ? 255.0 / (hi - lo) : 0.0;
-  f.convertTo(out, CV_8U, scale, -lo * scale);
-  return from_mat(out);
+  return minmax_gray8(m);
 }
 
 namespace {
