@@ -287,6 +287,16 @@ TEST_F(LoaderTest, PrepareSkipsUnreadableImagesAndKeepsNamesApart) {
   EXPECT_EQ(rec["size"], 32);
   EXPECT_EQ(rec["complete"], true);
   EXPECT_EQ(rec["skipped"]["unreadable image"], 1);
+  // Nothing readable at all: an error, and no manifest to train on.
+  data::PrepareOptions none = po;
+  none.out = dir_ + "/prepared_none";
+  try {
+    data::prepare_images({samples[2]}, none);
+    ADD_FAILURE() << "a set without one readable image was prepared";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.jpg"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(none.out + "/manifest.csv"));
   for (const char* f : {"a.jpg", "a.png", "bad.jpg"}) fs::remove(folder / f);
 }
 

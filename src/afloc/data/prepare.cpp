@@ -155,6 +155,8 @@ PrepareResult prepare_images(const std::vector<Sample>& samples, const PrepareOp
     manifest += csv_row({samples[i].id, outputs[j], samples[i].report, samples[i].split});
     r.per_split[samples[i].split] += 1;
   }
+  if (r.per_split.empty())
+    throw Error("prepare: no image of the " + std::to_string(samples.size()) + " pairs could be read (" + r.skipped.summary() + ")");
   r.manifest = (out / kManifest).string();
   write_file_atomic(r.manifest, manifest);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
