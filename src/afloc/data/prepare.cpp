@@ -2,10 +2,8 @@
 
 #include <opencv2/imgcodecs.hpp>
 
-#include <atomic>
 #include <chrono>
 #include <filesystem>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <unordered_map>
