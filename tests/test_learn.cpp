@@ -36,8 +36,10 @@ TEST(Learn, LocalizationEmergesFromReportsAlone) {
   const auto m = nlohmann::json::parse(e.out)["macro"];
   const double iou = m["iou"], base_iou = m["baseline_iou"], cnr = m["cnr"], base_cnr = m["baseline_cnr"];
   const double hit = m["hit_rate"], base_hit = m["baseline_hit_rate"];
-  std::printf("[learn] macro over %lld findings: IoU %.3f (centre prior %.3f), CNR %.3f (%.3f), hit %.3f (%.3f)\n",
-              static_cast<long long>(m["n"].get<int64_t>()), iou, base_iou, cnr, base_cnr, hit, base_hit);
+  const double train_s = nlohmann::json::parse(t.out.substr(t.out.find('{')))["seconds"];
+  std::printf("[learn] trained 600 steps in %.0f s; macro over %lld findings: IoU %.3f (centre prior %.3f), CNR %.3f (%.3f), "
+              "hit %.3f (%.3f)\n",
+              train_s, static_cast<long long>(m["n"].get<int64_t>()), iou, base_iou, cnr, base_cnr, hit, base_hit);
   EXPECT_GT(hit, base_hit + 0.20);
   EXPECT_GT(iou, 1.4 * base_iou);
   EXPECT_GT(cnr, std::max(1.0, base_cnr + 0.3));
