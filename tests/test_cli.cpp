@@ -79,6 +79,14 @@ TEST(Cli, UsageErrorsExit2AndErrorsExit1NamingTheFile) {
   const CliRun c = run("config show --preset huge");
   EXPECT_EQ(c.code, 1);
   EXPECT_NE(c.out.find("huge"), std::string::npos) << c.out;
+  // A device this program cannot use is an error naming it, whatever the command (no machine here
+  // or in CI has a hundred GPUs).
+  const CliRun gpu = run("--device gpu clean x");
+  EXPECT_EQ(gpu.code, 1);
+  EXPECT_NE(gpu.out.find("--device 'gpu': expected cpu, cuda or cuda:N"), std::string::npos) << gpu.out;
+  const CliRun far = run("--device cuda:99 clean x");
+  EXPECT_EQ(far.code, 1);
+  EXPECT_NE(far.out.find("--device cuda:99: "), std::string::npos) << far.out;
 }
 
 TEST(Cli, ConfigShowPrintsLoadableJson) {

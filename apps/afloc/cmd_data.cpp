@@ -25,8 +25,8 @@ struct SynthCliOptions {
 };
 
 struct PrepareCli {
-  std::string config, data, reports, manifest, root, out, views;
-  std::vector<std::string> splits;
+  std::string config, data, reports, manifest, root, out;
+  std::vector<std::string> splits, views;
   int64_t size = 0;
   bool last_paragraph = false, json = false;
 };
@@ -68,7 +68,8 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
       ->default_str("");  // the default depends on the config
   c->add_option("--splits", o->splits, "Splits kept (default: the config's training and validation splits, train,validate)")
       ->delimiter(',');
-  c->add_option("--views", o->views, "MIMIC: ViewPosition values kept, comma-separated, or all (default: PA,AP)");
+  c->add_option("--views", o->views, "MIMIC: ViewPosition values kept, comma-separated, or all (default: the config's, PA,AP)")
+      ->delimiter(',');
   c->add_flag("--last-paragraph", o->last_paragraph, "MIMIC: a report with neither section keeps its last paragraph");
   c->add_flag("--json", o->json, "Print the summary as JSON");
   c->footer(
@@ -95,13 +96,9 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
       throw Error("prepare: --root is the root of a --manifest's images; for MIMIC-CXR-JPG use --data");
     }
     if (!o->views.empty()) {
-      d.views.clear();
-      if (o->views != "all")
-        for (size_t a = 0; a <= o->views.size();) {
-          const size_t b = std::min(o->views.find(',', a), o->views.size());
-          if (b > a) d.views.push_back(o->views.substr(a, b - a));
-          a = b + 1;
-        }
+      d.views.clear();  // "all" keeps every view
+      for (const auto& v : o->views)
+        if (!v.empty() && v != "all") d.views.push_back(v);
     }
     if (o->last_paragraph) d.last_paragraph = true;
     std::vector<std::string> splits = o->splits;

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <optional>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -49,18 +50,6 @@ const char* const kDemoReports[] = {
     "Mild pulmonary edema. No pneumothorax.",
 };
 
-torch::Device parse_device(const std::string& s) {
-  try {
-    torch::Device d(s);
-    if (d.is_cuda() && !torch::cuda::is_available()) {
-      throw Error("--device " + s + ": CUDA is not available in this build or on this machine");
-    }
-    return d;
-  } catch (const c10::Error&) {
-    throw Error("--device '" + s + "': expected cpu, cuda or cuda:N");
-  }
-}
-
 std::string shape(const torch::Tensor& t) {
   std::string s = "(";
   for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
@@ -69,7 +58,7 @@ std::string shape(const torch::Tensor& t) {
 
 void run_demo(const DemoOptions& o, const GlobalOptions& g) {
   if (o.batch < 2) throw Error("--batch " + std::to_string(o.batch) + ": contrastive losses need >= 2");
-  const torch::Device device = parse_device(g.device);
+  const torch::Device device(g.device);  // checked by apply_global
   torch::manual_seed(o.seed);
   std::mt19937_64 rng(o.seed);
 
@@ -159,6 +148,26 @@ void run_demo(const DemoOptions& o, const GlobalOptions& g) {
 }
 
 }  // namespace
+
+void check_device(const std::string& s) {
+  std::optional<torch::Device> d;
+  try {
+    d.emplace(s);
+  } catch (const c10::Error&) {
+    throw Error("--device '" + s + "': expected cpu, cuda or cuda:N");
+  }
+  if (d->is_cpu()) return;
+  if (!d->is_cuda()) throw Error("--device '" + s + "': expected cpu, cuda or cuda:N");
+  if (!torch::cuda::is_available())
+    throw Error("--device " + s + ": no CUDA device here (" +
+                std::string(torch::cuda::device_count() == 0 && !at::hasCUDA() ? "this LibTorch is a CPU-only build"
+                                                                               : "no GPU visible to this process") +
+                "); use --device cpu");
+  const auto n = static_cast<int64_t>(torch::cuda::device_count());
+  if (d->has_index() && d->index() >= n)
+    throw Error("--device " + s + ": this machine shows " + std::to_string(n) + " CUDA device(s), cuda:0 to cuda:" +
+                std::to_string(n - 1));
+}
 
 void register_model_commands(CLI::App& app, GlobalOptions& g) {
   auto* config = app.add_subcommand("config", "Model configurations");

@@ -15,8 +15,11 @@ struct GlobalOptions {
   std::string log_level = "info";
 };
 
-/// Applies the global options (threads, log level); returns the device.
+/// Applies the global options (threads, log level) and checks --device.
 void apply_global(const GlobalOptions& g);
+/// Error unless the device string names a device this program can use ("cpu", "cuda", "cuda:N"
+/// with N below the device count), saying why (a CPU-only LibTorch, no GPU, no such index).
+void check_device(const std::string& device);
 
 void register_text_commands(CLI::App& app, GlobalOptions& g);
 void register_model_commands(CLI::App& app, GlobalOptions& g);

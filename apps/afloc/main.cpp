@@ -14,6 +14,7 @@ namespace afloc::cli {
 
 void apply_global(const GlobalOptions& g) {
   log::set_level(log::parse_level(g.log_level));
+  check_device(g.device);
   const int n = set_threads(g.threads);
   log::debug("threads: " + std::to_string(n));
 }
