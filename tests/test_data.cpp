@@ -479,6 +479,7 @@ TEST(RunConfig, DefaultsAreTheAuthorsAndParsingIsStrict) {
   EXPECT_DOUBLE_EQ(d.optim.clip_norm, 0.25);
   EXPECT_EQ(d.loop.epochs, 5);
   EXPECT_EQ(d.data.views, (std::vector<std::string>{"PA", "AP"}));
+  EXPECT_EQ(d.data.dicom_voi, "auto");
   // Round trip.
   const train::RunConfig back = train::parse_run_config(train::run_config_to_string(d), "rt");
   EXPECT_EQ(train::run_config_to_string(back), train::run_config_to_string(d));
@@ -486,7 +487,7 @@ TEST(RunConfig, DefaultsAreTheAuthorsAndParsingIsStrict) {
   EXPECT_EQ(c.model.name, "tiny");
   EXPECT_DOUBLE_EQ(c.optim.lr, 0.001);
   for (const char* bad : {R"({"optim": {"lr": "fast"}})", R"({"loop": {"batchsize": 3}})", R"({"loop": {"batch_size": 1}})",
-                          R"({"optim": {"name": "sgd"}})", R"({"nope": 1})", "{"}) {
+                          R"({"optim": {"name": "sgd"}})", R"({"data": {"dicom_voi": "window"}})", R"({"nope": 1})", "{"}) {
     try {
       train::parse_run_config(bad, "run.json");
       FAIL() << bad;

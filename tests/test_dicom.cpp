@@ -10,9 +10,12 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include <unistd.h>
+
 #include "afloc/common/error.h"
 #include "afloc/data/dicom.h"
 #include "afloc/data/image.h"
+#include "afloc/data/prepare.h"
 #include "afloc/io/tensor_file.h"
 #include "golden.h"
 #include "tensor_compare.h"
@@ -88,6 +91,38 @@ TEST(Dicom, JpegFilesAbove8BitsMatchTheirDicomsValues) {
     EXPECT_NE(std::string(e.what()).find(cut), std::string::npos) << e.what();
   }
   std::filesystem::remove(cut);
+}
+
+// The DICOM conversion a run or a prepared set asks for (data.dicom_voi, --dicom-voi) is the one
+// applied: a windowed MONOCHROME1 film prepared with each mode holds that mode's pixels, resized.
+TEST(Dicom, PreparedImagesFollowTheAskedConversion) {
+  const std::string file = dicom_dir() + "/cr_monochrome1.dcm";
+  ASSERT_TRUE(std::filesystem::exists(file)) << "run scripts/gen_dicom_reference.py";
+  const data::DicomImage d = data::read_dicom(file);
+  std::vector<std::vector<uint8_t>> seen;
+  for (const char* mode : {"auto", "minmax", "authors"}) {
+    SCOPED_TRACE(mode);
+    data::PrepareOptions po;
+    po.out = (std::filesystem::path(::testing::TempDir()) / ("afloc_prep_voi_" + std::to_string(::getpid()) + mode)).string();
+    std::filesystem::remove_all(po.out);
+    po.size = 32;
+    po.read.dicom_voi = data::parse_dicom_voi(mode);
+    const auto r = data::prepare_images({data::Sample{"cr", file, "Report.", "train"}}, po);
+    ASSERT_EQ(r.written, 1);
+    data::ManifestOptions man;
+    man.path = r.manifest;
+    const data::Gray8 got = data::read_gray8(data::read_manifest(man).samples.at(0).image);
+    data::Gray8 want;
+    want.height = d.rows;
+    want.width = d.cols;
+    want.pixels = data::dicom_to_gray8(d, po.read.dicom_voi);
+    EXPECT_EQ(got.pixels, data::resize_pad(want, 32).pixels);
+    seen.push_back(got.pixels);
+    std::filesystem::remove_all(po.out);
+  }
+  EXPECT_NE(seen[0], seen[1]);  // the window makes auto differ from min-max
+  EXPECT_NE(seen[1], seen[2]);
+  EXPECT_THROW(data::parse_dicom_voi("window"), Error);
 }
 
 TEST(Dicom, Monochrome1IsInvertedAndWindowed) {

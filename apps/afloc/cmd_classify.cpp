@@ -31,6 +31,7 @@ struct ClassifyCli {
   std::string bank = "chexpert5", prompt_file, mode, labels, out = "classify";
   std::vector<std::string> categories, inputs;
   MimicInputFlags mimic;
+  DicomVoiFlag dicom;
   int64_t batch = 16;
   double threshold = 0.5;
   bool resume = false;
@@ -115,6 +116,7 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
   o->mimic.add_to(c, ";\nits mimic-cxr-2.0.0-chexpert.csv gives the labels unless --labels names others");
   c->add_option("-o,--out", o->out, "Output directory");
   c->add_option("-b,--batch", o->batch, "Images per forward pass");
+  o->dicom.add_to(c);
   c->add_option("--threshold", o->threshold, "Binary mode: a class is present when its probability exceeds this");
   c->add_option("--labels", o->labels,
                 "Labels CSV (image column + one 1/0/-1 column per class, or a `label` column; or MIMIC-CXR's\n"
@@ -167,6 +169,7 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
                                 {"bank", bank_json(bank)},
                                 {"threshold", o->threshold},
                                 {"batch", o->batch}};
+    o->dicom.echo_into(echo);
     const fs::path results_path = fs::path(o->out) / "results.jsonl", echo_path = fs::path(o->out) / "prompts.json";
     // Probabilities by image: from an earlier run (--resume) and from this one.
     std::map<std::string, std::vector<double>> rows;
@@ -199,7 +202,7 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
     std::vector<std::vector<double>> probs;
     ProgressBar bar("classify", static_cast<int64_t>(todo.size()), "img");
     for (size_t start = 0; start < todo.size(); start += static_cast<size_t>(o->batch)) {
-      const ImageBatch batch = read_images(todo, start, start + static_cast<size_t>(o->batch), failed, bar);
+      const ImageBatch batch = read_images(todo, start, start + static_cast<size_t>(o->batch), failed, bar, o->dicom.read_options());
       const auto& names = batch.names;
       if (names.empty()) continue;
       // An ensemble's probability is the mean of its models'.

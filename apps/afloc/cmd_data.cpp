@@ -25,7 +25,7 @@ struct SynthCliOptions {
 };
 
 struct PrepareCli {
-  std::string config, data, reports, manifest, root, out;
+  std::string config, data, reports, manifest, root, out, dicom_voi;
   std::vector<std::string> splits, views;
   int64_t size = 0;
   bool last_paragraph = false, json = false;
@@ -71,6 +71,8 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
   c->add_option("--views", o->views, "MIMIC: ViewPosition values kept, comma-separated, or all (default: the config's, PA,AP)")
       ->delimiter(',');
   c->add_flag("--last-paragraph", o->last_paragraph, "MIMIC: a report with neither section keeps its last paragraph");
+  c->add_option("--dicom-voi", o->dicom_voi, "DICOM to 8 bits: auto, minmax or authors (default: the config's data.dicom_voi, auto)")
+      ->check(CLI::IsMember({"auto", "minmax", "authors"}));
   c->add_flag("--json", o->json, "Print the summary as JSON");
   c->footer(
       "An interrupted run resumes with the same command: images already written are kept. The manifest is\n"
@@ -101,6 +103,7 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
         if (!v.empty() && v != "all") d.views.push_back(v);
     }
     if (o->last_paragraph) d.last_paragraph = true;
+    if (!o->dicom_voi.empty()) d.dicom_voi = o->dicom_voi;
     std::vector<std::string> splits = o->splits;
     if (splits.empty()) {
       splits = d.train_splits;
@@ -118,6 +121,7 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
     po.threads = hardware_threads();
     if (g.threads > 0) po.threads = g.threads;
     po.progress = progress;
+    po.read.dicom_voi = data::parse_dicom_voi(d.dicom_voi);
     data::PairList pl;
     if (d.format == "mimic") {
       data::MimicOptions mo;
@@ -131,7 +135,7 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
       po.source_root = d.root;
       po.source = {{"format", "mimic"}, {"root", absolute(d.root)}, {"reports", absolute(d.reports)},
                    {"splits", joined(splits)}, {"views", d.views.empty() ? "all" : joined(d.views)},
-                   {"last_paragraph", d.last_paragraph ? "true" : "false"}};
+                   {"last_paragraph", d.last_paragraph ? "true" : "false"}, {"dicom_voi", d.dicom_voi}};
     } else {
       data::ManifestOptions mo;
       mo.path = d.manifest;
@@ -142,7 +146,7 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
       po.source_root = d.root.empty() ? std::filesystem::path(d.manifest).parent_path().string() : d.root;
       if (po.source_root.empty()) po.source_root = ".";
       po.source = {{"format", "manifest"}, {"manifest", absolute(d.manifest)}, {"root", absolute(d.root)},
-                   {"splits", joined(splits)}};
+                   {"splits", joined(splits)}, {"dicom_voi", d.dicom_voi}};
     }
     if (pl.samples.empty())
       throw Error("prepare: no pairs in the splits " + joined(splits) + " (" + pl.skipped.summary() + ")");

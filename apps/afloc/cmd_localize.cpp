@@ -36,6 +36,7 @@ struct LocalizeCli {
   std::string prompt_file, out = "localize", prompt_template = "Findings suggesting {finding}.", boxes;
   std::vector<std::string> prompts, findings, inputs;
   MimicInputFlags mimic;
+  DicomVoiFlag dicom;
   infer::LocalizeOptions o;
   bool no_npy = false, no_masks = false, dense_map = false, resume = false;
   std::string levels;  ///< "" = each model's own heatmap_levels
@@ -173,6 +174,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--normalization", o->o.heatmap.normalization, "minmax ([-1,1]), minmax01 or none");
   c->add_option("--thresholds", o->o.thresholds, "Mask thresholds, comma-separated")->delimiter(',')->allow_extra_args(false);
   c->add_option("-b,--batch", o->o.batch, "Images per forward pass");
+  o->dicom.add_to(c);
   c->add_flag("--no-npy", o->no_npy, "Do not write heatmaps as .npy");
   c->add_flag("--no-masks", o->no_masks, "Do not write mask PNGs");
   c->add_flag("--resume", o->resume,
@@ -255,6 +257,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
                                 {"prompts", prompts},
                                 {"presence_prompts", presence_json},
                                 {"options", options_json(o->o, o->dense_map, nets)}};
+    o->dicom.echo_into(echo);
     const fs::path results_path = fs::path(o->out) / "results.jsonl", options_path = fs::path(o->out) / "options.json";
     std::set<std::string> used;  // output folders taken (two inputs may share a file stem)
     int64_t records = 0;
@@ -298,7 +301,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
     ProgressBar bar("localize", static_cast<int64_t>(todo.size()), "img");
     const size_t chunk = static_cast<size_t>(std::max<int64_t>(1, o->o.batch));
     for (size_t start = 0; start < todo.size(); start += chunk) {
-      const ImageBatch batch = read_images(todo, start, start + chunk, failed, bar);
+      const ImageBatch batch = read_images(todo, start, start + chunk, failed, bar, o->dicom.read_options());
       if (batch.images.empty()) continue;
       const auto& grey = batch.images;
       const auto results = loc.run(grey, batch.names, prompts, presence);

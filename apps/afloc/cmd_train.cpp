@@ -16,7 +16,7 @@ namespace afloc::cli {
 namespace {
 
 struct TrainCli {
-  std::string config, preset, model_config, data, reports, format, manifest, vocab, out, optimizer, schedule, init;
+  std::string config, preset, model_config, data, reports, format, manifest, vocab, out, optimizer, schedule, init, dicom_voi;
   train::RunConfig d;  // flag defaults shown by --help are the run defaults
   train::TrainOptions t;
   bool no_validate = false, json = false, print_config = false;
@@ -35,6 +35,8 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
                 "MIMIC: the reports' root (MIMIC-CXR's files/p../p../s...txt), when not under --data");
   c->add_option("--format", o->format, "mimic or manifest (default: " + o->d.data.format + ")");
   c->add_option("-m,--manifest", o->manifest, "Manifest CSV/JSONL (image, report, split columns); implies --format manifest");
+  c->add_option("--dicom-voi", o->dicom_voi, "DICOM to 8 bits: auto, minmax or authors (default: " + o->d.data.dicom_voi + ")")
+      ->check(CLI::IsMember({"auto", "minmax", "authors"}));
   c->add_option("--vocab", o->vocab, "vocab.txt to use (default: build a WordPiece vocab from the training reports)");
   c->add_option("-o,--out", o->out, "Run directory (default: " + o->d.out + ")");
   c->add_option("--init", o->init, "Initial weights: a model directory from afloc import (its config and vocab are used)");
@@ -97,6 +99,7 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
     }
     if (!o->format.empty()) cfg.data.format = o->format;
     if (!o->vocab.empty()) cfg.vocab.path = o->vocab;
+    if (!o->dicom_voi.empty()) cfg.data.dicom_voi = o->dicom_voi;
     if (!o->out.empty()) cfg.out = o->out;
     if (!o->init.empty()) cfg.init = o->init;
     if (!o->optimizer.empty()) cfg.optim.name = o->optimizer;

@@ -91,11 +91,29 @@ std::vector<std::string> MimicInputFlags::images() const {
   return out;
 }
 
-ImageBatch read_images(const std::vector<std::string>& paths, size_t start, size_t end, Failures& failed, ProgressBar& bar) {
+void DicomVoiFlag::add_to(CLI::App* c) {
+  c->add_option("--dicom-voi", name,
+                "DICOM to 8 bits: auto (SPEC §4: rescale, VOI window else min-max, MONOCHROME1 inverted), minmax, or\n"
+                "authors (their read_from_dicom); use what the model was trained with")
+      ->check(CLI::IsMember({"auto", "minmax", "authors"}));
+}
+
+data::ImageReadOptions DicomVoiFlag::read_options() const {
+  data::ImageReadOptions r;
+  r.dicom_voi = data::parse_dicom_voi(name);
+  return r;
+}
+
+void DicomVoiFlag::echo_into(nlohmann::ordered_json& echo) const {
+  if (name != "auto") echo["dicom_voi"] = name;
+}
+
+ImageBatch read_images(const std::vector<std::string>& paths, size_t start, size_t end, Failures& failed, ProgressBar& bar,
+                       const data::ImageReadOptions& read) {
   ImageBatch b;
   for (size_t i = start; i < std::min(paths.size(), end); ++i) {
     try {
-      b.images.push_back(data::read_gray8(paths[i]));
+      b.images.push_back(data::read_gray8(paths[i], read));
       b.names.push_back(paths[i]);
     } catch (const std::exception& e) {
       failed.emplace_back(paths[i], e.what());

@@ -37,6 +37,16 @@ struct MimicInputFlags {
   std::vector<std::string> images() const;
 };
 
+/// --dicom-voi auto|minmax|authors: how DICOM stored values become 8 bits (data::DicomVoi).
+struct DicomVoiFlag {
+  std::string name = "auto";
+  void add_to(CLI::App* c);
+  data::ImageReadOptions read_options() const;
+  /// Adds "dicom_voi" to a run's echoed settings when it is not the default (so that --resume
+  /// refuses to mix conversions, and runs made before the flag still resume).
+  void echo_into(nlohmann::ordered_json& echo) const;
+};
+
 /// Images read for one batch: the readable ones with their paths, the rest kept as (path, error).
 struct ImageBatch {
   std::vector<data::Gray8> images;
@@ -46,7 +56,8 @@ using Failures = std::vector<std::pair<std::string, std::string>>;
 
 /// Reads paths[start, end) as 8-bit grey; an unreadable file is warned about and added to
 /// `failed` (a batch run processes the rest). Ticks `bar` once per path.
-ImageBatch read_images(const std::vector<std::string>& paths, size_t start, size_t end, Failures& failed, ProgressBar& bar);
+ImageBatch read_images(const std::vector<std::string>& paths, size_t start, size_t end, Failures& failed, ProgressBar& bar,
+                       const data::ImageReadOptions& read = {});
 
 /// Lists the failed inputs and throws (exit code 1) when there are any.
 void report_failures(const Failures& failed, size_t total);

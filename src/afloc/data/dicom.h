@@ -16,6 +16,10 @@ enum class DicomVoi {
   kAuthors,  ///< the authors' read_from_dicom: stored values x 255 / max, |.| saturated (no rescale, no window)
 };
 
+/// "auto", "minmax" or "authors" (the config and flag spelling); Error naming the value otherwise.
+DicomVoi parse_dicom_voi(const std::string& name);
+const char* dicom_voi_name(DicomVoi voi);
+
 struct DicomImage {
   int64_t rows = 0, cols = 0, frames = 1;
   int samples_per_pixel = 1;

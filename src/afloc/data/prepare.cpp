@@ -125,7 +125,7 @@ PrepareResult prepare_images(const std::vector<Sample>& samples, const PrepareOp
     }
     Gray8 g;
     try {
-      g = resize_pad(read_gray8(sources[j]), o.size);
+      g = resize_pad(read_gray8(sources[j], o.read), o.size);
     } catch (const std::exception& e) {
       error[j] = e.what();
       return;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "afloc/data/datasets.h"
+#include "afloc/data/image.h"
 
 namespace afloc::data {
 
@@ -16,6 +17,7 @@ struct PrepareOptions {
   std::string out;          ///< folder: manifest.csv, prepare.json and images/
   std::string source_root;  ///< images under it keep their path below it in images/ ("" = none)
   int64_t size = 224;       ///< square side; the model's image_size makes training identical
+  ImageReadOptions read;    ///< decode limit, DICOM conversion (as the run's data.dicom_voi)
   int threads = 1;          ///< decoding threads (CPU bound)
   bool progress = false;
   /// Written into prepare.json as "source" (what the samples were read from, for the record).

@@ -114,7 +114,7 @@ data::Gray8 BatchLoader::load_image(int64_t sample) {
     std::lock_guard<std::mutex> lock(cache_mu_[sample % 64]);
     if (cached_[static_cast<size_t>(sample)]) return cache_[static_cast<size_t>(sample)];
   }
-  data::Gray8 g = data::resize_pad(data::read_gray8(data_.samples[static_cast<size_t>(sample)].image), o_.image_size);
+  data::Gray8 g = data::resize_pad(data::read_gray8(data_.samples[static_cast<size_t>(sample)].image, o_.read), o_.image_size);
   if (cacheable) {
     std::lock_guard<std::mutex> lock(cache_mu_[sample % 64]);
     cache_[static_cast<size_t>(sample)] = g;

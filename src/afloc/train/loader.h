@@ -30,6 +30,7 @@ struct LoaderOptions {
   bool random_captions = true;  ///< sample sentence subsets (training); false = seeded by sample only
   int rank = 0, world = 1;
   int64_t cache_bytes = int64_t{4} << 30;  ///< resized images kept in memory up to this budget
+  data::ImageReadOptions read;             ///< decode limit, DICOM conversion
 };
 
 /// One batch, on the CPU.

@@ -65,6 +65,7 @@ RunConfig parse_run_config(const std::string& text, const std::string& origin) {
       x.get("val_splits", c.data.val_splits);
       x.get("views", c.data.views);
       x.get("last_paragraph", c.data.last_paragraph);
+      x.get("dicom_voi", c.data.dicom_voi);
       x.get("cache_mb", c.data.cache_mb);
       x.finish();
     }
@@ -134,6 +135,7 @@ json run_config_json(const RunConfig& c) {
            {"val_splits", c.data.val_splits},
            {"views", c.data.views},
            {"last_paragraph", c.data.last_paragraph},
+           {"dicom_voi", c.data.dicom_voi},
            {"cache_mb", c.data.cache_mb}}},
          {"vocab", {{"path", c.vocab.path}, {"size", c.vocab.size}, {"min_frequency", c.vocab.min_frequency}}},
          {"optim",
@@ -223,6 +225,8 @@ void validate(const RunConfig& c) {
     throw Error("run." + field + " = " + value + ": " + want);
   };
   if (c.data.format != "mimic" && c.data.format != "manifest") bad("data.format", c.data.format, "expected mimic or manifest");
+  if (c.data.dicom_voi != "auto" && c.data.dicom_voi != "minmax" && c.data.dicom_voi != "authors")
+    bad("data.dicom_voi", c.data.dicom_voi, "expected auto, minmax or authors");
   if (c.optim.name != "adam" && c.optim.name != "adamw") bad("optim.name", c.optim.name, "expected adam or adamw");
   if (c.optim.schedule != "step" && c.optim.schedule != "cosine") bad("optim.schedule", c.optim.schedule, "expected step or cosine");
   if (!(c.optim.lr > 0)) bad("optim.lr", std::to_string(c.optim.lr), "must be > 0");

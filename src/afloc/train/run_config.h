@@ -23,6 +23,9 @@ struct DataConfig {
   /// MIMIC: a report with neither FINDINGS nor IMPRESSION gives its last paragraph (MIMIC-CXR's
   /// section parser's fallback) instead of being skipped. Off: the authors train on the two sections.
   bool last_paragraph = false;
+  /// How DICOM stored values become 8 bits: "auto" (SPEC §4: rescale, VOI window else min-max,
+  /// MONOCHROME1 inverted), "minmax" or "authors" (the authors' read_from_dicom).
+  std::string dicom_voi = "auto";
   int64_t cache_mb = 4096;  ///< keep resized images in memory up to this budget (0 = never)
 };
 

@@ -311,6 +311,7 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
   lo.prefetch = cfg.loop.prefetch;
   lo.seed = cfg.loop.seed;
   lo.cache_bytes = cfg.data.cache_mb << 20;
+  lo.read.dicom_voi = data::parse_dicom_voi(cfg.data.dicom_voi);
   lo.rank = comm.rank();
   lo.world = comm.world();
   auto tokenize = [&net](const std::vector<std::string>& caps) { return net->tokenize(caps, model::TextMode::kCaption); };
