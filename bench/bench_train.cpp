@@ -39,19 +39,26 @@ struct World {
   afloc::text::Vocab vocab;
 };
 
+// A phantom world in $TMPDIR, written by the first run and reused by later ones; its MIMIC root.
+std::string bench_world(const std::string& name, int64_t n_train, int64_t n_val, int64_t size) {
+  const std::string dir = (fs::temp_directory_path() / name).string();
+  if (!fs::exists(dir + "/phantom.json")) {
+    afloc::data::phantom::SynthOptions o;
+    o.out = dir;
+    o.n_train = n_train;
+    o.n_val = n_val;
+    o.n_test = 0;
+    o.size = size;
+    o.progress = false;
+    afloc::data::phantom::write_phantom_world(o);
+  }
+  return dir + "/mimic-cxr-jpg";
+}
+
 const World& world() {
   static const World w = [] {
-    const std::string dir = (fs::temp_directory_path() / "afloc_bench_world").string();
-    if (!fs::exists(dir + "/phantom.json")) {
-      afloc::data::phantom::SynthOptions o;
-      o.out = dir;
-      o.n_train = 512;
-      o.n_test = 0;
-      o.progress = false;
-      afloc::data::phantom::write_phantom_world(o);
-    }
     afloc::data::MimicOptions mo;
-    mo.root = dir + "/mimic-cxr-jpg";
+    mo.root = bench_world("afloc_bench_world", 512, -1, 224);
     afloc::data::SkipLog skipped;
     World r;
     r.pairs = afloc::train::prepare_pairs(afloc::data::read_mimic(mo).samples, skipped);
@@ -79,22 +86,11 @@ afloc::model::AflocModel make_model(const std::string& preset) {
 // its usual 2544 x 3056; 2.4-3.4 MB JPEGs), and the same films after `afloc prepare` at 224 px.
 const afloc::train::PairData& film_pairs(bool prepared) {
   static const std::pair<afloc::train::PairData, afloc::train::PairData> both = [] {
-    const std::string dir = (fs::temp_directory_path() / "afloc_bench_films").string();
-    if (!fs::exists(dir + "/phantom.json")) {
-      afloc::data::phantom::SynthOptions o;
-      o.out = dir;
-      o.n_train = 16;
-      o.n_val = 0;
-      o.n_test = 0;
-      o.size = 2788;
-      o.progress = false;
-      afloc::data::phantom::write_phantom_world(o);
-    }
     afloc::data::MimicOptions mo;
-    mo.root = dir + "/mimic-cxr-jpg";
+    mo.root = bench_world("afloc_bench_films", 16, 0, 2788);
     const auto films = afloc::data::read_mimic(mo).samples;
     afloc::data::PrepareOptions po;
-    po.out = dir + "/prepared";
+    po.out = (fs::temp_directory_path() / "afloc_bench_films" / "prepared").string();
     po.source_root = mo.root;
     po.threads = afloc::hardware_threads();
     afloc::data::ManifestOptions man;
