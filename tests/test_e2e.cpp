@@ -330,6 +330,17 @@ TEST_F(E2E, PreparedManifestTrainsAsTheMimicTree) {
   const CliRun none = run_cli("prepare -o " + tmp("prepared_none"));
   EXPECT_EQ(none.code, 1);
   EXPECT_NE(none.out.find("--data"), std::string::npos) << none.out;
+
+  // Initial weights bring their model's input size, as `afloc train --init` takes their config: the
+  // tiny run's 128, not the paper preset's 224 that the config names.
+  const std::string init_cfg = tmp("prep_init.json");
+  std::ofstream(init_cfg) << R"({"model": {"preset": "paper"}, "init": ")" << ra << R"(", "data": {"root": ")" << world_
+                          << R"(/mimic-cxr-jpg", "train_splits": ["validate"], "val_splits": []}})";
+  const CliRun pi = run_cli("--log-level warn prepare -c " + init_cfg + " -o " + tmp("prepared_init") + " --json");
+  ASSERT_EQ(pi.code, 0) << pi.out;
+  const auto pij = nlohmann::json::parse(pi.out);
+  EXPECT_EQ(pij["size"], 128);
+  EXPECT_EQ(pij["pairs"]["validate"], 8);
 }
 
 TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {

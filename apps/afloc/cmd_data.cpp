@@ -10,6 +10,8 @@
 #include "afloc/common/threads.h"
 #include "afloc/data/phantom_writer.h"
 #include "afloc/data/prepare.h"
+#include "afloc/io/model_io.h"
+#include "afloc/model/config.h"
 #include "afloc/train/run_config.h"
 #include "commands.h"
 
@@ -63,7 +65,9 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
   c->add_option("--reports", o->reports, "MIMIC: the reports' root (MIMIC-CXR's files/p../p../s...txt), when not under --data");
   c->add_option("-m,--manifest", o->manifest, "A manifest CSV/JSONL (image, report, split columns) instead of MIMIC");
   c->add_option("--root", o->root, "Manifest: the root its relative image paths resolve against (default: its folder)");
-  c->add_option("--size", o->size, "Square side in pixels (default: the config's model image_size, else 224)")
+  c->add_option("--size", o->size,
+                "Square side in pixels (default: the image_size of the model `afloc train` would build: the config's\n"
+                "init or model, else the " + model::preset("tiny").name + " preset's " + std::to_string(model::preset("tiny").image_size) + ")")
       ->check(CLI::Range(16, 8192))
       ->default_str("");  // the default depends on the config
   c->add_option("--splits", o->splits, "Splits kept (default: the config's training and validation splits, train,validate)")
@@ -110,7 +114,13 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
       for (const auto& s : d.val_splits)
         if (std::find(splits.begin(), splits.end(), s) == splits.end()) splits.push_back(s);
     }
-    const int64_t size = o->size > 0 ? o->size : (from_config ? cfg.model.image_size : 224);
+    // The model's input size, as `afloc train` builds the model (init weights bring their own config):
+    // a prepared image then passes the loader's resize unchanged.
+    int64_t size = o->size;
+    if (size == 0 && !cfg.init.empty())
+      size = with_context("prepare: the size of the model in init " + cfg.init,
+                          [&] { return io::load_model(cfg.init, torch::kCPU).config.image_size; });
+    if (size == 0) size = cfg.model.image_size;
     if (d.format == "mimic" && d.root.empty()) throw Error("prepare: no data: give --data DIR, --manifest FILE or a config with data.root");
     if (d.format == "manifest" && d.manifest.empty()) throw Error("prepare: the config's data.format is manifest but it names no data.manifest");
 
