@@ -7,6 +7,7 @@
 
 #include <filesystem>
 
+#include "afloc/data/csv.h"
 #include "afloc/data/datasets.h"
 #include "afloc/data/phantom_writer.h"
 #include "afloc/data/prepare.h"
@@ -217,6 +218,7 @@ TEST_F(LoaderTest, PreparedSetGivesTheSameBatchesAndResumes) {
   const auto again = data::prepare_images(src, po);
   EXPECT_EQ(again.written, 1);
   EXPECT_EQ(again.reused, 39);
+  EXPECT_FALSE(fs::exists(po.out + "/unreadable.csv"));
   EXPECT_EQ(read_file(again.manifest), manifest_text);
   EXPECT_EQ(data::read_gray8(back.samples[7].image).pixels, data::resize_pad(data::read_gray8(src[7].image), 48).pixels);
 
@@ -268,6 +270,11 @@ TEST_F(LoaderTest, PrepareSkipsUnreadableImagesAndKeepsNamesApart) {
   EXPECT_EQ(r.skipped.counts.at("empty report"), 1);
   ASSERT_EQ(r.skipped.examples.at("unreadable image").size(), 1u);
   EXPECT_NE(r.skipped.examples.at("unreadable image")[0].find("bad.jpg"), std::string::npos);
+  // unreadable.csv lists every one (the skip log keeps three examples).
+  const data::CsvTable listed = data::read_csv(po.out + "/unreadable.csv");
+  ASSERT_EQ(listed.rows.size(), 1u);
+  EXPECT_EQ(listed.at(0, listed.column("image")), samples[2].image);
+  EXPECT_NE(listed.at(0, listed.column("error")).find("bad.jpg"), std::string::npos);
   data::ManifestOptions man;
   man.path = r.manifest;
   const auto back = data::read_manifest(man).samples;

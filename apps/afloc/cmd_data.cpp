@@ -180,6 +180,8 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
                 static_cast<long long>(r.written), static_cast<long long>(r.reused), storage(r.bytes).c_str());
     std::printf("  time      %.1f s (%.0f images/s)\n", r.seconds, r.seconds > 0 ? static_cast<double>(r.written) / r.seconds : 0.0);
     std::printf("  skipped   %s\n", r.skipped.summary().c_str());
+    if (r.skipped.counts.count("unreadable image"))
+      std::printf("            every unreadable image: %s/unreadable.csv\n", o->out.c_str());
     std::printf("  manifest  %s\n", r.manifest.c_str());
     std::printf("train on it: afloc train %s-m %s\n", from_config ? ("-c " + o->config + " ").c_str() : "", r.manifest.c_str());
   });

@@ -21,6 +21,7 @@ namespace {
 
 const char* kManifest = "manifest.csv";
 const char* kRecord = "prepare.json";
+const char* kUnreadable = "unreadable.csv";
 
 // What an earlier run recorded in `out` (null = nothing recorded).
 nlohmann::json earlier_record(const fs::path& out) {
@@ -153,6 +154,16 @@ PrepareResult prepare_images(const std::vector<Sample>& samples, const PrepareOp
     manifest += csv_row({samples[i].id, outputs[j], samples[i].report, samples[i].split});
     r.per_split[samples[i].split] += 1;
   }
+  // Every unreadable image with its error (the skip log keeps three examples), or none.
+  std::string unreadable = csv_row({"image", "error"});
+  int64_t n_unreadable = 0;
+  for (size_t j = 0; j < sources.size(); ++j) {
+    if (error[j].empty()) continue;
+    unreadable += csv_row({sources[j], error[j]});
+    ++n_unreadable;
+  }
+  if (n_unreadable > 0) write_file_atomic((out / kUnreadable).string(), unreadable);
+  else fs::remove(out / kUnreadable);
   if (r.per_split.empty())
     throw Error("prepare: no image of the " + std::to_string(samples.size()) + " pairs could be read (" + r.skipped.summary() + ")");
   r.manifest = (out / kManifest).string();

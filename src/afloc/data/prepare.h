@@ -14,7 +14,7 @@
 namespace afloc::data {
 
 struct PrepareOptions {
-  std::string out;          ///< folder: manifest.csv, prepare.json and images/
+  std::string out;          ///< folder: manifest.csv, prepare.json, images/ (and unreadable.csv)
   std::string source_root;  ///< images under it keep their path below it in images/ ("" = none)
   int64_t size = 224;       ///< square side; the model's image_size makes training identical
   ImageReadOptions read;    ///< decode limit, DICOM conversion (as the run's data.dicom_voi)
@@ -44,13 +44,15 @@ std::string prepared_image_path(const std::string& image, const std::string& sou
 
 /// Resizes and pads every sample's image to size x size with resize_pad (SPEC §4; what the
 /// training loader does) and writes it as a PNG under out/images, then writes out/manifest.csv
-/// (columns id, image, report, split; the samples in their order, images relative to out) and
-/// out/prepare.json. `afloc train -m out/manifest.csv` then reads the same pairs in the same order
-/// and, when the model's image_size equals size, gets the same batches as from the sources.
-/// Resumable: a run cut short leaves no manifest, and the next run into the same folder keeps the
-/// images already written (each is written to a temporary name and renamed). An unreadable image
-/// is a counted skip with its error, never fatal; an output folder prepared at another size is an
-/// error naming it. Images shared by several samples are prepared once.
+/// (columns id, image, report, split; the samples in their order, images relative to out),
+/// out/prepare.json and, when some image could not be read, out/unreadable.csv (image, error).
+/// `afloc train -m out/manifest.csv` then reads the same pairs in the same order and, when the
+/// model's image_size equals size, gets the same batches as from the sources. Resumable: a run
+/// cut short leaves no manifest, and the next run into the same folder keeps the images already
+/// written (each is written to a temporary name and renamed). An unreadable image is a counted
+/// skip with its error, never fatal (a set with no readable image is an error); an output folder
+/// prepared at another size or from other data is an error naming it. Images shared by several
+/// samples are prepared once.
 PrepareResult prepare_images(const std::vector<Sample>& samples, const PrepareOptions& options);
 
 }  // namespace afloc::data
