@@ -669,15 +669,6 @@ DicomVoi parse_dicom_voi(const std::string& name) {
   throw Error("DICOM conversion '" + name + "': expected auto (window, else min-max), minmax or authors");
 }
 
-const char* dicom_voi_name(DicomVoi voi) {
-  switch (voi) {
-    case DicomVoi::kAuto: return "auto";
-    case DicomVoi::kMinMax: return "minmax";
-    case DicomVoi::kAuthors: return "authors";
-  }
-  return "auto";
-}
-
 bool is_dicom(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   char buf[132];

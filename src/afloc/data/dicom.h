@@ -18,7 +18,6 @@ enum class DicomVoi {
 
 /// "auto", "minmax" or "authors" (the config and flag spelling); Error naming the value otherwise.
 DicomVoi parse_dicom_voi(const std::string& name);
-const char* dicom_voi_name(DicomVoi voi);
 
 struct DicomImage {
   int64_t rows = 0, cols = 0, frames = 1;
