@@ -1,6 +1,9 @@
 // Unit tests of the data layer: CSV, run-length encodings, the phantom world, MIMIC-CXR-JPG and
 // manifest readers (with their counted skips), run configs, localization metrics.
 #include <gtest/gtest.h>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -17,6 +20,7 @@
 #include "afloc/data/rle.h"
 #include "afloc/eval/metrics.h"
 #include "afloc/text/clean.h"
+#include "afloc/train/curves.h"
 #include "afloc/train/run_config.h"
 
 namespace fs = std::filesystem;
@@ -605,3 +609,59 @@ TEST(Progress, RatesShowAboutThreeDigits) {
   EXPECT_EQ(afloc::format_rate(63.34), "63.3");
   EXPECT_EQ(afloc::format_rate(26089.73), "26090");
 }
+
+namespace afloc::train {
+namespace {
+
+// metrics.jsonl read back (a cut last line counted, terms the run does not use left out) and drawn:
+// each run's colour in the loss panel, validation dots, the terms or learning rates on the right.
+TEST(Curves, ReadBackAndDrawnPerRun) {
+  const fs::path dir = fs::path(::testing::TempDir()) / ("afloc_curves_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  auto write = [&](const std::string& name, double scale) {
+    std::ofstream f(dir / name);
+    for (int s = 10; s <= 300; s += 10)
+      f << R"({"step":)" << s << R"(,"epoch":1,"loss":)" << scale * (30.0 - s / 20.0) << R"(,"word":0.0,"sentence":)"
+        << 10.0 - s / 60.0 << R"(,"report":)" << 5.0 - s / 100.0 << R"(,"step_loss":1,"lr":)" << 1e-4 * s / 300.0 << "}\n";
+    f << R"({"step":150,"epoch":1,"val_loss":)" << scale * 25 << "}\n";
+    f << R"({"step":300,"epoch":2,"val_loss":)" << scale * 20 << "}\n";
+    f << R"({"step":310,"epoch":2,"lo)";  // cut by a kill
+    return (dir / name).string();
+  };
+  const RunCurves a = read_curves(write("a.jsonl", 1.0), "a"), b = read_curves(write("b.jsonl", 0.5), "b");
+  ASSERT_EQ(a.step.size(), 30u);
+  EXPECT_DOUBLE_EQ(a.loss[0], 29.5);
+  EXPECT_DOUBLE_EQ(a.lr.back(), 1e-4);
+  EXPECT_EQ(a.term_names, (std::vector<std::string>{"sentence", "report"}));  // "word" is all zero
+  EXPECT_EQ(a.val_loss, (std::vector<double>{25, 20}));
+  EXPECT_EQ(a.bad_lines, 1);
+
+  // Pixels of a colour (BGR) in the left (loss) or right panel.
+  auto count = [](const cv::Mat& img, cv::Vec3b c, bool left) {
+    int n = 0;
+    for (int y = 0; y < img.rows; ++y)
+      for (int x = left ? 0 : img.cols / 2; x < (left ? img.cols / 2 : img.cols); ++x) n += img.at<cv::Vec3b>(y, x) == c;
+    return n;
+  };
+  const cv::Vec3b blue(180, 119, 31), orange(14, 127, 255), green(44, 160, 44), red(40, 39, 214);
+  const std::string one = (dir / "one.png").string(), two = (dir / "two.png").string();
+  plot_curves({a}, one);
+  const cv::Mat i1 = cv::imread(one, cv::IMREAD_COLOR);
+  ASSERT_EQ(i1.cols, 1100);
+  EXPECT_GT(count(i1, blue, true), 200);    // the training loss
+  EXPECT_GT(count(i1, orange, true), 20);   // the validation dots
+  EXPECT_GT(count(i1, green, false), 200);  // the first loss term
+  EXPECT_GT(count(i1, red, false), 200);    // the second
+  plot_curves({a, b}, two);
+  const cv::Mat i2 = cv::imread(two, cv::IMREAD_COLOR);
+  EXPECT_GT(count(i2, blue, true), 200);    // run a
+  EXPECT_GT(count(i2, orange, true), 200);  // run b, a line now
+  EXPECT_GT(count(i2, orange, false), 50);  // its learning rate (drawn over a's, the same)
+  EXPECT_EQ(count(i2, green, false), 0);    // no loss terms for several runs
+  EXPECT_THROW(plot_curves({a}, (dir / "a.jsonl" / "x.png").string()), Error);  // a file where a folder should be
+  EXPECT_THROW(read_curves((dir / "missing.jsonl").string(), "m"), Error);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace afloc::train

@@ -306,6 +306,16 @@ TEST_F(E2E, PreparedManifestTrainsAsTheMimicTree) {
   const auto la = step_losses(ra + "/metrics.jsonl"), lb = step_losses(rb + "/metrics.jsonl");
   EXPECT_EQ(la.size(), 3u);
   EXPECT_EQ(la, lb);
+  // Each run draws its curves at its checkpoints; `afloc curves` draws both in one PNG.
+  EXPECT_EQ(data::read_gray8(ra + "/curves.png").width, 1100);
+  const std::string both = tmp("curves_both.png");
+  const CliRun cu = run_cli("--log-level warn curves " + ra + " " + rb + "/metrics.jsonl -o " + both);
+  ASSERT_EQ(cu.code, 0) << cu.out;
+  EXPECT_NE(cu.out.find("curves of 2 run(s)"), std::string::npos) << cu.out;
+  EXPECT_EQ(data::read_gray8(both).height, 420);
+  const CliRun nocu = run_cli("curves " + tmp("no_run") + " -o " + tmp("x.png"));
+  EXPECT_EQ(nocu.code, 1);
+  EXPECT_NE(nocu.out.find("metrics.jsonl"), std::string::npos) << nocu.out;
   EXPECT_EQ(nlohmann::json::parse(read(rb + "/run.json"))["data"]["root"], "");  // the manifest's folder, not the config's MIMIC root
 
   // A run begun on the tree resumes on the prepared manifest (its loader waited on the films) and

@@ -9,6 +9,7 @@
 #include "afloc/common/log.h"
 #include "afloc/io/model_io.h"
 #include "afloc/model/config.h"
+#include "afloc/train/curves.h"
 #include "afloc/train/trainer.h"
 #include "commands.h"
 
@@ -161,6 +162,31 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
     if (!std::isnan(r.val_loss)) std::printf("  validation loss     %.4f\n", r.val_loss);
     std::printf("  checkpoint          %s\n", r.final_checkpoint.c_str());
     std::printf("  metrics             %s/metrics.jsonl\n", cfg.out.c_str());
+  });
+
+  // `afloc curves`: one or several runs' curves in one PNG (training redraws RUN/curves.png itself).
+  auto runs = std::make_shared<std::vector<std::string>>();
+  auto png = std::make_shared<std::string>("curves.png");
+  auto* cv = app.add_subcommand("curves", "Draw training curves (loss, validation loss, loss terms or learning rate) of one or\n"
+                                          "several runs as a PNG; `afloc train` redraws RUN/curves.png at every checkpoint");
+  cv->add_option("runs", *runs, "Run directories (or their metrics.jsonl)")->required();
+  cv->add_option("-o,--out", *png, "PNG to write");
+  cv->callback([runs, png, &g] {
+    apply_global(g);
+    std::vector<train::RunCurves> curves;
+    for (const auto& r : *runs) {
+      const std::filesystem::path p(r);
+      const bool file = p.extension() == ".jsonl";
+      const std::filesystem::path dir = (file ? p.parent_path() : p).lexically_normal();
+      const std::string name = (dir.filename().empty() ? dir.parent_path() : dir).filename().string();
+      const std::string metrics = file ? r : (p / "metrics.jsonl").string();
+      curves.push_back(train::read_curves(metrics, name.empty() ? r : name));
+      if (curves.back().step.empty()) throw Error(metrics + ": no training loss logged yet");
+      if (curves.back().bad_lines > 0)
+        log::warn(metrics + ": " + std::to_string(curves.back().bad_lines) + " line(s) not read (cut by a kill?)");
+    }
+    train::plot_curves(curves, *png);
+    std::printf("curves of %zu run(s) -> %s\n", curves.size(), png->c_str());
   });
 }
 

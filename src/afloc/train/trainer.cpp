@@ -23,6 +23,7 @@
 #include "afloc/text/vocab_builder.h"
 #include "afloc/train/autocast.h"
 #include "afloc/train/distributed.h"
+#include "afloc/train/curves.h"
 #include "afloc/train/loader.h"
 
 namespace fs = std::filesystem;
@@ -372,7 +373,17 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
   auto checkpoint = [&](const std::string& name) {
     LoopState s = st;
     s.elapsed = st.elapsed + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    if (main) save_checkpoint(cfg.out, name, net, *optimizer, cfg, vocab, s, cfg.loop.keep_checkpoints);
+    if (main) {
+      save_checkpoint(cfg.out, name, net, *optimizer, cfg, vocab, s, cfg.loop.keep_checkpoints);
+      // The curves so far, beside the metrics; a failure to draw them never stops training.
+      try {
+        const fs::path out = fs::path(cfg.out).lexically_normal();
+        const std::string run_name = (out.filename().empty() ? out.parent_path() : out).filename().string();
+        plot_curves({read_curves(metrics_path, run_name)}, (fs::path(cfg.out) / "curves.png").string());
+      } catch (const std::exception& e) {
+        log::warn(std::string("curves.png not drawn: ") + e.what());
+      }
+    }
     comm.barrier();
     return (fs::path(cfg.out) / "checkpoints" / name).string();
   };
