@@ -16,6 +16,7 @@
 #include "afloc/common/parallel.h"
 #include "afloc/common/seed.h"
 #include "afloc/data/csv.h"
+#include "afloc/data/image_file.h"
 #include "afloc/data/phantom.h"
 #include "afloc/data/rle.h"
 
@@ -54,18 +55,7 @@ cv::Mat mask_mat(const Mask& m, uint8_t on) {
 // Studies in the validate split: --n-val, or 5% of the train split (at least 1).
 int64_t validation_count(const SynthOptions& o) { return o.n_val >= 0 ? o.n_val : std::max<int64_t>(1, o.n_train / 20); }
 
-void write_image(const std::string& path, const cv::Mat& m, int quality) {
-  create_parent_dirs(path);
-  std::vector<int> params;
-  if (fs::path(path).extension() == ".jpg") params = {cv::IMWRITE_JPEG_QUALITY, quality};
-  bool ok = false;
-  try {
-    ok = cv::imwrite(path, m, params);
-  } catch (const cv::Exception& e) {
-    throw Error(path + ": cannot write image (" + e.msg + ")");
-  }
-  if (!ok) throw Error(path + ": cannot write image");
-}
+void write_image(const std::string& path, const cv::Mat& m, int quality) { write_image_file(path, m, quality); }
 
 void write_text(const std::string& path, const std::string& text) {
   create_parent_dirs(path);

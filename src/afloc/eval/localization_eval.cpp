@@ -21,6 +21,7 @@
 #include "afloc/common/strings.h"
 #include "afloc/data/csv.h"
 #include "afloc/data/image.h"
+#include "afloc/data/image_file.h"
 #include "afloc/infer/classifier.h"
 #include "afloc/infer/localizer.h"
 #include "afloc/infer/prompt_bank.h"
@@ -53,7 +54,7 @@ void write_sheet(const std::string& path, const std::vector<cv::Mat>& tiles) {
     if (tiles[i].size() != tiles[0].size()) continue;
     tiles[i].copyTo(sheet(cv::Rect(static_cast<int>(i % static_cast<size_t>(cols)) * w, static_cast<int>(i / static_cast<size_t>(cols)) * h, w, h)));
   }
-  if (!cv::imwrite(path, sheet)) throw Error(path + ": cannot write overlay sheet");
+  data::write_image_file(path, sheet);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 
 #include "afloc/common/error.h"
 #include "afloc/common/strings.h"
+#include "afloc/data/image_file.h"
 #include "afloc/text/clean.h"
 
 namespace fs = std::filesystem;
@@ -42,16 +43,7 @@ cv::Mat colour_heatmap(const torch::Tensor& heat) {
   return out;
 }
 
-void write_png(const std::string& path, const cv::Mat& m) {
-  create_parent_dirs(path);
-  bool ok = false;
-  try {
-    ok = cv::imwrite(path, m);
-  } catch (const cv::Exception& e) {
-    throw Error(path + ": cannot write PNG (" + e.msg + ")");
-  }
-  if (!ok) throw Error(path + ": cannot write PNG");
-}
+void write_png(const std::string& path, const cv::Mat& m) { data::write_image_file(path, m); }
 
 }  // namespace
 

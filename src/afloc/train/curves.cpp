@@ -1,7 +1,6 @@
 #include "afloc/train/curves.h"
 
 #include <opencv2/core.hpp>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include <algorithm>
@@ -12,6 +11,7 @@
 #include <sstream>
 
 #include "afloc/common/error.h"
+#include "afloc/data/image_file.h"
 
 namespace afloc::train {
 namespace {
@@ -181,14 +181,7 @@ void plot_curves(const std::vector<RunCurves>& runs, const std::string& png_path
   panel(img, {0, 0, w / 2, h}, one ? "loss: " + runs[0].name + " (dots: validation, each epoch)" : "loss (dots: validation)",
         "step", left);
   panel(img, {w / 2, 0, w / 2, h}, one ? "loss terms (running mean)" : "learning rate", "step", right);
-  create_parent_dirs(png_path);
-  bool ok = false;
-  try {
-    ok = cv::imwrite(png_path, img);
-  } catch (const cv::Exception& e) {
-    throw Error(png_path + ": cannot write PNG (" + e.msg + ")");
-  }
-  if (!ok) throw Error(png_path + ": cannot write PNG");
+  data::write_image_file(png_path, img);
 }
 
 }  // namespace afloc::train
