@@ -7,6 +7,7 @@
 
 #include "afloc/common/error.h"
 #include "afloc/common/log.h"
+#include "afloc/common/strings.h"
 #include "afloc/common/threads.h"
 #include "afloc/data/phantom_writer.h"
 #include "afloc/data/prepare.h"
@@ -14,6 +15,7 @@
 #include "afloc/model/config.h"
 #include "afloc/train/run_config.h"
 #include "commands.h"
+#include "inputs.h"
 
 namespace afloc::cli {
 namespace {
@@ -32,12 +34,6 @@ struct PrepareCli {
   int64_t size = 0;
   bool last_paragraph = false, json = false;
 };
-
-std::string joined(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : ",") + x;
-  return s;
-}
 
 std::string absolute(const std::string& p) {
   return p.empty() ? "" : std::filesystem::absolute(p).lexically_normal().string();
@@ -76,7 +72,7 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
       ->delimiter(',');
   c->add_flag("--last-paragraph", o->last_paragraph, "MIMIC: a report with neither section keeps its last paragraph");
   c->add_option("--dicom-voi", o->dicom_voi, "DICOM to 8 bits: auto, minmax or authors (default: the config's data.dicom_voi, auto)")
-      ->check(CLI::IsMember({"auto", "minmax", "authors"}));
+      ->check(CLI::IsMember(data::dicom_voi_names()));
   c->add_flag("--json", o->json, "Print the summary as JSON");
   c->footer(
       "An interrupted run resumes with the same command: images already written are kept. The manifest is\n"
@@ -101,11 +97,7 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
     } else if (!o->root.empty()) {
       throw Error("prepare: --root is the root of a --manifest's images; for MIMIC-CXR-JPG use --data");
     }
-    if (!o->views.empty()) {
-      d.views.clear();  // "all" keeps every view
-      for (const auto& v : o->views)
-        if (!v.empty() && v != "all") d.views.push_back(v);
-    }
+    if (!o->views.empty()) d.views = view_positions(o->views);
     if (o->last_paragraph) d.last_paragraph = true;
     if (!o->dicom_voi.empty()) d.dicom_voi = o->dicom_voi;
     std::vector<std::string> splits = o->splits;
@@ -144,7 +136,7 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
       pl = data::read_mimic(mo);
       po.source_root = d.root;
       po.source = {{"format", "mimic"}, {"root", absolute(d.root)}, {"reports", absolute(d.reports)},
-                   {"splits", joined(splits)}, {"views", d.views.empty() ? "all" : joined(d.views)},
+                   {"splits", join(splits, ",")}, {"views", d.views.empty() ? "all" : join(d.views, ",")},
                    {"last_paragraph", d.last_paragraph ? "true" : "false"}, {"dicom_voi", d.dicom_voi}};
     } else {
       data::ManifestOptions mo;
@@ -156,10 +148,10 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
       po.source_root = d.root.empty() ? std::filesystem::path(d.manifest).parent_path().string() : d.root;
       if (po.source_root.empty()) po.source_root = ".";
       po.source = {{"format", "manifest"}, {"manifest", absolute(d.manifest)}, {"root", absolute(d.root)},
-                   {"splits", joined(splits)}, {"dicom_voi", d.dicom_voi}};
+                   {"splits", join(splits, ",")}, {"dicom_voi", d.dicom_voi}};
     }
     if (pl.samples.empty())
-      throw Error("prepare: no pairs in the splits " + joined(splits) + " (" + pl.skipped.summary() + ")");
+      throw Error("prepare: no pairs in the splits " + join(splits, ",") + " (" + pl.skipped.summary() + ")");
     po.read_skipped = pl.skipped;
     const data::PrepareResult r = data::prepare_images(pl.samples, po);
     int64_t pairs = 0;

@@ -7,6 +7,7 @@
 #include "afloc/common/error.h"
 #include "afloc/common/json_number.h"
 #include "afloc/common/log.h"
+#include "afloc/data/dicom.h"
 #include "afloc/io/model_io.h"
 #include "afloc/model/config.h"
 #include "afloc/train/curves.h"
@@ -37,7 +38,7 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--format", o->format, "mimic or manifest (default: " + o->d.data.format + ")");
   c->add_option("-m,--manifest", o->manifest, "Manifest CSV/JSONL (image, report, split columns); implies --format manifest");
   c->add_option("--dicom-voi", o->dicom_voi, "DICOM to 8 bits: auto, minmax or authors (default: " + o->d.data.dicom_voi + ")")
-      ->check(CLI::IsMember({"auto", "minmax", "authors"}));
+      ->check(CLI::IsMember(data::dicom_voi_names()));
   c->add_option("--vocab", o->vocab, "vocab.txt to use (default: build a WordPiece vocab from the training reports)");
   c->add_option("-o,--out", o->out, "Run directory (default: " + o->d.out + ")");
   c->add_option("--init", o->init, "Initial weights: a model directory from afloc import (its config and vocab are used)");
@@ -177,10 +178,10 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
     for (const auto& r : *runs) {
       const std::filesystem::path p(r);
       const bool file = p.extension() == ".jsonl";
-      const std::filesystem::path dir = (file ? p.parent_path() : p).lexically_normal();
-      const std::string name = (dir.filename().empty() ? dir.parent_path() : dir).filename().string();
       const std::string metrics = file ? r : (p / "metrics.jsonl").string();
-      curves.push_back(train::read_curves(metrics, name.empty() ? r : name));
+      std::string name = train::run_name(file ? p.parent_path().string() : r);
+      if (name.empty()) name = r;  // a bare metrics.jsonl in the working directory
+      curves.push_back(train::read_curves(metrics, name));
       if (curves.back().step.empty()) throw Error(metrics + ": no training loss logged yet");
       if (curves.back().bad_lines > 0)
         log::warn(metrics + ": " + std::to_string(curves.back().bad_lines) + " line(s) not read (cut by a kill?)");

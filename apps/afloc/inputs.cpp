@@ -67,20 +67,24 @@ void MimicInputFlags::add_to(CLI::App* c, const std::string& extra_help) {
       ->needs(mimic);
 }
 
+std::vector<std::string> view_positions(const std::vector<std::string>& given) {
+  std::vector<std::string> out;
+  for (const auto& v : given)
+    if (!v.empty() && v != "all") out.push_back(v);
+  return out;
+}
+
 std::vector<std::string> MimicInputFlags::images() const {
   if (root.empty()) return {};
   data::MimicOptions mo;
   mo.root = root;
   mo.splits = {split};
-  mo.views.clear();  // "all" (or nothing) keeps every view
-  for (const auto& v : views)
-    if (!v.empty() && v != "all") mo.views.push_back(v);
+  mo.views = view_positions(views);
   mo.read_reports = false;
   mo.progress = true;
   const data::PairList pl = data::read_mimic(mo);
   if (pl.skipped.total() > 0) log::warn(root + ": " + pl.skipped.summary());
-  std::string v;
-  for (const auto& x : mo.views) v += (v.empty() ? "" : ",") + x;
+  const std::string v = join(mo.views, ",");
   if (pl.samples.empty())
     throw Error(root + ": no image of split '" + split + "'" + (mo.views.empty() ? "" : " and views " + v) + " (" +
                 pl.skipped.summary() + ")");
@@ -95,7 +99,7 @@ void DicomVoiFlag::add_to(CLI::App* c) {
   c->add_option("--dicom-voi", name,
                 "DICOM to 8 bits: auto (SPEC §4: rescale, VOI window else min-max, MONOCHROME1 inverted), minmax, or\n"
                 "authors (their read_from_dicom); use what the model was trained with")
-      ->check(CLI::IsMember({"auto", "minmax", "authors"}));
+      ->check(CLI::IsMember(data::dicom_voi_names()));
 }
 
 data::ImageReadOptions DicomVoiFlag::read_options() const {

@@ -24,6 +24,9 @@ bool is_image_file(const std::string& path);
 /// such a column.
 std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs);
 
+/// ViewPosition values as given to --views: "all" (or nothing) keeps every view (an empty list).
+std::vector<std::string> view_positions(const std::vector<std::string>& given);
+
 /// --mimic ROOT [--split S] [--views V,...|all]: the images of a MIMIC-CXR-JPG split (split.csv's
 /// value) and views (ViewPosition values), in the metadata's order, as inputs; reports are not
 /// needed. --split and --views without --mimic are a usage error.

@@ -662,11 +662,16 @@ RawFrame decode_in_helper(const std::string& path) { return decode_raw(path); }
 
 }  // namespace
 
+const std::vector<std::string>& dicom_voi_names() {
+  static const std::vector<std::string> names = {"auto", "minmax", "authors"};
+  return names;
+}
+
 DicomVoi parse_dicom_voi(const std::string& name) {
-  if (name == "auto") return DicomVoi::kAuto;
-  if (name == "minmax") return DicomVoi::kMinMax;
-  if (name == "authors") return DicomVoi::kAuthors;
-  throw Error("DICOM conversion '" + name + "': expected auto (window, else min-max), minmax or authors");
+  const auto& names = dicom_voi_names();
+  const auto it = std::find(names.begin(), names.end(), name);
+  if (it == names.end()) throw Error("DICOM conversion '" + name + "': expected auto (window, else min-max), minmax or authors");
+  return static_cast<DicomVoi>(it - names.begin());
 }
 
 bool is_dicom(const std::string& path) {

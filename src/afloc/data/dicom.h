@@ -4,6 +4,7 @@
 /// baseline/lossless/LS, JPEG 2000, RLE, deflate, big endian).
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "afloc/data/rle.h"
 
@@ -16,7 +17,9 @@ enum class DicomVoi {
   kAuthors,  ///< the authors' read_from_dicom: stored values x 255 / max, |.| saturated (no rescale, no window)
 };
 
-/// "auto", "minmax" or "authors" (the config and flag spelling); Error naming the value otherwise.
+/// The config and flag spellings of DicomVoi, in its order: "auto", "minmax", "authors".
+const std::vector<std::string>& dicom_voi_names();
+/// One of dicom_voi_names(); Error naming the value otherwise.
 DicomVoi parse_dicom_voi(const std::string& name);
 
 struct DicomImage {

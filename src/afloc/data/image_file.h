@@ -8,7 +8,8 @@
 namespace afloc::data {
 
 /// Writes `image` to `path` (format from the extension; JPEG at `jpeg_quality`), creating the
-/// parent folder. Error naming the file when it cannot be encoded or written.
+/// parent folder; atomically (a temporary file renamed), so a file that exists is whole. Error
+/// naming the file when it cannot be encoded or written.
 void write_image_file(const std::string& path, const cv::Mat& image, int jpeg_quality = 95);
 
 }  // namespace afloc::data

@@ -55,8 +55,6 @@ cv::Mat mask_mat(const Mask& m, uint8_t on) {
 // Studies in the validate split: --n-val, or 5% of the train split (at least 1).
 int64_t validation_count(const SynthOptions& o) { return o.n_val >= 0 ? o.n_val : std::max<int64_t>(1, o.n_train / 20); }
 
-void write_image(const std::string& path, const cv::Mat& m, int quality) { write_image_file(path, m, quality); }
-
 void write_text(const std::string& path, const std::string& text) {
   create_parent_dirs(path);
   write_file_atomic(path, text);
@@ -109,14 +107,14 @@ SynthSummary write_phantom_world(const SynthOptions& o) {
       rec.study = std::to_string(50000000 + i);
       if (rec.split == "unseen") {
         rec.rel_image = "covid_rural/jpgs/phantom_" + std::to_string(i - n_main) + ".jpg";
-        write_image((root / rec.rel_image).string(), gray_mat(st), o.jpeg_quality);
+        write_image_file((root / rec.rel_image).string(), gray_mat(st), o.jpeg_quality);
         cv::Mat all = cv::Mat::zeros(static_cast<int>(st.size), static_cast<int>(st.size), CV_8UC1);
         for (const auto& inst : st.instances) all |= mask_mat(inst.mask, 255);
-        write_image((root / ("covid_rural/pngs_masks/phantom_" + std::to_string(i - n_main) + ".png")).string(), all, 100);
+        write_image_file((root / ("covid_rural/pngs_masks/phantom_" + std::to_string(i - n_main) + ".png")).string(), all, 100);
       } else {
         const std::string pdir = "files/p" + rec.subject.substr(0, 2) + "/p" + rec.subject;
         rec.rel_image = pdir + "/s" + rec.study + "/" + rec.dicom_id + ".jpg";
-        write_image((mimic / rec.rel_image).string(), gray_mat(st), o.jpeg_quality);
+        write_image_file((mimic / rec.rel_image).string(), gray_mat(st), o.jpeg_quality);
         write_text((mimic / (pdir + "/s" + rec.study + ".txt")).string(), st.report());
       }
       if (rec.split == "test" || rec.split == "unseen") {
@@ -196,7 +194,7 @@ SynthSummary write_phantom_world(const SynthOptions& o) {
     for (size_t k = 0; k < st.instances.size(); ++k) {
       const Instance& inst = st.instances[k];
       const std::string mask_rel = "ground_truth/masks/" + r.dicom_id + "_" + std::to_string(k) + ".png";
-      write_image((root / mask_rel).string(), mask_mat(inst.mask, 255), 100);
+      write_image_file((root / mask_rel).string(), mask_mat(inst.mask, 255), 100);
       nlohmann::ordered_json boxes = nlohmann::ordered_json::array();
       for (const auto& b : inst.boxes) boxes.push_back({b.x, b.y, b.w, b.h});
       gt["instances"].push_back({{"category", category(inst.finding)},
@@ -221,7 +219,7 @@ SynthSummary write_phantom_world(const SynthOptions& o) {
     }
     // RSNA Pneumonia: consolidation boxes, Target 0 rows for the others.
     const cv::Mat img = gray_mat(st);
-    write_image((root / "rsna" / "stage_2_train_images" / (r.dicom_id + ".png")).string(), img, 100);
+    write_image_file((root / "rsna" / "stage_2_train_images" / (r.dicom_id + ".png")).string(), img, 100);
     bool pneumonia = false;
     for (const auto& inst : st.instances) {
       if (inst.finding != Finding::kConsolidation) continue;
@@ -233,7 +231,7 @@ SynthSummary write_phantom_world(const SynthOptions& o) {
     if (!pneumonia) rsna += csv_row({r.dicom_id, "", "", "", "", "0"});
     // CheXlocalize: every task for every image, empty masks included.
     const std::string image_id = "patient" + r.subject + "_study1_view1_frontal";
-    write_image((root / "chexlocalize" / "CheXpert" / "test" / ("patient" + r.subject) / "study1" / "view1_frontal.jpg").string(),
+    write_image_file((root / "chexlocalize" / "CheXpert" / "test" / ("patient" + r.subject) / "study1" / "view1_frontal.jpg").string(),
                 img, o.jpeg_quality);
     nlohmann::ordered_json tasks = nlohmann::ordered_json::object();
     for (const auto& task : kChexlocalizeTasks) {
@@ -248,7 +246,7 @@ SynthSummary write_phantom_world(const SynthOptions& o) {
     }
     chexloc[image_id] = tasks;
     // SIIM-ACR: one row per pneumothorax region, " -1" for images without one.
-    write_image((root / "siim" / "images" / (r.dicom_id + ".png")).string(), img, 100);
+    write_image_file((root / "siim" / "images" / (r.dicom_id + ".png")).string(), img, 100);
     bool ptx = false;
     for (const auto& inst : st.instances) {
       if (inst.finding != Finding::kPneumothorax) continue;
@@ -333,7 +331,7 @@ void write_contact_sheet(const std::string& path, const SynthOptions& world, int
                   cv::FONT_HERSHEY_SIMPLEX, scale, cv::Scalar(230, 230, 230), 1, cv::LINE_AA);
     }
   }
-  write_image(path, sheet, 95);
+  write_image_file(path, sheet, 95);
 }
 
 }  // namespace afloc::data::phantom

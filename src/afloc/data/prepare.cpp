@@ -1,6 +1,6 @@
 #include "afloc/data/prepare.h"
 
-#include <opencv2/imgcodecs.hpp>
+#include <opencv2/core.hpp>
 
 #include <chrono>
 #include <filesystem>
@@ -13,6 +13,7 @@
 #include "afloc/common/version.h"
 #include "afloc/data/csv.h"
 #include "afloc/data/image.h"
+#include "afloc/data/image_file.h"
 
 namespace fs = std::filesystem;
 
@@ -36,19 +37,6 @@ nlohmann::json earlier_record(const fs::path& out) {
   if (!j.is_object() || !j.contains("size") || !j["size"].is_number_integer())
     throw Error(rec.string() + ": no integer \"size\"; remove it or choose another --out");
   return j;
-}
-
-std::string png_bytes(const Gray8& g, const std::string& path) {
-  const cv::Mat m(static_cast<int>(g.height), static_cast<int>(g.width), CV_8UC1, const_cast<uint8_t*>(g.pixels.data()));
-  std::vector<uchar> buf;
-  bool ok = false;
-  try {
-    ok = cv::imencode(".png", m, buf);
-  } catch (const cv::Exception& e) {
-    throw Error(path + ": cannot encode PNG (" + e.msg + ")");
-  }
-  if (!ok) throw Error(path + ": cannot encode PNG");
-  return std::string(buf.begin(), buf.end());
 }
 
 }  // namespace
@@ -131,10 +119,9 @@ PrepareResult prepare_images(const std::vector<Sample>& samples, const PrepareOp
       error[j] = e.what();
       return;
     }
-    const std::string png = png_bytes(g, dst);
-    create_parent_dirs(dst);
-    write_file_atomic(dst, png);  // disk full or unwritable: fatal, the images so far are kept
-    bytes[j] = static_cast<int64_t>(png.size());
+    // Written whole or not at all; disk full or unwritable: fatal, the images so far are kept.
+    write_image_file(dst, cv::Mat(static_cast<int>(g.height), static_cast<int>(g.width), CV_8UC1, g.pixels.data()));
+    bytes[j] = static_cast<int64_t>(fs::file_size(dst));
   });
 
   PrepareResult r;

@@ -43,8 +43,6 @@ cv::Mat colour_heatmap(const torch::Tensor& heat) {
   return out;
 }
 
-void write_png(const std::string& path, const cv::Mat& m) { data::write_image_file(path, m); }
-
 }  // namespace
 
 Localizer::Localizer(model::AflocModel& net, LocalizeOptions options, PromptEncoder& prompts)
@@ -219,14 +217,14 @@ void write_overlay(const std::string& path, const data::Gray8& image, const torc
   for (size_t k = 0; k < lines.size(); ++k)
     cv::putText(canvas, lines[k], cv::Point(3, rows + 13 + 14 * static_cast<int>(k)), cv::FONT_HERSHEY_SIMPLEX, 0.35,
                 cv::Scalar(230, 230, 230), 1, cv::LINE_AA);
-  write_png(path, canvas);
+  data::write_image_file(path, canvas);
 }
 
-void write_heatmap_png(const std::string& path, const torch::Tensor& heatmap) { write_png(path, colour_heatmap(heatmap)); }
+void write_heatmap_png(const std::string& path, const torch::Tensor& heatmap) { data::write_image_file(path, colour_heatmap(heatmap)); }
 
 void write_mask_png(const std::string& path, const torch::Tensor& heatmap, double threshold) {
   const torch::Tensor m = (heatmap.to(torch::kCPU) > threshold).to(torch::kByte).mul(255).contiguous();
-  write_png(path, cv::Mat(static_cast<int>(m.size(0)), static_cast<int>(m.size(1)), CV_8UC1, m.data_ptr<uint8_t>()).clone());
+  data::write_image_file(path, cv::Mat(static_cast<int>(m.size(0)), static_cast<int>(m.size(1)), CV_8UC1, m.data_ptr<uint8_t>()).clone());
 }
 
 std::string slug(const std::string& text) {

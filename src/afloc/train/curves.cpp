@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -117,6 +118,12 @@ void panel(cv::Mat& img, cv::Rect area, const std::string& title, const std::str
 }
 
 }  // namespace
+
+std::string run_name(const std::string& run_dir) {
+  const std::filesystem::path dir = std::filesystem::path(run_dir).lexically_normal();
+  const std::string name = (dir.filename().empty() ? dir.parent_path() : dir).filename().string();
+  return name.empty() ? run_dir : name;
+}
 
 RunCurves read_curves(const std::string& metrics_jsonl, const std::string& name) {
   std::istringstream in(read_file(metrics_jsonl));

@@ -18,6 +18,9 @@ struct RunCurves {
   int64_t bad_lines = 0;                   ///< lines that are not JSON objects (a line cut by a kill)
 };
 
+/// A run's name in legends: its folder's name ("runs/x/" -> "x").
+std::string run_name(const std::string& run_dir);
+
 /// Reads metrics.jsonl. Lines that do not parse are counted, not fatal; error naming the file when
 /// it cannot be read (a run with nothing logged yet gives empty curves).
 RunCurves read_curves(const std::string& metrics_jsonl, const std::string& name);

@@ -1,9 +1,11 @@
 #include "afloc/train/run_config.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "afloc/common/error.h"
+#include "afloc/data/dicom.h"
 
 namespace afloc::train {
 namespace {
@@ -225,7 +227,8 @@ void validate(const RunConfig& c) {
     throw Error("run." + field + " = " + value + ": " + want);
   };
   if (c.data.format != "mimic" && c.data.format != "manifest") bad("data.format", c.data.format, "expected mimic or manifest");
-  if (c.data.dicom_voi != "auto" && c.data.dicom_voi != "minmax" && c.data.dicom_voi != "authors")
+  const auto& voi = data::dicom_voi_names();
+  if (std::find(voi.begin(), voi.end(), c.data.dicom_voi) == voi.end())
     bad("data.dicom_voi", c.data.dicom_voi, "expected auto, minmax or authors");
   if (c.optim.name != "adam" && c.optim.name != "adamw") bad("optim.name", c.optim.name, "expected adam or adamw");
   if (c.optim.schedule != "step" && c.optim.schedule != "cosine") bad("optim.schedule", c.optim.schedule, "expected step or cosine");

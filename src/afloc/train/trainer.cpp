@@ -377,9 +377,7 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
       save_checkpoint(cfg.out, name, net, *optimizer, cfg, vocab, s, cfg.loop.keep_checkpoints);
       // The curves so far, beside the metrics; a failure to draw them never stops training.
       try {
-        const fs::path out = fs::path(cfg.out).lexically_normal();
-        const std::string run_name = (out.filename().empty() ? out.parent_path() : out).filename().string();
-        plot_curves({read_curves(metrics_path, run_name)}, (fs::path(cfg.out) / "curves.png").string());
+        plot_curves({read_curves(metrics_path, run_name(cfg.out))}, (fs::path(cfg.out) / "curves.png").string());
       } catch (const std::exception& e) {
         log::warn(std::string("curves.png not drawn: ") + e.what());
       }
