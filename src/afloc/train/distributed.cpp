@@ -2,6 +2,7 @@
 
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/version.h>
 #ifdef USE_C10D_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -53,9 +54,17 @@ DistEnv dist_env_from_environment() {
   return e;
 }
 
+// The collectives' common base: ProcessGroupGloo and ProcessGroupNCCL derive from ProcessGroup up
+// to LibTorch 1.13 and from Backend since 2.0 (the ProcessGroup of 2.x dispatches to Backends).
+#if TORCH_VERSION_MAJOR >= 2
+using Collectives = c10d::Backend;
+#else
+using Collectives = c10d::ProcessGroup;
+#endif
+
 struct Communicator::Impl {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroup> pg;
+  c10::intrusive_ptr<Collectives> pg;
 };
 
 Communicator::Communicator(const DistEnv& env, const torch::Device& device, std::chrono::milliseconds timeout)
