@@ -165,6 +165,22 @@ TEST(Phantom, ReportsMatchTheImage) {
         }
       }
     }
+    // What the report denies (a labeler's negatives, the chexpert CSV's 0.0) is absent and denied in
+    // its words: "no <finding>" or, for the heart, a normal size.
+    for (const phantom::Finding f : st.denied) {
+      for (const auto& inst : st.instances) EXPECT_NE(inst.finding, f) << report;
+      std::string lower = report;
+      for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      const std::string word = f == phantom::Finding::kEffusion        ? "pleural effusion"
+                               : f == phantom::Finding::kPneumothorax  ? "pneumothorax"
+                               : f == phantom::Finding::kConsolidation ? "consolidation"
+                               : f == phantom::Finding::kEdema         ? "pulmonary edema"
+                                                                       : "normal";
+      EXPECT_NE(lower.find(word), std::string::npos) << word << " denied but not named: " << report;
+      if (f != phantom::Finding::kCardiomegaly) {
+        EXPECT_NE(lower.find("no "), std::string::npos) << report;
+      }
+    }
     // A finding that is present is never negated.
     for (const auto& inst : st.instances) {
       if (inst.finding == phantom::Finding::kPneumothorax) {
@@ -218,6 +234,28 @@ TEST(Phantom, WorldOnDiskInThePublicFormats) {
   }
   mo.splits = {"validate"};
   EXPECT_EQ(read_mimic(mo).samples.size(), 3u);
+  // The chexpert CSV as the CheXpert labeler writes it: 1.0 stated, 0.0 denied by the report, blank
+  // unmentioned; "No Finding" on normal studies.
+  const CsvTable lab = read_csv(dir + "/mimic-cxr-jpg/mimic-cxr-2.0.0-chexpert.csv");
+  int64_t denied = 0;
+  for (size_t r = 0; r < lab.rows.size(); ++r) {
+    bool positive = false;
+    for (size_t c = 2; c < lab.header.size(); ++c) {
+      const std::string& v = lab.at(r, c);
+      EXPECT_TRUE(v.empty() || v == "1.0" || v == "0.0") << lab.header[c] << " = " << v;
+      positive = positive || (v == "1.0" && lab.header[c] != "No Finding");
+    }
+    EXPECT_EQ(lab.at(r, lab.column("No Finding")) == "1.0", !positive) << "row " << r + 2;
+    const std::string& subject = lab.at(r, lab.column("subject_id"));
+    const std::string report = read_file(dir + "/mimic-cxr-jpg/files/p" + subject.substr(0, 2) + "/p" + subject + "/s" +
+                                         lab.at(r, lab.column("study_id")) + ".txt");
+    // Every split's rows: 0.0 exactly where the report denies the finding.
+    const bool denies = report.find("o pleural effusion") != std::string::npos ||
+                        report.find("or pleural effusion") != std::string::npos;
+    EXPECT_EQ(lab.at(r, lab.column("Pleural Effusion")) == "0.0", denies) << "row " << r + 2 << ": " << report;
+    denied += denies;
+  }
+  EXPECT_GT(denied, 3);
   // Ground truth: SIIM (leading-space column), CheXlocalize (COCO RLE), MS-CXR, RSNA all parse and agree
   // with instances.jsonl.
   const CsvTable siim = read_csv(dir + "/siim/train-rle.csv");

@@ -760,23 +760,29 @@ Study render_study(uint64_t seed, const PhantomOptions& o) {
   auto has_f = [&](Finding f) { return has[static_cast<int>(f)]; };
   std::vector<std::string> normal;
   if (!has_f(Finding::kCardiomegaly)) {
+    st.denied.push_back(Finding::kCardiomegaly);
     normal.push_back(r.pick<std::string>({"The heart size is normal.", "Heart size is normal.",
                                           "The cardiomediastinal silhouette is within normal limits.",
                                           "Cardiomediastinal contours are normal."}));
   }
   if (!has_f(Finding::kEffusion) && !has_f(Finding::kPneumothorax)) {
+    st.denied.insert(st.denied.end(), {Finding::kEffusion, Finding::kPneumothorax});
     normal.push_back(r.pick<std::string>({"No pleural effusion or pneumothorax.", "There is no pleural effusion or pneumothorax.",
                                           "No pneumothorax or pleural effusion is seen."}));
   } else if (!has_f(Finding::kEffusion)) {
+    st.denied.push_back(Finding::kEffusion);
     normal.push_back(r.pick<std::string>({"No pleural effusion.", "There is no pleural effusion."}));
   } else if (!has_f(Finding::kPneumothorax)) {
+    st.denied.push_back(Finding::kPneumothorax);
     normal.push_back(r.pick<std::string>({"No pneumothorax.", "There is no pneumothorax."}));
   }
   if (!has_f(Finding::kConsolidation) && !has_f(Finding::kGroundGlass) && r.chance(0.6)) {
+    st.denied.push_back(Finding::kConsolidation);
     normal.push_back(r.pick<std::string>({"No focal consolidation.", "There is no focal consolidation.",
                                           "No focal airspace consolidation is seen."}));
   }
   if (!has_f(Finding::kEdema) && r.chance(0.4)) {
+    st.denied.push_back(Finding::kEdema);
     normal.push_back(r.pick<std::string>({"No pulmonary edema.", "There is no evidence of pulmonary edema."}));
   }
   if (st.instances.empty()) {

@@ -58,6 +58,9 @@ struct Study {
   std::string findings;         ///< FINDINGS paragraph
   std::string impression;       ///< IMPRESSION paragraph
   std::vector<Instance> instances;
+  /// Findings the report denies ("No pleural effusion.", "The heart size is normal."): what a
+  /// report labeler such as CheXpert's marks negative (0.0) rather than unmentioned (blank).
+  std::vector<Finding> denied;
   /// The whole report as written to disk ("FINDINGS: ...\n\nIMPRESSION: ...").
   std::string report() const;
 };

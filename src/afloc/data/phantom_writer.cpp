@@ -39,7 +39,7 @@ const std::vector<std::string> kChexpertColumns = {
 struct Record {
   int64_t index = 0;
   std::string split, dicom_id, subject, study, rel_image;
-  Study study_data;  // instances kept for test/unseen only
+  Study study_data;  // instances kept whole for test/unseen only; findings and denials for all
 };
 
 cv::Mat gray_mat(const Study& st) {
@@ -126,6 +126,7 @@ SynthSummary write_phantom_world(const SynthOptions& o) {
           light.finding = inst.finding;
           rec.study_data.instances.push_back(light);
         }
+        rec.study_data.denied = std::move(st.denied);
       }
     });
   } catch (const std::exception& e) {
@@ -161,6 +162,16 @@ SynthSummary write_phantom_world(const SynthOptions& o) {
       }
     }
     if (r.study_data.instances.empty()) lab["No Finding"] = "1.0";
+    // Denied findings are negative (0.0) as the CheXpert labeler marks them; unmentioned ones stay blank.
+    for (const Finding f : r.study_data.denied) {
+      const char* col = f == Finding::kEffusion        ? "Pleural Effusion"
+                        : f == Finding::kPneumothorax  ? "Pneumothorax"
+                        : f == Finding::kConsolidation ? "Consolidation"
+                        : f == Finding::kEdema         ? "Edema"
+                        : f == Finding::kCardiomegaly  ? "Cardiomegaly"
+                                                       : nullptr;
+      if (col && !lab.count(col)) lab[col] = "0.0";
+    }
     std::vector<std::string> row = {r.subject, r.study};
     for (const auto& col : kChexpertColumns) row.push_back(lab.count(col) ? lab[col] : "");
     chex += csv_row(row);
