@@ -400,7 +400,7 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
   for (const auto& e : fs::directory_iterator(ev + "/overlays")) pngs += e.path().extension() == ".png";
   EXPECT_EQ(pngs, 5);  // four overlays and the sheet
   // The world's MIMIC-CXR-JPG layout read as a user's MIMIC-CXR: `classify --mimic` takes the test
-  // split's films and labels them from mimic-cxr-2.0.0-chexpert.csv by study (blank = absent). Its
+  // split's films and labels them from mimic-cxr-2.0.0-chexpert.csv by study (0.0 and blank = absent). Its
   // AUROCs are eval-phantom's, which labels the same films from the hidden ground truth.
   const std::string cm = tmp("cls_mimic");
   const CliRun mimic = run_cli("classify -M " + run + " --mimic " + world_ + "/mimic-cxr-jpg --bank chexpert5 -o " + cm);
