@@ -256,6 +256,34 @@ TEST(Phantom, WorldOnDiskInThePublicFormats) {
     denied += denies;
   }
   EXPECT_GT(denied, 3);
+  // Read with the label CSV (loop.drop_same_labels), each pair carries its study's positive columns as
+  // one key (0.0 and blank both absent): equal exactly for studies with the same positives.
+  mo.splits = {"train"};
+  mo.labels_csv = dir + "/mimic-cxr-jpg/mimic-cxr-2.0.0-chexpert.csv";
+  const PairList labelled = read_mimic(mo);
+  ASSERT_EQ(labelled.samples.size(), 12u);
+  std::map<std::string, std::string> row_of;  // study -> its label cells
+  for (size_t r = 0; r < lab.rows.size(); ++r) {
+    std::string cells;
+    for (size_t c = 2; c < lab.header.size(); ++c) cells += lab.at(r, c) == "1.0" ? "1" : "-";
+    row_of[lab.at(r, lab.column("study_id"))] = cells;
+  }
+  const auto study_of = [](const Sample& s) { return fs::path(s.image).parent_path().filename().string().substr(1); };
+  int64_t equal_pairs = 0;
+  for (const auto& a : labelled.samples) {
+    EXPECT_FALSE(a.labels.empty()) << a.id;
+    for (const auto& b : labelled.samples) {
+      EXPECT_EQ(a.labels == b.labels, row_of.at(study_of(a)) == row_of.at(study_of(b))) << a.id << " " << b.id;
+      equal_pairs += &a != &b && a.labels == b.labels;
+    }
+  }
+  EXPECT_GT(equal_pairs, 0);  // a third of the studies are normal
+  const std::vector<int64_t> keys = label_keys(labelled.samples);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    EXPECT_GE(keys[i], 0);
+    for (size_t k = 0; k < keys.size(); ++k)
+      EXPECT_EQ(keys[i] == keys[k], labelled.samples[i].labels == labelled.samples[k].labels);
+  }
   // Ground truth: SIIM (leading-space column), CheXlocalize (COCO RLE), MS-CXR, RSNA all parse and agree
   // with instances.jsonl.
   const CsvTable siim = read_csv(dir + "/siim/train-rle.csv");
@@ -488,6 +516,22 @@ TEST(Manifest, CsvAndJsonlWithSkips) {
   EXPECT_EQ(pj.skipped.counts.at("field not a string (split unknown)"), 1);
   EXPECT_NE(pj.skipped.summary().find("m.jsonl line 6 (\"report\")"), std::string::npos) << pj.skipped.summary();
   EXPECT_EQ(pj.skipped.total(), 4);
+  // Optional labels (loop.drop_same_labels), in a CSV column or a JSONL field; none known = unique keys.
+  write(root + "/l.csv", "image,report,labels\nimg/a.png,One.,normal\nimg/b.png,Two.,normal\nimg/a.png,Three.,\n"
+                         "img/b.png,Four.,effusion\n");
+  o.path = root + "/l.csv";
+  const PairList pl2 = read_manifest(o);
+  ASSERT_EQ(pl2.samples.size(), 4u);
+  EXPECT_EQ(pl2.samples[0].labels, "normal");
+  EXPECT_EQ(pl2.samples[2].labels, "");
+  const std::vector<int64_t> keys = label_keys(pl2.samples);
+  EXPECT_EQ(keys[0], keys[1]);
+  EXPECT_LT(keys[2], 0);
+  EXPECT_NE(keys[0], keys[3]);
+  EXPECT_NE(keys[0], keys[2]);
+  write(root + "/l.jsonl", "{\"image\": \"img/a.png\", \"report\": \"One.\", \"labels\": \"Edema\"}\n");
+  o.path = root + "/l.jsonl";
+  EXPECT_EQ(read_manifest(o).samples.at(0).labels, "Edema");
   write(root + "/bad.csv", "file,text\nx,y\n");
   o.path = root + "/bad.csv";
   try {

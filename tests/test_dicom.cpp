@@ -107,7 +107,7 @@ TEST(Dicom, PreparedImagesFollowTheAskedConversion) {
     std::filesystem::remove_all(po.out);
     po.size = 32;
     po.read.dicom_voi = data::parse_dicom_voi(mode);
-    const auto r = data::prepare_images({data::Sample{"cr", file, "Report.", "train"}}, po);
+    const auto r = data::prepare_images({data::Sample{"cr", file, "Report.", "train", ""}}, po);
     ASSERT_EQ(r.written, 1);
     data::ManifestOptions man;
     man.path = r.manifest;

@@ -318,6 +318,42 @@ TEST_F(E2E, PreparedManifestTrainsAsTheMimicTree) {
   EXPECT_NE(nocu.out.find("metrics.jsonl"), std::string::npos) << nocu.out;
   EXPECT_EQ(nlohmann::json::parse(read(rb + "/run.json"))["data"]["root"], "");  // the manifest's folder, not the config's MIMIC root
 
+  // Same-label negatives left out (loop.drop_same_labels): the prepared manifest carries the chexpert
+  // labels in its labels column and trains as the tree does; dropping negatives lowers the first step's
+  // loss (same weights, same batch, fewer terms in each softmax).
+  const data::CsvTable pm = data::read_csv(prepared + "/manifest.csv");
+  EXPECT_EQ(pm.column("labels"), 4u);
+  const std::string rd = tmp("run_drop_tree"), re = tmp("run_drop_prepared");
+  const CliRun d1 = run_cli("train -c " + cfg + " -o " + rd + common + " --drop-same-labels");
+  const CliRun d2 =
+      run_cli("--log-level warn train -c " + cfg + " -m " + prepared + "/manifest.csv -o " + re + common + " --drop-same-labels");
+  ASSERT_EQ(d1.code, 0) << d1.out;
+  ASSERT_EQ(d2.code, 0) << d2.out;
+  EXPECT_NE(d1.out.find("drop_same_labels: 40 of 40 training pairs labelled"), std::string::npos) << d1.out;
+  const auto ld = step_losses(rd + "/metrics.jsonl");
+  EXPECT_EQ(ld, step_losses(re + "/metrics.jsonl"));
+  ASSERT_EQ(ld.size(), 3u);
+  EXPECT_LT(ld.begin()->second, la.begin()->second);  // step 1
+  EXPECT_EQ(nlohmann::json::parse(read(rd + "/run.json"))["loop"]["drop_same_labels"], true);
+  // Without labels it is an error that says where labels come from, not a silent no-op.
+  const std::string bare = tmp("bare_manifest.csv");
+  {
+    std::string text = data::csv_row({"image", "report", "split"});
+    for (size_t r = 0; r < pm.rows.size(); ++r)
+      text += data::csv_row({prepared + "/" + pm.at(r, 1), pm.at(r, 2), pm.at(r, 3)});
+    std::ofstream(bare) << text;
+  }
+  const CliRun nolab = run_cli("train -c " + cfg + " -m " + bare + " -o " + tmp("run_nolab") + common + " --drop-same-labels");
+  EXPECT_EQ(nolab.code, 1) << nolab.out;
+  EXPECT_NE(nolab.out.find("no labels column"), std::string::npos) << nolab.out;
+  const std::string badlab = tmp("badlab.json");
+  std::ofstream(badlab) << R"({"data": {"root": ")" << world_ << R"(/mimic-cxr-jpg", "labels": ")" << bare
+                        << R"("}, "loop": {"batch_size": 8, "drop_same_labels": true}})";
+  const CliRun nostudy = run_cli("train -c " + badlab + " -o " + tmp("run_badlab") + common);
+  EXPECT_EQ(nostudy.code, 1) << nostudy.out;
+  EXPECT_NE(nostudy.out.find("study_id"), std::string::npos) << nostudy.out;
+  EXPECT_NE(nostudy.out.find(bare), std::string::npos) << nostudy.out;
+
   // A run begun on the tree resumes on the prepared manifest (its loader waited on the films) and
   // goes on as if it had never switched.
   const std::string rc = tmp("run_switch");
@@ -616,6 +652,19 @@ TEST_F(E2E, TwoProcessesStayInStepAndWithGatheringMatchOneProcess) {
   }
   std::printf("[e2e] 2 ranks with gathering vs 1 process: max |weight diff| %.3g after 4 steps\n", worst);
   EXPECT_LE(worst, 4 * 2 * 2e-5 + 1e-6);
+
+  // Same-label negatives left out over the gathered batch: the ranks gather each other's label keys,
+  // so two ranks still give one process's losses, which differ from the losses without the option.
+  const std::string dd2 = tmp("dist2_drop"), dd1 = tmp("dist1_drop");
+  auto [c0, c1] = run_two_ranks(base + "-b 4 --gather --drop-same-labels -o " + dd2);
+  ASSERT_EQ(c0.code, 0) << c0.out;
+  ASSERT_EQ(c1.code, 0) << c1.out;
+  ASSERT_EQ(run_cli(base + "-b 8 --drop-same-labels -o " + dd1).code, 0);
+  const auto ld2 = step_losses(dd2 + "/metrics.jsonl"), ld1 = step_losses(dd1 + "/metrics.jsonl");
+  ASSERT_EQ(ld1.size(), 4u);
+  ASSERT_EQ(ld2.size(), 4u);
+  for (const auto& [step, loss] : ld1) EXPECT_NEAR(ld2.at(step), loss, 1e-4 * std::abs(loss)) << "step " << step;
+  EXPECT_LT(ld1.at(1), l1.at(1));
 
   // Without gathering (gradient averaging, negatives from the local batch) the replicas still agree.
   auto [b0, b1] = run_two_ranks(base + "-b 4 -o " + dn);

@@ -234,6 +234,68 @@ TEST(Loss, RegionReportTermEqualsThePlainLoopAndIsOffByDefault) {
   EXPECT_NEAR(with.total.item<double>(), without + with.region.item<double>(), 1e-4);
 }
 
+// Dropped pairs (false negatives: captions that say the same as an image's own) leave both
+// softmaxes of every contrastive term: each row's and column's cross-entropy is taken over the kept
+// entries only, from the same scores.
+TEST(Loss, DroppedPairsLeaveBothSoftmaxesOfEveryTerm) {
+  torch::manual_seed(6);
+  const int64_t b = 4, dim = 8;
+  const torch::Tensor s = torch::randn({b, dim, 4, 4}), d = torch::randn({b, dim, 2, 2}), g = torch::randn({b, dim});
+  const torch::Tensor w = torch::randn({b, dim, 6}), se = torch::randn({b, dim, 4}), r = torch::randn({b, dim});
+  const torch::Tensor wl = torch::tensor({6, 3, 2, 5}), sl = torch::tensor({4, 2, 2, 3});
+  // Images 0, 1 and 3 say the same; 2 differs.
+  const torch::Tensor key = torch::tensor({7, 7, 9, 7});
+  const torch::Tensor drop = loss::same_key_pairs(key);
+  EXPECT_EQ(drop.sum().item<int64_t>(), 6);  // the three pairs among 0, 1 and 3, both ways; never the diagonal
+  EXPECT_FALSE(drop[2].any().item<bool>());
+  // Reference: the two cross-entropies of a score matrix over the kept entries.
+  const auto kept_ce = [&](const torch::Tensor& scores) {
+    double l0 = 0, l1 = 0;
+    for (int64_t i = 0; i < b; ++i) {
+      double row = 0, col = 0;
+      for (int64_t k = 0; k < b; ++k) {
+        if (drop[i][k].item<bool>()) continue;
+        row += std::exp(scores[i][k].item<double>());
+        col += std::exp(scores[k][i].item<double>());
+      }
+      l0 += std::log(row) - scores[i][i].item<double>();
+      l1 += std::log(col) - scores[i][i].item<double>();
+    }
+    return std::make_pair(l0 / b, l1 / b);
+  };
+  const auto gl = loss::global_loss(g, r, 10.0, drop);
+  const auto [g0, g1] = kept_ce(loss::global_loss(g, r).scores);
+  EXPECT_NEAR(gl.loss0.item<double>(), g0, 1e-5);
+  EXPECT_NEAR(gl.loss1.item<double>(), g1, 1e-5);
+  const auto ll = loss::local_loss(d, se, sl, {}, {}, drop);
+  const auto [s0, s1] = kept_ce(loss::local_loss(d, se, sl).similarities);
+  EXPECT_NEAR(ll.loss0.item<double>(), s0, 1e-5);
+  EXPECT_NEAR(ll.loss1.item<double>(), s1, 1e-5);
+  const auto rr = loss::region_report_loss(d, r, 10.0, 10.0, drop);
+  const auto [r0, r1] = kept_ce(loss::region_report_loss(d, r, 10.0, 10.0).scores);
+  EXPECT_NEAR(rr.loss0.item<double>(), r0, 1e-5);
+  EXPECT_NEAR(rr.loss1.item<double>(), r1, 1e-5);
+  // Dropping lowers the loss (fewer negatives), and an all-false mask changes nothing.
+  EXPECT_LT(gl.loss0.item<double>(), loss::global_loss(g, r).loss0.item<double>());
+  EXPECT_NEAR(loss::global_loss(g, r, 10.0, torch::zeros({b, b}, torch::kBool)).loss0.item<double>(),
+              loss::global_loss(g, r).loss0.item<double>(), 1e-6);
+  // Every term of the total takes the mask.
+  model::LossConfig c;
+  c.region_report_weight = 1.0;
+  c.shallow_sentence_weight = 1.0;
+  const auto all = loss::alignment_loss(s, d, g, w, wl, se, sl, r, c, int64_t{1} << 25, {}, drop);
+  const auto wo = loss::local_loss(s, w, wl, {}, {}, drop);
+  const auto ss = loss::local_loss(s, se, sl, {}, {}, drop);
+  EXPECT_NEAR(all.report.item<double>(), (gl.loss0 + gl.loss1).item<double>(), 1e-5);
+  EXPECT_NEAR(all.sentence.item<double>(), (ll.loss0 + ll.loss1).item<double>(), 1e-5);
+  EXPECT_NEAR(all.region.item<double>(), (rr.loss0 + rr.loss1).item<double>(), 1e-5);
+  EXPECT_NEAR(all.word.item<double>(), (wo.loss0 + wo.loss1).item<double>(), 1e-5);
+  EXPECT_NEAR(all.shallow_sentence.item<double>(), (ss.loss0 + ss.loss1).item<double>(), 1e-5);
+  // The matched pair itself can never be dropped, nor can a mask of the wrong shape be used.
+  EXPECT_THROW(loss::global_loss(g, r, 10.0, torch::eye(b, torch::kBool)), c10::Error);
+  EXPECT_THROW(loss::global_loss(g, r, 10.0, torch::zeros({b, b + 1}, torch::kBool)), c10::Error);
+}
+
 struct TinySetup {
   text::Vocab vocab;
   model::AflocConfig cfg;

@@ -248,7 +248,7 @@ TEST_F(LoaderTest, PrepareSkipsUnreadableImagesAndKeepsNamesApart) {
   fs::copy_file(src[2].image, dir_ + "/outside/x.jpg", fs::copy_options::overwrite_existing);
   std::ofstream((folder / "bad.jpg").string()) << "not an image";
   auto sample = [](const std::string& id, const std::string& image, const std::string& report) {
-    return data::Sample{id, image, report, "train"};
+    return data::Sample{id, image, report, "train", ""};
   };
   const std::vector<data::Sample> samples = {
       sample("s0", (folder / "a.jpg").string(), "Heart size is normal, \"no\" effusion.\nNo pneumothorax."),

@@ -132,6 +132,10 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
       mo.splits = splits;
       mo.views = d.views;
       mo.last_paragraph = d.last_paragraph;
+      // The report labels go into the manifest's labels column whenever there are some
+      // (loop.drop_same_labels reads them there), the chexpert CSV by default.
+      mo.labels_csv = train::labels_csv(cfg);
+      if (mo.labels_csv.empty()) mo.labels_csv = data::mimic_csv_path(d.root, "mimic-cxr-2.0.0-chexpert");
       mo.progress = progress;
       pl = data::read_mimic(mo);
       po.source_root = d.root;

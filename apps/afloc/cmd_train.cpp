@@ -60,6 +60,9 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
   c->add_flag("--gather", o->d.loop.gather_embeddings,
               "Distributed: all-gather embeddings so contrastive negatives span the global batch");
   c->add_flag("--freeze-bn", o->d.loop.freeze_batchnorm, "BatchNorm uses running statistics (small per-process batches)");
+  c->add_flag("--drop-same-labels", o->d.loop.drop_same_labels,
+              "Pairs whose studies have the same report labels (MIMIC's chexpert CSV, data.labels, or a manifest's "
+              "labels column) are not each other's negatives. Not the authors' method");
   c->add_flag("--no-validate", o->no_validate, "Skip the validation loss after each epoch");
   c->add_flag(
       "--amp-cpu", o->d.loop.amp_cpu,
@@ -122,6 +125,7 @@ void register_train_commands(CLI::App& app, GlobalOptions& g) {
     if (o->no_validate) cfg.loop.validate = false;
     if (o->d.loop.gather_embeddings) cfg.loop.gather_embeddings = true;
     if (o->d.loop.freeze_batchnorm) cfg.loop.freeze_batchnorm = true;
+    if (o->d.loop.drop_same_labels) cfg.loop.drop_same_labels = true;
     if (o->d.loop.amp_cpu) cfg.loop.amp_cpu = true;
     train::validate(cfg);
     if (o->print_config) {

@@ -197,6 +197,21 @@ std::string report_sections(const std::string& report, bool last_paragraph) {
   return findings + " " + impression;
 }
 
+std::vector<int64_t> label_keys(const std::vector<Sample>& samples) {
+  std::vector<int64_t> keys(samples.size());
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const std::string& l = samples[i].labels;
+    if (l.empty()) {
+      keys[i] = -1 - static_cast<int64_t>(i);
+      continue;
+    }
+    uint64_t h = 14695981039346656037ULL;  // FNV-1a: stable across processes, unlike std::hash
+    for (const unsigned char c : l) h = (h ^ c) * 1099511628211ULL;
+    keys[i] = static_cast<int64_t>(h >> 1);
+  }
+  return keys;
+}
+
 PairList read_mimic(const MimicOptions& o) {
   if (o.root.empty()) throw Error("MIMIC-CXR: the dataset root is not set");
   const std::string reports_root = o.reports_root.empty() ? o.root : o.reports_root;
@@ -206,6 +221,23 @@ PairList read_mimic(const MimicOptions& o) {
   std::unordered_map<std::string, std::string> split_of;
   for (size_t r = 0; r < split.rows.size(); ++r) split_of[split.at(r, s_dicom)] = split.at(r, s_split);
 
+  // Report labels by study, as one key: the columns marked positive (1) and, apart, uncertain (-1).
+  // Negative (0) and blank cells both say absent, so they do not tell studies apart.
+  std::unordered_map<std::string, std::string> labels_of;
+  if (!o.labels_csv.empty()) {
+    const CsvTable lab = read_csv(o.labels_csv);
+    const size_t l_study = lab.column("study_id"), l_subject = lab.find_column("subject_id");
+    for (size_t r = 0; r < lab.rows.size(); ++r) {
+      std::string key;
+      for (size_t c = 0; c < lab.header.size(); ++c) {
+        if (c == l_study || c == l_subject) continue;
+        const std::string& v = lab.at(r, c);
+        if (v == "1" || v == "1.0") key += lab.header[c] + ";";
+        else if (v == "-1" || v == "-1.0") key += "?" + lab.header[c] + ";";
+      }
+      labels_of[lab.at(r, l_study)] = key.empty() ? "-" : key;
+    }
+  }
   const size_t m_dicom = meta.column("dicom_id"), m_subject = meta.column("subject_id"),
                m_study = meta.column("study_id"), m_view = meta.column("ViewPosition");
   PairList out;
@@ -285,7 +317,8 @@ PairList read_mimic(const MimicOptions& o) {
     } else if (!st.skip.empty()) {
       out.skipped.add(st.skip, st.report_path);
     } else {
-      out.samples.push_back({dicom, row.image, st.text, split_of.at(dicom)});
+      const auto lab = labels_of.find(meta.at(row.meta_row, m_study));
+      out.samples.push_back({dicom, row.image, st.text, split_of.at(dicom), lab == labels_of.end() ? "" : lab->second});
     }
   }
   return out;
@@ -302,10 +335,10 @@ PairList read_manifest(const ManifestOptions& o) {
   };
   std::vector<Row> rows;
   auto keep = [&](const std::string& id, const std::string& image, const std::string& report, std::string split,
-                  const std::string& where) {
+                  const std::string& labels, const std::string& where) {
     if (split.empty()) split = "train";
     if (std::find(o.splits.begin(), o.splits.end(), split) == o.splits.end()) return;
-    Row row{{id.empty() ? image : id, resolve(root, image), report, split}, where, ""};
+    Row row{{id.empty() ? image : id, resolve(root, image), report, split, labels}, where, ""};
     if (image.empty()) row.skip = "no image path";
     rows.push_back(std::move(row));
   };
@@ -361,12 +394,12 @@ PairList read_manifest(const ManifestOptions& o) {
         return std::string();
       };
       const std::string id = str({"id"}), image = str({"image", "path"}), report = str({"report", "text"}),
-                        split = str({"split"});
+                        split = str({"split"}), labels = str({"labels"});
       if (!bad_field.empty()) {
         out.skipped.add("field not a string (split unknown)", where + " (\"" + bad_field + "\")");
         continue;
       }
-      keep(id, image, report, split, where);
+      keep(id, image, report, split, labels, where);
     }
     return finish();
   }
@@ -377,10 +410,11 @@ PairList read_manifest(const ManifestOptions& o) {
   if (c_report == std::string::npos) c_report = t.find_column("text");
   if (c_image == std::string::npos) t.column("image");    // throws, naming the columns present
   if (c_report == std::string::npos) t.column("report");  // idem
-  const size_t c_split = t.find_column("split"), c_id = t.find_column("id");
+  const size_t c_split = t.find_column("split"), c_id = t.find_column("id"), c_labels = t.find_column("labels");
   for (size_t r = 0; r < t.rows.size(); ++r) {
     keep(c_id == std::string::npos ? "" : t.at(r, c_id), t.at(r, c_image), t.at(r, c_report),
-         c_split == std::string::npos ? "" : t.at(r, c_split), o.path + " row " + std::to_string(r + 2));
+         c_split == std::string::npos ? "" : t.at(r, c_split), c_labels == std::string::npos ? "" : t.at(r, c_labels),
+         o.path + " row " + std::to_string(r + 2));
   }
   return finish();
 }

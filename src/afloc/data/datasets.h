@@ -14,6 +14,9 @@ struct Sample {
   std::string image;   ///< absolute or working-directory-relative path
   std::string report;  ///< report text used for training (FINDINGS + IMPRESSION for MIMIC)
   std::string split;   ///< train, validate, test, ...
+  /// The study's report labels as one key ("" = none known): the label CSV's cells joined (MIMIC,
+  /// MimicOptions::labels_csv) or the manifest's `labels` field. Equal keys say the same.
+  std::string labels;
 };
 
 /// Skipped rows, by reason ("missing image", "empty report", ...), with a few examples each.
@@ -43,6 +46,11 @@ struct PairList {
 /// lungs are clear.\n" (empty when there is no such line).
 std::string report_sections(const std::string& report, bool last_paragraph = false);
 
+/// One int64 key per sample for loop.drop_same_labels: equal for samples with the same non-empty
+/// Sample::labels (a 63-bit FNV-1a hash, the same in every process), and -1 - i, unique, for a
+/// sample i without labels.
+std::vector<int64_t> label_keys(const std::vector<Sample>& samples);
+
 struct MimicOptions {
   std::string root;                              ///< holds files/ and the mimic-cxr-2.0.0-*.csv(.gz)
   std::string reports_root;                      ///< holds files/p../p../s...txt ("" = root)
@@ -51,6 +59,11 @@ struct MimicOptions {
   bool check_images = true;                      ///< skip rows whose image file is missing
   bool read_reports = true;  ///< false: images only (reports empty, not read; MIMIC-CXR-JPG ships none)
   bool last_paragraph = false;  ///< a report with neither section trains on its last paragraph (report_sections)
+  /// A study_id-keyed label CSV (mimic-cxr-2.0.0-chexpert.csv, -negbio.csv; .gz too) giving
+  /// Sample::labels: the names of the columns marked 1 and, as "?name", -1; 0 and blank are both
+  /// absent ("Cardiomegaly;Pleural Effusion;", "No Finding;", "-" for none; "" = not read). Studies
+  /// it lacks get no labels.
+  std::string labels_csv;
   int io_threads = 16;    ///< parallel file checks and report reads (I/O bound; 1 = serial)
   bool progress = false;  ///< a progress bar over the studies read
 };
@@ -73,8 +86,8 @@ struct ManifestOptions {
   bool progress = false;  ///< a progress bar over the images checked
 };
 
-/// A generic manifest: CSV with columns image (or path), report (or text), optional split and id; or
-/// JSONL with the same keys. Error for a missing file or column; bad rows (no image, empty report,
+/// A generic manifest: CSV with columns image (or path), report (or text), optional split, id and
+/// labels (Sample::labels); or JSONL with the same keys. Error for a missing file or column; bad rows (no image, empty report,
 /// invalid JSON line, not UTF-8) are skips.
 PairList read_manifest(const ManifestOptions& options);
 

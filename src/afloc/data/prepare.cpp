@@ -2,6 +2,7 @@
 
 #include <opencv2/core.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -131,14 +132,20 @@ PrepareResult prepare_images(const std::vector<Sample>& samples, const PrepareOp
     (reused[j] ? r.reused : r.written) += 1;
     r.bytes += bytes[j];
   }
-  std::string manifest = csv_row({"id", "image", "report", "split"});
+  // The labels column only when the pairs have labels (data.labels), so that the manifest trains as they do.
+  const bool labels = std::any_of(samples.begin(), samples.end(), [](const Sample& s) { return !s.labels.empty(); });
+  std::vector<std::string> header = {"id", "image", "report", "split"};
+  if (labels) header.push_back("labels");
+  std::string manifest = csv_row(header);
   for (size_t i = 0; i < samples.size(); ++i) {
     const size_t j = sample_job[i];
     if (!error[j].empty()) {
       r.skipped.add("unreadable image", error[j]);
       continue;
     }
-    manifest += csv_row({samples[i].id, outputs[j], samples[i].report, samples[i].split});
+    std::vector<std::string> row = {samples[i].id, outputs[j], samples[i].report, samples[i].split};
+    if (labels) row.push_back(samples[i].labels);
+    manifest += csv_row(row);
     r.per_split[samples[i].split] += 1;
   }
   // Every unreadable image with its error (the skip log keeps three examples), or none.

@@ -1,6 +1,9 @@
 #include "afloc/loss/alignment.h"
 
 #include <cmath>
+#include <limits>
+#include <tuple>
+#include <utility>
 
 #include "afloc/model/image_encoder.h"
 #include "afloc/model/text_encoder.h"
@@ -16,10 +19,27 @@ torch::Tensor labels_for(int64_t n, const torch::Device& device) {
   return torch::arange(n, torch::TensorOptions().dtype(torch::kLong).device(device));
 }
 
+// Cross-entropy of a square score matrix both ways (image -> captions, caption -> images), the
+// matched pair on the diagonal. drop (optional, (B, B) bool, false on the diagonal): pairs left out
+// of the softmax, neither positive nor negative.
+std::pair<torch::Tensor, torch::Tensor> contrast(const torch::Tensor& scores, const torch::Tensor& drop) {
+  const int64_t n = scores.size(0);
+  torch::Tensor s = scores;
+  if (drop.defined()) {
+    TORCH_CHECK(drop.dim() == 2 && drop.size(0) == n && drop.size(1) == scores.size(1),
+                "the dropped-pairs mask must be (", n, ", ", scores.size(1), "), got ", drop.sizes());
+    TORCH_CHECK(!drop.diagonal().any().item<bool>(), "the dropped-pairs mask drops a matched pair (its diagonal)");
+    s = s.masked_fill(drop.to(s.device(), torch::kBool), -std::numeric_limits<double>::infinity());
+  }
+  const torch::Tensor labels = labels_for(n, scores.device());
+  return {F::cross_entropy(s, labels), F::cross_entropy(s.t(), labels)};
+}
+
 }  // namespace
 
 LocalLossResult local_loss(const torch::Tensor& regions, const torch::Tensor& units,
-                           const torch::Tensor& lens_in, const LocalLossOptions& opt, const torch::Tensor& skip) {
+                           const torch::Tensor& lens_in, const LocalLossOptions& opt, const torch::Tensor& skip,
+                           const torch::Tensor& drop) {
   TORCH_CHECK(regions.dim() == 4, "regions must be (B, D, h, w), got ", regions.sizes());
   TORCH_CHECK(units.dim() == 3, "units must be (B, D, T), got ", units.sizes());
   TORCH_CHECK(regions.size(0) == units.size(0), "image batch ", regions.size(0),
@@ -92,10 +112,14 @@ LocalLossResult local_loss(const torch::Tensor& regions, const torch::Tensor& un
     }
   }
   res.similarities = torch::cat(sims, 1) * opt.temp3;  // (B_img, B_cap)
-  const torch::Tensor labels = labels_for(b, device);
-  res.loss0 = F::cross_entropy(res.similarities, labels);
-  res.loss1 = F::cross_entropy(res.similarities.t(), labels);
+  std::tie(res.loss0, res.loss1) = contrast(res.similarities, drop);
   return res;
+}
+
+torch::Tensor same_key_pairs(const torch::Tensor& keys) {
+  TORCH_CHECK(keys.dim() == 1, "keys must be (B), got ", keys.sizes());
+  const torch::Tensor k = keys.to(torch::kCPU, torch::kLong);
+  return (k.unsqueeze(0) == k.unsqueeze(1)) & torch::eye(k.size(0), torch::kBool).logical_not();
 }
 
 std::pair<torch::Tensor, torch::Tensor> local_loss_reference(const torch::Tensor& regions,
@@ -120,21 +144,20 @@ std::pair<torch::Tensor, torch::Tensor> local_loss_reference(const torch::Tensor
   return {F::cross_entropy(sim, labels), F::cross_entropy(sim.t(), labels)};
 }
 
-GlobalLossResult global_loss(const torch::Tensor& image, const torch::Tensor& report, double temp3) {
+GlobalLossResult global_loss(const torch::Tensor& image, const torch::Tensor& report, double temp3,
+                             const torch::Tensor& drop) {
   TORCH_CHECK(image.dim() == 2 && report.dim() == 2 && image.sizes() == report.sizes(),
               "global loss needs (B, D) image and report vectors, got ", image.sizes(), " and ",
               report.sizes());
   GlobalLossResult res;
   const torch::Tensor norms = torch::outer(image.norm(2, 1), report.norm(2, 1)).clamp_min(kCosEps);
   res.scores = torch::matmul(image, report.t()) / norms * temp3;
-  const torch::Tensor labels = labels_for(image.size(0), image.device());
-  res.loss0 = F::cross_entropy(res.scores, labels);
-  res.loss1 = F::cross_entropy(res.scores.t(), labels);
+  std::tie(res.loss0, res.loss1) = contrast(res.scores, drop);
   return res;
 }
 
 GlobalLossResult region_report_loss(const torch::Tensor& deep, const torch::Tensor& report, double gamma,
-                                    double temp3) {
+                                    double temp3, const torch::Tensor& drop) {
   TORCH_CHECK(deep.dim() == 4 && report.dim() == 2 && deep.size(0) == report.size(0) && deep.size(1) == report.size(1),
               "region-report loss needs (B, D, h, w) regions and (B, D) report vectors, got ", deep.sizes(), " and ",
               report.sizes());
@@ -146,9 +169,7 @@ GlobalLossResult region_report_loss(const torch::Tensor& deep, const torch::Tens
   const torch::Tensor cos = torch::einsum("bdn,kd->bkn", {rn, tn});  // (B images, B captions, N)
   GlobalLossResult res;
   res.scores = (torch::logsumexp(cos * gamma, 2) - std::log(static_cast<double>(n))) / gamma * temp3;
-  const torch::Tensor labels = labels_for(deep.size(0), deep.device());
-  res.loss0 = F::cross_entropy(res.scores, labels);
-  res.loss1 = F::cross_entropy(res.scores.t(), labels);
+  std::tie(res.loss0, res.loss1) = contrast(res.scores, drop);
   return res;
 }
 
@@ -157,7 +178,7 @@ AlignmentLoss alignment_loss(const torch::Tensor& shallow, const torch::Tensor& 
                              const torch::Tensor& word_lens, const torch::Tensor& sentences,
                              const torch::Tensor& sent_lens, const torch::Tensor& report,
                              const model::LossConfig& c, int64_t max_block_elements,
-                             const torch::Tensor& sent_negated) {
+                             const torch::Tensor& sent_negated, const torch::Tensor& drop) {
   LocalLossOptions lo;
   lo.temp1 = c.temp1;
   lo.temp2 = c.temp2;
@@ -166,13 +187,13 @@ AlignmentLoss alignment_loss(const torch::Tensor& shallow, const torch::Tensor& 
   AlignmentLoss out;
   std::vector<torch::Tensor> terms;
   if (c.use_report) {
-    const auto g = global_loss(global, report, c.temp3);
+    const auto g = global_loss(global, report, c.temp3, drop);
     out.report = (g.loss0 + g.loss1) * c.report_weight;
     terms.push_back(out.report);
   }
   // The sentence–region loss of a map: the deep map's term, and the shallow map's when on.
   const auto sentence_loss = [&](const torch::Tensor& regions) {
-    const auto l = local_loss(regions, sentences, sent_lens, lo, c.skip_negated ? sent_negated : torch::Tensor());
+    const auto l = local_loss(regions, sentences, sent_lens, lo, c.skip_negated ? sent_negated : torch::Tensor(), drop);
     return l.loss0 + l.loss1;
   };
   if (c.use_sentence) {
@@ -185,12 +206,12 @@ AlignmentLoss alignment_loss(const torch::Tensor& shallow, const torch::Tensor& 
     terms.push_back(out.shallow_sentence);
   }
   if (c.region_report_weight > 0) {
-    const auto g = region_report_loss(deep, report, c.region_report_gamma, c.temp3);
+    const auto g = region_report_loss(deep, report, c.region_report_gamma, c.temp3, drop);
     out.region = (g.loss0 + g.loss1) * c.region_report_weight;
     terms.push_back(out.region);
   }
   if (c.use_word) {
-    const auto l = local_loss(shallow, words, word_lens, lo);
+    const auto l = local_loss(shallow, words, word_lens, lo, {}, drop);
     out.word = (l.loss0 + l.loss1) * c.word_weight;
     terms.push_back(out.word);
   }
@@ -201,11 +222,11 @@ AlignmentLoss alignment_loss(const torch::Tensor& shallow, const torch::Tensor& 
 }
 
 AlignmentLoss alignment_loss(const model::ImageEmbeddings& image, const model::TextEmbeddings& text,
-                             const model::LossConfig& c, int64_t max_block_elements) {
+                             const model::LossConfig& c, int64_t max_block_elements, const torch::Tensor& drop) {
   TORCH_CHECK(!c.skip_negated || text.sent_negated.defined(),
               "loss.skip_negated needs the text encoder's negation flags");
   return alignment_loss(image.shallow, image.deep, image.global, text.words, text.word_lens,
-                        text.sentences, text.sent_lens, text.report, c, max_block_elements, text.sent_negated);
+                        text.sentences, text.sent_lens, text.report, c, max_block_elements, text.sent_negated, drop);
 }
 
 }  // namespace afloc::loss

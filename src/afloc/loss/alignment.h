@@ -34,9 +34,16 @@ struct LocalLossResult {
 /// regions; c = regions_b a; Z = log sum_i exp(temp2 cos(c_i, t_i)).
 /// skip (optional, (B, T') bool, T' >= max(lens)): units left out as if the caption did not hold
 /// them (the model config's loss.skip_negated).
+/// drop (optional, (B, B) bool, false on the diagonal; every contrastive term takes it): pairs (image
+/// b, caption k) left out of both softmaxes, neither positive nor negative: captions that say the
+/// same as b's own (false negatives; the trainer's loop.drop_same_labels).
 LocalLossResult local_loss(const torch::Tensor& regions, const torch::Tensor& units,
                            const torch::Tensor& lens, const LocalLossOptions& options = {},
-                           const torch::Tensor& skip = {});
+                           const torch::Tensor& skip = {}, const torch::Tensor& drop = {});
+
+/// The dropped-pairs mask of a batch from per-sample keys (B) int64: (b, k) with b != k and equal
+/// keys, as local_loss's `drop` takes it.
+torch::Tensor same_key_pairs(const torch::Tensor& keys);
 
 /// Reference twin of local_loss: the authors' loop, one caption at a time against the whole image
 /// batch, written plainly. For tests and benchmarks; returns loss0 and loss1 only.
@@ -52,14 +59,14 @@ struct GlobalLossResult {
 
 /// Global alignment of image vectors (B, D) with report vectors (B, D).
 GlobalLossResult global_loss(const torch::Tensor& image, const torch::Tensor& report,
-                             double temp3 = 10.0);
+                             double temp3 = 10.0, const torch::Tensor& drop = {});
 
 /// Region–report multiple-instance term (model config loss.region_report_weight; not in the
 /// authors' method). deep (B, D, h, w), report (B, D). score[b, k] = log mean_r exp(gamma cos(v_d[b, r],
 /// t_r[k])) / gamma: a smooth maximum over image b's regions, the mean (not the sum) so that a
 /// uniform map scores its cosine whatever the map's side. CE over temp3 * score both ways.
 GlobalLossResult region_report_loss(const torch::Tensor& deep, const torch::Tensor& report, double gamma,
-                                    double temp3 = 10.0);
+                                    double temp3 = 10.0, const torch::Tensor& drop = {});
 
 /// The terms and their weighted sum; a term switched off in the config is an undefined
 /// tensor and does not enter the total.
@@ -73,7 +80,8 @@ struct AlignmentLoss {
 };
 
 AlignmentLoss alignment_loss(const model::ImageEmbeddings& image, const model::TextEmbeddings& text,
-                             const model::LossConfig& config, int64_t max_block_elements = int64_t{1} << 25);
+                             const model::LossConfig& config, int64_t max_block_elements = int64_t{1} << 25,
+                             const torch::Tensor& drop = {});
 
 /// The same from raw tensors (what the golden losses case provides).
 AlignmentLoss alignment_loss(const torch::Tensor& shallow, const torch::Tensor& deep,
@@ -82,6 +90,6 @@ AlignmentLoss alignment_loss(const torch::Tensor& shallow, const torch::Tensor& 
                              const torch::Tensor& sent_lens, const torch::Tensor& report,
                              const model::LossConfig& config,
                              int64_t max_block_elements = int64_t{1} << 25,
-                             const torch::Tensor& sent_negated = {});
+                             const torch::Tensor& sent_negated = {}, const torch::Tensor& drop = {});
 
 }  // namespace afloc::loss

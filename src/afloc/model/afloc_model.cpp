@@ -77,8 +77,9 @@ TokenBatch AflocModelImpl::tokenize(const std::vector<std::string>& texts, TextM
   return out;
 }
 
-loss::AlignmentLoss AflocModelImpl::loss(const ImageEmbeddings& image, const TextEmbeddings& text) const {
-  return loss::alignment_loss(image, text, config_.loss);
+loss::AlignmentLoss AflocModelImpl::loss(const ImageEmbeddings& image, const TextEmbeddings& text,
+                                         const torch::Tensor& drop) const {
+  return loss::alignment_loss(image, text, config_.loss, int64_t{1} << 25, drop);
 }
 
 }  // namespace afloc::model

@@ -45,8 +45,10 @@ class AflocModelImpl : public torch::nn::Module {
   TextEmbeddings encode_text(const TokenBatch& tokens);
   /// Tokenizes texts (CPU tensors; move them with TokenBatch::to).
   TokenBatch tokenize(const std::vector<std::string>& texts, TextMode mode = TextMode::kPrompt) const;
-  /// The training objective for paired images and captions.
-  loss::AlignmentLoss loss(const ImageEmbeddings& image, const TextEmbeddings& text) const;
+  /// The training objective for paired images and captions; drop: pairs left out of the contrast
+  /// (loss::local_loss).
+  loss::AlignmentLoss loss(const ImageEmbeddings& image, const TextEmbeddings& text,
+                           const torch::Tensor& drop = {}) const;
 
   const AflocConfig& config() const { return config_; }
   const text::Tokenizer& tokenizer() const { return tokenizer_; }

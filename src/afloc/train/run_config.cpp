@@ -5,6 +5,7 @@
 #include <set>
 
 #include "afloc/common/error.h"
+#include "afloc/data/datasets.h"
 #include "afloc/data/dicom.h"
 
 namespace afloc::train {
@@ -69,6 +70,7 @@ RunConfig parse_run_config(const std::string& text, const std::string& origin) {
       x.get("last_paragraph", c.data.last_paragraph);
       x.get("dicom_voi", c.data.dicom_voi);
       x.get("cache_mb", c.data.cache_mb);
+      x.get("labels", c.data.labels);
       x.finish();
     }
     if (const auto* v = r.child("vocab")) {
@@ -108,6 +110,7 @@ RunConfig parse_run_config(const std::string& text, const std::string& origin) {
       x.get("amp_cpu", c.loop.amp_cpu);
       x.get("gather_embeddings", c.loop.gather_embeddings);
       x.get("freeze_batchnorm", c.loop.freeze_batchnorm);
+      x.get("drop_same_labels", c.loop.drop_same_labels);
       x.finish();
     }
     r.get("out", c.out);
@@ -138,7 +141,8 @@ json run_config_json(const RunConfig& c) {
            {"views", c.data.views},
            {"last_paragraph", c.data.last_paragraph},
            {"dicom_voi", c.data.dicom_voi},
-           {"cache_mb", c.data.cache_mb}}},
+           {"cache_mb", c.data.cache_mb},
+           {"labels", c.data.labels}}},
          {"vocab", {{"path", c.vocab.path}, {"size", c.vocab.size}, {"min_frequency", c.vocab.min_frequency}}},
          {"optim",
           {{"name", c.optim.name},
@@ -165,7 +169,8 @@ json run_config_json(const RunConfig& c) {
            {"amp", c.loop.amp},
            {"amp_cpu", c.loop.amp_cpu},
            {"gather_embeddings", c.loop.gather_embeddings},
-           {"freeze_batchnorm", c.loop.freeze_batchnorm}}},
+           {"freeze_batchnorm", c.loop.freeze_batchnorm},
+           {"drop_same_labels", c.loop.drop_same_labels}}},
          {"out", c.out},
          {"init", c.init}};
   return j;
@@ -182,10 +187,12 @@ void apply_resume_settings(const RunConfig& asked, RunConfig& saved) {
     saved.data.format = "manifest";
     saved.data.root = asked.data.root;
     saved.data.reports.clear();
+    saved.data.labels.clear();  // a manifest carries its own labels column
   }
   if (!asked.data.root.empty()) saved.data.root = asked.data.root;
   if (!asked.data.reports.empty()) saved.data.reports = asked.data.reports;
   if (!asked.data.manifest.empty()) saved.data.manifest = asked.data.manifest;
+  if (!asked.data.labels.empty()) saved.data.labels = asked.data.labels;
   saved.data.cache_mb = asked.data.cache_mb;
   saved.loop.epochs = asked.loop.epochs;
   saved.loop.max_steps = asked.loop.max_steps;
@@ -230,6 +237,8 @@ void validate(const RunConfig& c) {
   const auto& voi = data::dicom_voi_names();
   if (std::find(voi.begin(), voi.end(), c.data.dicom_voi) == voi.end())
     bad("data.dicom_voi", c.data.dicom_voi, "expected auto, minmax or authors");
+  if (c.data.format == "manifest" && !c.data.labels.empty())
+    bad("data.labels", c.data.labels, "applies to MIMIC-CXR-JPG; a manifest gives labels in its own labels column");
   if (c.optim.name != "adam" && c.optim.name != "adamw") bad("optim.name", c.optim.name, "expected adam or adamw");
   if (c.optim.schedule != "step" && c.optim.schedule != "cosine") bad("optim.schedule", c.optim.schedule, "expected step or cosine");
   if (!(c.optim.lr > 0)) bad("optim.lr", std::to_string(c.optim.lr), "must be > 0");
@@ -243,6 +252,17 @@ void validate(const RunConfig& c) {
   if (c.loop.log_every < 1) bad("loop.log_every", std::to_string(c.loop.log_every), "must be >= 1");
   if (c.vocab.path.empty() && c.vocab.size < 10) bad("vocab.size", std::to_string(c.vocab.size), "must be >= 10");
   if (c.out.empty()) bad("out", "\"\"", "a run directory is required");
+}
+
+std::string labels_csv(const RunConfig& c) {
+  if (c.data.format != "mimic") return "";
+  if (!c.data.labels.empty()) return c.data.labels;
+  if (!c.loop.drop_same_labels) return "";
+  const std::string found = data::mimic_csv_path(c.data.root, "mimic-cxr-2.0.0-chexpert");
+  if (found.empty())
+    throw Error("loop.drop_same_labels: no mimic-cxr-2.0.0-chexpert.csv(.gz) under " + c.data.root +
+                "; name a study_id-keyed label CSV with data.labels");
+  return found;
 }
 
 }  // namespace afloc::train

@@ -27,6 +27,10 @@ struct DataConfig {
   /// MONOCHROME1 inverted), "minmax" or "authors" (the authors' read_from_dicom).
   std::string dicom_voi = "auto";
   int64_t cache_mb = 4096;  ///< keep resized images in memory up to this budget (0 = never)
+  /// Report labels per study, for loop.drop_same_labels: a study_id-keyed CSV such as MIMIC-CXR-JPG's
+  /// mimic-cxr-2.0.0-chexpert.csv or -negbio.csv ("" = MIMIC's chexpert CSV under root when
+  /// loop.drop_same_labels is on). A manifest gives them in its own `labels` column instead.
+  std::string labels;
 };
 
 struct VocabConfig {
@@ -62,6 +66,11 @@ struct LoopConfig {
   bool amp_cpu = false;          ///< bfloat16 autocast on CPU too (CPUs with fast bf16)
   bool gather_embeddings = false;  ///< distributed: contrastive negatives from the global batch
   bool freeze_batchnorm = false;   ///< BatchNorm layers use running statistics (small per-process batches)
+  /// Pairs whose studies carry the same report labels (data.labels) are not contrasted as negatives
+  /// of each other: each image's softmax runs over its own caption and the captions that say
+  /// something else (false negatives left out, e.g. two "No acute cardiopulmonary process."
+  /// studies). Not in the authors' method (off by default; docs/training.md, "Session 26").
+  bool drop_same_labels = false;
 };
 
 struct RunConfig {
@@ -96,5 +105,10 @@ void apply_resume_settings(const RunConfig& asked, RunConfig& saved);
 std::vector<std::string> resume_ignored_settings(const RunConfig& asked, const RunConfig& saved);
 /// Error naming the field for values that cannot work (batch < 2, lr <= 0, unknown names, ...).
 void validate(const RunConfig& c);
+
+/// The study-keyed label CSV a MIMIC run reads (data.labels, else MIMIC's chexpert CSV under the root
+/// when loop.drop_same_labels asks for labels; "" when none is needed). Error naming the folder
+/// when drop_same_labels has no CSV to read.
+std::string labels_csv(const RunConfig& c);
 
 }  // namespace afloc::train

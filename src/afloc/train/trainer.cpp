@@ -6,9 +6,11 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -133,6 +135,7 @@ std::vector<data::Sample> read_pairs(const RunConfig& c, const std::vector<std::
     mo.splits = splits;
     mo.views = c.data.views;
     mo.last_paragraph = c.data.last_paragraph;
+    mo.labels_csv = labels_csv(c);
     mo.progress = progress;
     pl = data::read_mimic(mo);
   } else {
@@ -147,7 +150,17 @@ std::vector<data::Sample> read_pairs(const RunConfig& c, const std::vector<std::
   return pl.samples;
 }
 
-double validation_loss(model::AflocModel& net, BatchLoader& loader, const torch::Device& device, bool amp) {
+// The batch's dropped pairs (loop.drop_same_labels): samples of equal label keys; undefined when off.
+torch::Tensor batch_drop(const std::vector<int64_t>& keys, const Batch& b) {
+  if (keys.empty()) return {};
+  std::vector<int64_t> k;
+  k.reserve(b.samples.size());
+  for (const int64_t i : b.samples) k.push_back(keys[static_cast<size_t>(i)]);
+  return torch::tensor(k, torch::kLong);
+}
+
+double validation_loss(model::AflocModel& net, BatchLoader& loader, const torch::Device& device, bool amp,
+                       const std::vector<int64_t>& keys) {
   torch::NoGradGuard ng;
   net->eval();
   loader.start_epoch(0);
@@ -158,7 +171,8 @@ double validation_loss(model::AflocModel& net, BatchLoader& loader, const torch:
     AutocastGuard ag(amp, device);
     const auto ie = net->encode_images(b.images.to(device));
     const auto te = net->encode_text(b.tokens.to(device));
-    sum += net->loss(ie, te).total.item<double>();
+    const torch::Tensor k = batch_drop(keys, b);
+    sum += net->loss(ie, te, k.defined() ? loss::same_key_pairs(k) : torch::Tensor()).total.item<double>();
     ++n;
   }
   net->train();
@@ -248,6 +262,40 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
                               {"skipped_train", skipped.counts}, {"skipped_validate", val_skipped.counts},
                               {"skip_examples", skipped.examples}};
     write_file_atomic((fs::path(cfg.out) / "data_report.json").string(), dr.dump(2) + "\n");
+  }
+  // Label keys for loop.drop_same_labels, and what they leave out of a batch on average.
+  std::vector<int64_t> train_keys, val_keys;
+  if (cfg.loop.drop_same_labels) {
+    train_keys = data::label_keys(train_data.samples);
+    val_keys = data::label_keys(val_data.samples);
+    std::map<int64_t, int64_t> sets;
+    int64_t labelled = 0;
+    for (const int64_t k : train_keys) {
+      if (k < 0) continue;
+      ++labelled;
+      ++sets[k];
+    }
+    if (labelled == 0) {
+      throw Error(std::string("loop.drop_same_labels: no training pair has labels (") +
+                  (cfg.data.format == "mimic" ? "none of its studies is in " + labels_csv(cfg)
+                                              : "the manifest has no labels column; afloc prepare writes one from "
+                                                "MIMIC's chexpert CSV") + ")");
+    }
+    // The batch an image is contrasted in: its rank's, or the global one when embeddings are gathered.
+    const int64_t negatives = cfg.loop.batch_size * (cfg.loop.gather_embeddings ? comm.world() : 1) - 1;
+    double same = 0;  // expected same-label partners of one image among them
+    for (const auto& [k, n] : sets) same += static_cast<double>(n) * static_cast<double>(n);
+    same = same / (static_cast<double>(res.train_samples) * static_cast<double>(res.train_samples)) *
+           static_cast<double>(negatives);
+    if (main) {
+      char buf[256];
+      std::snprintf(buf, sizeof buf,
+                    "drop_same_labels: %lld of %lld training pairs labelled, %zu label sets; %.1f of an image's %lld "
+                    "negatives per batch share its labels and are left out, on average",
+                    static_cast<long long>(labelled), static_cast<long long>(res.train_samples), sets.size(), same,
+                    static_cast<long long>(negatives));
+      log::info(buf);
+    }
   }
   if (res.train_samples < cfg.loop.batch_size * comm.world()) {
     throw Error("training set has " + std::to_string(res.train_samples) + " usable pairs, fewer than one batch of " +
@@ -407,7 +455,13 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
           ie = comm.all_gather(ie);
           te = comm.all_gather(te);
         }
-        l = net->loss(ie, te);
+        torch::Tensor drop;
+        if (torch::Tensor k = batch_drop(train_keys, b); k.defined()) {
+          // Without gathering, each rank contrasts its own batch; with it, the global one.
+          if (gather) k = comm.all_gather(k.to(device)).cpu();
+          drop = loss::same_key_pairs(k);
+        }
+        l = net->loss(ie, te, drop);
       }
       double lv = l.total.item<double>();
       // One small collective per step: the mean loss, whether any rank saw a non-finite loss or a signal.
@@ -490,7 +544,7 @@ TrainResult run_training(const RunConfig& config_in, const TrainOptions& opt) {
     if (st.batch >= per_epoch) {
       // End of epoch: validation, then the next epoch (the step schedule multiplies lr by gamma).
       if (val_loader) {
-        st.val_loss = validation_loss(net, *val_loader, device, amp);
+        st.val_loss = validation_loss(net, *val_loader, device, amp, val_keys);
         set_train_mode();
         append_line(metrics_path, {{"step", st.step}, {"epoch", st.epoch + 1}, {"val_loss", st.val_loss}});
         log::info("epoch " + std::to_string(st.epoch + 1) + ": validation loss " + std::to_string(st.val_loss));
