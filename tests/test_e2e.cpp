@@ -292,6 +292,7 @@ TEST_F(E2E, PreparedManifestTrainsAsTheMimicTree) {
   EXPECT_EQ(pj["pairs"]["validate"], 8);
   EXPECT_EQ(pj["size"], 128);  // the tiny preset's image_size
   EXPECT_EQ(pj["written"], 48);
+  EXPECT_EQ(pj["labelled"], 48);  // every study is in the world's chexpert CSV
   EXPECT_EQ(data::read_gray8(prepared + "/" + data::read_csv(prepared + "/manifest.csv").at(0, 1)).width, 128);
   const std::string common = " --max-steps 3 --log-every 1 --json -w 2";
   const CliRun a = run_cli("--log-level warn train -c " + cfg + " -o " + ra + common);

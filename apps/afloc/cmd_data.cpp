@@ -125,6 +125,7 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
     po.progress = progress;
     po.read.dicom_voi = data::parse_dicom_voi(d.dicom_voi);
     data::PairList pl;
+    std::string labels_from;  // where the manifest's labels column comes from
     if (d.format == "mimic") {
       data::MimicOptions mo;
       mo.root = d.root;
@@ -138,6 +139,7 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
       if (mo.labels_csv.empty()) mo.labels_csv = data::mimic_csv_path(d.root, "mimic-cxr-2.0.0-chexpert");
       mo.progress = progress;
       pl = data::read_mimic(mo);
+      labels_from = mo.labels_csv;
       po.source_root = d.root;
       po.source = {{"format", "mimic"}, {"root", absolute(d.root)}, {"reports", absolute(d.reports)},
                    {"splits", join(splits, ",")}, {"views", d.views.empty() ? "all" : join(d.views, ",")},
@@ -149,6 +151,7 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
       mo.splits = splits;
       mo.progress = progress;
       pl = data::read_manifest(mo);
+      labels_from = d.manifest + "'s labels column";
       po.source_root = d.root.empty() ? std::filesystem::path(d.manifest).parent_path().string() : d.root;
       if (po.source_root.empty()) po.source_root = ".";
       po.source = {{"format", "manifest"}, {"manifest", absolute(d.manifest)}, {"root", absolute(d.root)},
@@ -160,10 +163,11 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
     const data::PrepareResult r = data::prepare_images(pl.samples, po);
     int64_t pairs = 0;
     for (const auto& [k, v] : r.per_split) pairs += v;
+    const auto labelled = std::count_if(pl.samples.begin(), pl.samples.end(), [](const data::Sample& s) { return !s.labels.empty(); });
     if (o->json) {
       nlohmann::ordered_json j{{"manifest", r.manifest}, {"size", size},          {"pairs", r.per_split},
                                {"written", r.written},   {"reused", r.reused},    {"bytes", r.bytes},
-                               {"skipped", r.skipped.counts}, {"seconds", r.seconds}};
+                               {"skipped", r.skipped.counts}, {"labelled", labelled}, {"seconds", r.seconds}};
       std::printf("%s\n", j.dump().c_str());
       return;
     }
@@ -178,6 +182,10 @@ void register_prepare(CLI::App& app, GlobalOptions& g) {
     std::printf("  skipped   %s\n", r.skipped.summary().c_str());
     if (r.skipped.counts.count("unreadable image"))
       std::printf("            every unreadable image: %s/unreadable.csv\n", o->out.c_str());
+    if (labelled > 0) {
+      std::printf("  labels    %lld of %zu pairs, from %s (for --drop-same-labels)\n", static_cast<long long>(labelled),
+                  pl.samples.size(), labels_from.c_str());
+    }
     std::printf("  manifest  %s\n", r.manifest.c_str());
     std::printf("train on it: afloc train %s-m %s\n", from_config ? ("-c " + o->config + " ").c_str() : "", r.manifest.c_str());
   });
