@@ -163,15 +163,9 @@ SynthSummary write_phantom_world(const SynthOptions& o) {
     }
     if (r.study_data.instances.empty()) lab["No Finding"] = "1.0";
     // Denied findings are negative (0.0) as the CheXpert labeler marks them; unmentioned ones stay blank.
-    for (const Finding f : r.study_data.denied) {
-      const char* col = f == Finding::kEffusion        ? "Pleural Effusion"
-                        : f == Finding::kPneumothorax  ? "Pneumothorax"
-                        : f == Finding::kConsolidation ? "Consolidation"
-                        : f == Finding::kEdema         ? "Edema"
-                        : f == Finding::kCardiomegaly  ? "Cardiomegaly"
-                                                       : nullptr;
-      if (col && !lab.count(col)) lab[col] = "0.0";
-    }
+    // Reports deny only findings whose category is also their CheXpert column (effusion, pneumothorax,
+    // consolidation, edema, cardiomegaly); a stated finding's 1.0 is never overwritten.
+    for (const Finding f : r.study_data.denied) lab.emplace(category(f), "0.0");
     std::vector<std::string> row = {r.subject, r.study};
     for (const auto& col : kChexpertColumns) row.push_back(lab.count(col) ? lab[col] : "");
     chex += csv_row(row);
