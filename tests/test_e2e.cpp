@@ -537,6 +537,42 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
                              " --contrast 1 --prompt \"Findings.\" --overlays 0 --bootstrap 0 --no-classify");
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.out.find("has no {finding}"), std::string::npos) << bad.out;
+  // --centre: every map against its mean over the world's first N training films, which
+  // eval-phantom lists; localize --centre with that list reads the same maps (the same peak).
+  const std::string en = tmp("eval_centre");
+  const CliRun cn = run_cli("--log-level warn eval-phantom -r " + run + " -w " + world_ + " -o " + en +
+                            " --overlays 0 --json --centre 0.5 --centre-films 12 --bootstrap 0 --no-classify");
+  ASSERT_EQ(cn.code, 0) << cn.out;
+  const auto jn = nlohmann::json::parse(cn.out);
+  EXPECT_EQ(jn["centre"].get<double>(), 0.5);
+  EXPECT_EQ(jn["centre_films"].get<int64_t>(), 12);
+  EXPECT_EQ(j["centre_films"].get<int64_t>(), 0);
+  EXPECT_NE(jn["macro"].dump(), j["macro"].dump());
+  EXPECT_NE(read(en + "/table.txt").find("centred reading (--centre 0.5): each map minus 0.5 x its mean over 12 reference films"),
+            std::string::npos);
+  std::istringstream listed(read(en + "/centre_films.txt"));
+  int n_listed = 0;
+  for (std::string line; std::getline(listed, line); ++n_listed) {
+    EXPECT_TRUE(fs::exists(line)) << line;
+    EXPECT_NE(line.find("mimic-cxr-jpg"), std::string::npos) << line;
+  }
+  EXPECT_EQ(n_listed, 12);
+  const data::CsvTable cn_cases = data::read_csv(en + "/cases.csv");
+  ASSERT_GT(cn_cases.rows.size(), 0u);
+  const std::string cloc = tmp("centre_loc"), ccat = cn_cases.at(0, cn_cases.column("category"));
+  const CliRun clr = run_cli("--log-level warn localize -M " + run + " -f \"" + ccat + "\" --centre 0.5 --centre-films " + en +
+                             "/centre_films.txt " + image_of.at(cn_cases.at(0, cn_cases.column("id"))) +
+                             " --no-npy --no-masks -o " + cloc);
+  ASSERT_EQ(clr.code, 0) << clr.out;
+  const auto crec = nlohmann::json::parse(read(cloc + "/results.jsonl").substr(0, read(cloc + "/results.jsonl").find('\n')));
+  EXPECT_EQ(crec["options"]["centre"].get<double>(), 0.5);
+  EXPECT_EQ(crec["peak"]["x"].get<int64_t>(), std::stoll(cn_cases.at(0, cn_cases.column("peak_x"))));
+  EXPECT_EQ(crec["peak"]["y"].get<int64_t>(), std::stoll(cn_cases.at(0, cn_cases.column("peak_y"))));
+  // Without reference films, or films without a weight: errors saying what is missing.
+  const CliRun nofilms = run_cli("--log-level warn localize -M " + run + " -f \"" + ccat + "\" --centre 0.5 " +
+                                 image_of.at(cn_cases.at(0, cn_cases.column("id"))) + " -o " + tmp("centre_bad"));
+  EXPECT_EQ(nofilms.code, 1);
+  EXPECT_NE(nofilms.out.find("--centre needs --centre-films"), std::string::npos) << nofilms.out;
 }
 
 // Ensembles (-M repeated): the models' normalised heatmaps and probabilities averaged. A model with

@@ -1,5 +1,6 @@
 // Inference library: the prompt encoder and its disk cache, the class head, presence gating.
 #include <gtest/gtest.h>
+#include <opencv2/imgcodecs.hpp>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -243,6 +244,95 @@ TEST(Localizer, ContrastReadingSubtractsTheReferencesMeanMap) {
   EXPECT_THROW(infer::contrast_queries(t, t, 1.5), Error);
   EXPECT_THROW(infer::contrast_queries(t, t, std::nan("")), Error);
   expect_close("contrast_queries", infer::contrast_queries(t, t, 1), t - t.mean(0, true), 0);
+}
+
+// A grey PNG of the image (lossless, so the film read back is the image).
+std::string write_png(const data::Gray8& im, const std::string& path) {
+  cv::Mat m(static_cast<int>(im.height), static_cast<int>(im.width), CV_8UC1, const_cast<uint8_t*>(im.pixels.data()));
+  if (!cv::imwrite(path, m)) throw std::runtime_error("cannot write " + path);
+  return path;
+}
+
+// The centred reading: every map minus W times its mean over reference films, on each level the
+// heatmaps read, so a prompt's heatmap is SPEC §4's heatmap of (regions - W mean) . query;
+// presence unchanged. The films are read from disk a batch at a time.
+TEST(Localizer, CentredReadingSubtractsTheReferenceFilmsMeanMaps) {
+  auto net = tiny_model(31);
+  net->set_heatmap_levels("both");
+  infer::PromptEncoder enc(net);
+  const std::vector<std::string> prompts = {"Findings suggesting pneumothorax.", "Findings suggesting pleural effusion."};
+  infer::PromptBank bank;
+  for (const auto& p : prompts) bank.classes.push_back(infer::presence_prompts(p));
+  const infer::ClassHead head = infer::build_class_head(enc, bank);
+  const std::vector<data::Gray8> images = {pattern_image(80, 64), pattern_image(50, 90)};
+  const std::string dir = tmp_dir("centre");
+  fs::create_directories(dir);
+  std::vector<std::string> films;
+  std::vector<data::Gray8> film_images = {images[0], pattern_image(60, 60), pattern_image(90, 70)};
+  for (size_t i = 0; i < film_images.size(); ++i)
+    films.push_back(write_png(film_images[i], dir + "/film" + std::to_string(i) + ".png"));
+  torch::NoGradGuard ng;
+  // mean_maps: the mean of each level's map over the films, whatever the batch.
+  const auto means = infer::mean_maps(net, films, 2);
+  ASSERT_EQ(means.size(), 2u);
+  for (size_t j = 0; j < 2; ++j) {
+    torch::Tensor sum;
+    for (const auto& f : film_images) {
+      const torch::Tensor m = model::heatmap_maps(net->config(), infer::image_embeddings(net, {f}, 0, 1))[j][0];
+      sum = sum.defined() ? sum + m : m;
+    }
+    expect_close("mean map, level " + std::to_string(j), means[j], sum / 3.0, 1e-5);
+    expect_close("batch 1", infer::mean_maps(net, films, 1)[j], means[j], 1e-5);
+  }
+  infer::LocalizeOptions o;
+  o.size = 64;
+  o.all = true;
+  const auto plain = infer::Localizer(net, o, enc).run(images, {"x", "y"}, prompts, &head);
+  o.centre = 0.5;
+  infer::Localizer centred(net, o, enc);
+  EXPECT_THROW(centred.run(images, {"x", "y"}, prompts, &head), Error);  // no reference films yet
+  centred.set_centre(films);
+  EXPECT_EQ(centred.centre_films(), 3);
+  const auto half = centred.run(images, {"x", "y"}, prompts, &head);
+  ASSERT_EQ(half.size(), 4u);
+  const auto levels = model::heatmap_maps(net->config(), infer::image_embeddings(net, images, 0, images.size()));
+  const torch::Tensor t = enc.encode(prompts).cpu();
+  for (size_t i = 0; i < images.size(); ++i)
+    for (size_t q = 0; q < 2; ++q) {
+      const size_t k = 2 * i + q;
+      const std::string at = "image " + std::to_string(i) + " prompt " + std::to_string(q);
+      std::vector<torch::Tensor> sims;
+      for (size_t j = 0; j < 2; ++j)
+        sims.push_back(infer::similarity_map((levels[j][static_cast<int64_t>(i)] - 0.5 * means[j]).cpu(), t[static_cast<int64_t>(q)]));
+      expect_close(at, half[k].heatmap.nan_to_num(0), infer::mean_heatmap(sims, o.size, o.heatmap).nan_to_num(0), 1e-5);
+      EXPECT_FALSE(torch::allclose(half[k].heatmap.nan_to_num(0), plain[k].heatmap.nan_to_num(0), 1e-3, 1e-3)) << at;
+      EXPECT_EQ(half[k].probability, plain[k].probability) << at;
+    }
+  // A film that is its own only reference, at weight 1: nothing is left of its maps.
+  o.centre = 1;
+  infer::Localizer self(net, o, enc);
+  self.set_centre({films[0]});
+  for (const auto& l : self.run({images[0]}, {"x"}, prompts, nullptr))
+    EXPECT_LT(l.heatmap.nan_to_num(0).abs().max().item<double>(), 1e-3) << l.prompt;
+  // Errors: weights outside [0, 1], reference films without a weight, an unreadable film (named),
+  // no films, means of another model's maps.
+  o.centre = 1.5;
+  EXPECT_THROW(infer::Localizer(net, o, enc), Error);
+  o.centre = 0;
+  EXPECT_THROW(infer::Localizer(net, o, enc).set_centre(films), Error);
+  std::ofstream(dir + "/bad.png") << "not a png";
+  try {
+    infer::mean_maps(net, {films[0], dir + "/bad.png"});
+    ADD_FAILURE() << "an unreadable film was read";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.png"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(infer::mean_maps(net, {}), Error);
+  auto levels_copy = levels;
+  EXPECT_THROW(infer::centre_maps(levels_copy, {means[0]}, 0.5), Error);
+  EXPECT_THROW(infer::centre_maps(levels_copy, {means[1], means[0]}, 0.5), Error);
+  EXPECT_THROW(infer::centre_maps(levels_copy, means, 0), Error);
+  fs::remove_all(dir);
 }
 
 TEST(ImageEncoder, InferenceLayoutMatchesThePlainForward) {

@@ -198,6 +198,19 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
     res.contrast = o.contrast;
     res.contrast_references = static_cast<int64_t>(cats.size());
   }
+  // The centred reading: each model's mean maps over the reference films.
+  std::vector<std::vector<torch::Tensor>> centre_means;
+  if (o.centre > 0) {
+    if (!(o.centre <= 1)) {
+      char w[64];
+      std::snprintf(w, sizeof w, "%g", o.centre);
+      throw Error(std::string("eval-phantom --centre ") + w + ": the weight must be in (0, 1]");
+    }
+    if (o.centre_films.empty()) throw Error("eval-phantom --centre: no reference films");
+    for (auto& net : nets) centre_means.push_back(infer::mean_maps(net, o.centre_films, o.batch, {}, o.progress));
+    res.centre = o.centre;
+    res.centre_films = static_cast<int64_t>(o.centre_films.size());
+  }
   // Per model: one report vector per category prompt and the classification head from the authors'
   // prompt sets (each model has its own text encoder and vocabulary).
   std::vector<std::map<std::string, torch::Tensor>> query(nets.size());
@@ -237,6 +250,7 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
     for (size_t k = 0; k < nets.size(); ++k) {
       const model::ImageEmbeddings emb = infer::image_embeddings(nets[k], gray);
       levels.push_back(model::heatmap_maps(nets[k]->config(), emb));
+      if (o.centre > 0) infer::centre_maps(levels.back(), centre_means[k], o.centre);
       const int64_t side = nets[k]->config().deep_side();
       TORCH_CHECK(emb.deep.size(2) == side && emb.deep.size(3) == side, "deep map ", emb.deep.sizes(),
                   " but the config's deep side is ", side);
@@ -286,7 +300,7 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
           const std::string path = (fs::path(o.overlays_dir) / (name + infer::slug(cat) + ".png")).string();
           infer::write_overlay(path, shown[i - start], heat, prompt_for(o.prompt_template, cat) +
                                    (res.cases.back().hit ? "\npointing game: hit" : "\npointing game: miss") +
-                                   (o.contrast > 0 ? " (contrast)" : ""),
+                                   (o.contrast > 0 ? " (contrast)" : "") + (o.centre > 0 ? " (centred)" : ""),
                                {}, &m);
           tiles.push_back(cv::imread(path));
           ++overlays;
@@ -387,6 +401,12 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
                   r.contrast, r.contrast, static_cast<long long>(r.contrast_references));
     t << line;
   }
+  if (r.centre_films > 0) {
+    std::snprintf(line, sizeof line,
+                  "centred reading (--centre %g): each map minus %g x its mean over %lld reference films\n", r.centre,
+                  r.centre, static_cast<long long>(r.centre_films));
+    t << line;
+  }
   if (r.bootstrap > 0) {
     const auto& c = r.model_macro_ci;
     std::snprintf(line, sizeof line,
@@ -402,6 +422,8 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
   j["models"] = r.n_models;
   j["contrast"] = r.contrast;
   j["contrast_references"] = r.contrast_references;
+  j["centre"] = r.centre;
+  j["centre_films"] = r.centre_films;
   j["macro"] = {{"n", r.model_macro.n},
                 {"hit_rate", number_or_null(r.model_macro.hit_rate)},
                 {"hit_ceiling", number_or_null(r.hit_ceiling_macro)},

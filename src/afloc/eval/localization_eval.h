@@ -43,6 +43,11 @@ struct LocEvalOptions {
   /// finding's map minus this weight times the mean map of the evaluated findings' prompts (2 or
   /// more findings needed).
   double contrast = 0;
+  /// The centred reading (infer::centre_maps; not in the authors' protocol) when > 0: every map
+  /// minus this weight times its mean over `centre_films` (reference films, e.g. the world's
+  /// training films; needed then).
+  double centre = 0;
+  std::vector<std::string> centre_films;
 };
 
 /// Bootstrap intervals of one row of the table.
@@ -71,6 +76,8 @@ struct LocEvalResult {
   int64_t n_models = 1;    ///< models whose heatmaps and probabilities were averaged
   double contrast = 0;              ///< the contrast reading's weight (0: the plain reading)
   int64_t contrast_references = 0;  ///< prompts of its mean
+  double centre = 0;                ///< the centred reading's weight (0: off)
+  int64_t centre_films = 0;         ///< reference films of its mean
   std::vector<CaseResult> cases;
   /// 95% bootstrap intervals (LocEvalOptions::bootstrap resamples; empty / NaN when 0): per
   /// category (same order as `model`), of the macro means, and of the macro IoU over the centre

@@ -7,8 +7,10 @@
 #include <cctype>
 #include <cmath>
 #include <filesystem>
+#include <sstream>
 
 #include "afloc/common/error.h"
+#include "afloc/common/progress.h"
 #include "afloc/common/strings.h"
 #include "afloc/data/image_file.h"
 #include "afloc/text/clean.h"
@@ -43,6 +45,18 @@ cv::Mat colour_heatmap(const torch::Tensor& heat) {
   return out;
 }
 
+std::string number_text(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
+std::string shape_text(const torch::Tensor& t) {
+  std::ostringstream s;
+  s << t.sizes();
+  return s.str();
+}
+
 }  // namespace
 
 Localizer::Localizer(model::AflocModel& net, LocalizeOptions options, PromptEncoder& prompts)
@@ -55,6 +69,58 @@ Localizer::Localizer(std::vector<model::AflocModel> nets, LocalizeOptions option
   if (prompts_.size() != nets_.size()) throw Error("localize: one prompt encoder per model");
   if (o_.size < 16) throw Error("localize: size " + std::to_string(o_.size) + " is too small");
   if (o_.batch < 1) throw Error("localize: batch must be >= 1");
+  if (!(o_.centre >= 0 && o_.centre <= 1)) throw Error("localize: centre weight " + number_text(o_.centre) + " is not in [0, 1]");
+}
+
+std::vector<torch::Tensor> mean_maps(model::AflocModel& net, const std::vector<std::string>& films, int64_t batch,
+                                     const data::ImageReadOptions& read, bool progress) {
+  if (films.empty()) throw Error("centred reading: no reference films");
+  if (batch < 1) throw Error("centred reading: batch must be >= 1");
+  torch::InferenceMode guard;
+  std::vector<torch::Tensor> sums;
+  ProgressBar bar("reference films", static_cast<int64_t>(films.size()), "img", progress);
+  for (size_t start = 0; start < films.size(); start += static_cast<size_t>(batch)) {
+    const size_t end = std::min(films.size(), start + static_cast<size_t>(batch));
+    std::vector<data::Gray8> gray;
+    for (size_t i = start; i < end; ++i) {
+      try {
+        gray.push_back(data::read_gray8(films[i], read));
+      } catch (const std::exception& e) {
+        throw Error("centred reading: reference film " + films[i] + ": " + e.what());
+      }
+    }
+    const auto levels = model::heatmap_maps(net->config(), image_embeddings(net, gray));
+    if (sums.empty())
+      for (const auto& level : levels) sums.push_back(level.sum(0).to(torch::kDouble));
+    else
+      for (size_t j = 0; j < levels.size(); ++j) sums[j] += levels[j].sum(0).to(torch::kDouble);
+    bar.update(static_cast<int64_t>(end - start));
+  }
+  bar.finish();
+  for (auto& m : sums) m = (m / static_cast<double>(films.size())).to(torch::kFloat);
+  return sums;
+}
+
+void centre_maps(std::vector<torch::Tensor>& levels, const std::vector<torch::Tensor>& means, double weight) {
+  if (!(weight > 0 && weight <= 1)) throw Error("centred reading: weight " + number_text(weight) + " is not in (0, 1]");
+  if (levels.size() != means.size()) {
+    throw Error("centred reading: the reference has " + std::to_string(means.size()) + " map level(s), the model reads " +
+                std::to_string(levels.size()));
+  }
+  for (size_t j = 0; j < levels.size(); ++j) {
+    if (levels[j].dim() != 4 || levels[j].sizes().slice(1) != means[j].sizes()) {
+      throw Error("centred reading: reference map " + shape_text(means[j]) + " does not match the model's " +
+                  shape_text(levels[j]) + " (level " + std::to_string(j) + ")");
+    }
+    levels[j] = levels[j] - weight * means[j].to(levels[j].device(), levels[j].scalar_type()).unsqueeze(0);
+  }
+}
+
+void Localizer::set_centre(const std::vector<std::string>& films, const data::ImageReadOptions& read, bool progress) {
+  if (o_.centre == 0) throw Error("localize: reference films given without a centre weight");
+  centre_means_.clear();
+  for (auto& net : nets_) centre_means_.push_back(mean_maps(net, films, o_.batch, read, progress));
+  centre_films_ = static_cast<int64_t>(films.size());
 }
 
 std::vector<Localization> Localizer::run(const std::vector<data::Gray8>& images, const std::vector<std::string>& names,
@@ -67,6 +133,7 @@ std::vector<Localization> Localizer::run(const std::vector<data::Gray8>& images,
                                          const std::vector<std::string>& prompts, const std::vector<ClassHead>& presence) {
   TORCH_CHECK(images.size() == names.size(), "one name per image");
   TORCH_CHECK(presence.empty() || presence.size() == nets_.size(), "one presence head per model");
+  if (o_.centre > 0 && centre_means_.empty()) throw Error("localize: the centred reading needs reference films (set_centre)");
   for (const auto& head : presence)
     TORCH_CHECK(head.mode == ClassifyMode::kBinary && head.names.size() == prompts.size(),
                 "presence head: binary, one class per prompt");
@@ -93,6 +160,7 @@ std::vector<Localization> Localizer::run(const std::vector<data::Gray8>& images,
     for (size_t k = 0; k < n_models; ++k) {
       const model::ImageEmbeddings emb = image_embeddings(nets_[k], images, start, end);
       levels.push_back(model::heatmap_maps(nets_[k]->config(), emb));
+      if (o_.centre > 0) centre_maps(levels.back(), centre_means_.at(k), o_.centre);
       if (!presence.empty()) {
         const torch::Tensor p = class_probabilities(emb.global, presence[k]).cpu();
         prob = prob.defined() ? prob + p : p;

@@ -32,7 +32,25 @@ struct LocalizeOptions {
   /// followed by `contrast_prompts` (references only, not mapped). Presence is unchanged.
   double contrast = 0;
   std::vector<std::string> contrast_prompts;
+  /// The centred reading (centre_maps; not in the authors' protocol) when > 0: every map minus this
+  /// weight times its mean over reference films (Localizer::set_centre, which must then be called).
+  double centre = 0;
 };
+
+/// The centred reading's reference: the mean over `films` of each map the model's heatmaps read
+/// (model::heatmap_maps: the deep map, and the shallow one for heatmap_levels both/shallow), one
+/// (D, h, w) tensor per level on the model's device. Films are read `batch` at a time, so any number
+/// of full-size films fits in memory. Error naming the file for an unreadable film, and for none.
+std::vector<torch::Tensor> mean_maps(model::AflocModel& net, const std::vector<std::string>& films, int64_t batch = 16,
+                                     const data::ImageReadOptions& read = {}, bool progress = false);
+
+/// The centred reading (not in the authors' protocol; `--centre W`): levels[j] (B, D, h, w) minus
+/// weight times means[j] (D, h, w), in place. Since a prompt's raw map is linear in the regions, its
+/// map becomes its raw map minus W times its mean raw map over the reference films: what a prompt
+/// lights in every film (anatomy the films share, a film's corners) is taken out, wholly at W = 1,
+/// by half at 0.5, and what this film has that the population has not stays. Errors for W outside
+/// (0, 1] and for means that do not match the levels in number or shape.
+void centre_maps(std::vector<torch::Tensor>& levels, const std::vector<torch::Tensor>& means, double weight);
 
 /// One connected region of (heatmap > threshold).
 struct Region {
@@ -72,11 +90,18 @@ class Localizer {
   std::vector<Localization> run(const std::vector<data::Gray8>& images, const std::vector<std::string>& names,
                                 const std::vector<std::string>& prompts, const std::vector<ClassHead>& presence);
   const LocalizeOptions& options() const { return o_; }
+  /// The centred reading's reference films (options().centre > 0): mean_maps of each model over
+  /// them, used by every later run. Error when the options' centre is 0.
+  void set_centre(const std::vector<std::string>& films, const data::ImageReadOptions& read = {}, bool progress = false);
+  /// Films set_centre averaged (0 = none yet).
+  int64_t centre_films() const { return centre_films_; }
 
  private:
   std::vector<model::AflocModel> nets_;
   LocalizeOptions o_;
   std::vector<PromptEncoder*> prompts_;
+  std::vector<std::vector<torch::Tensor>> centre_means_;  ///< per model, per level (set_centre)
+  int64_t centre_films_ = 0;
 };
 
 /// The presence test of a free-text prompt: positive = the prompt, negative = the authors'
