@@ -541,7 +541,7 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
   // eval-phantom lists; localize --centre with that list reads the same maps (the same peak).
   const std::string en = tmp("eval_centre");
   const CliRun cn = run_cli("--log-level warn eval-phantom -r " + run + " -w " + world_ + " -o " + en +
-                            " --overlays 0 --json --centre 0.5 --centre-films 12 --bootstrap 0 --no-classify");
+                            " --overlays 0 --json --centre 0.5 --centre-n 12 --bootstrap 0 --no-classify");
   ASSERT_EQ(cn.code, 0) << cn.out;
   const auto jn = nlohmann::json::parse(cn.out);
   EXPECT_EQ(jn["centre"].get<double>(), 0.5);

@@ -21,7 +21,7 @@ struct EvalCli {
   std::vector<std::string> splits = {"test"};
   eval::LocEvalOptions loc;
   bool json = false, no_classify = false, dense_map = false;
-  int64_t centre_films = 500;
+  int64_t centre_n = 500;  ///< --centre-n: training films the centred reading averages
   std::string levels;
   PromptCacheFlags cache;
 };
@@ -53,11 +53,11 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
       ->check(CLI::Range(0.0, 1.0));
   c->add_option("--centre", o->loc.centre,
                 "Centred reading: every map minus this weight (0-1; 0 = off) times its mean over reference films\n"
-                "(the world's first --centre-films training films, listed in OUT/centre_films.txt), taking out what\n"
+                "(the world's first --centre-n training films, listed in OUT/centre_films.txt), taking out what\n"
                 "a prompt lights in every film. 0.5 with --contrast 0.5 pointed best on the phantom world. Not in\n"
                 "the authors' protocol")
       ->check(CLI::Range(0.0, 1.0));
-  c->add_option("--centre-films", o->centre_films, "Reference films of --centre: the world's first N training films")
+  c->add_option("--centre-n", o->centre_n, "Reference films of --centre: the world's first N training films")
       ->check(CLI::PositiveNumber);
   c->add_option("--margin", o->loc.heatmap.margin, "NaN border in pixels (<0: 14 x size/224)");
   c->add_option("--overlays", o->loc.n_overlays, "PNG overlays written (first cases)");
@@ -96,7 +96,7 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
       o->loc.centre_films.clear();
       std::string list;
       for (const auto& smp : train.samples) {
-        if (static_cast<int64_t>(o->loc.centre_films.size()) == o->centre_films) break;
+        if (static_cast<int64_t>(o->loc.centre_films.size()) == o->centre_n) break;
         o->loc.centre_films.push_back(smp.image);
         list += std::filesystem::absolute(smp.image).string() + "\n";
       }
