@@ -568,6 +568,12 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
   EXPECT_EQ(crec["options"]["centre"].get<double>(), 0.5);
   EXPECT_EQ(crec["peak"]["x"].get<int64_t>(), std::stoll(cn_cases.at(0, cn_cases.column("peak_x"))));
   EXPECT_EQ(crec["peak"]["y"].get<int64_t>(), std::stoll(cn_cases.at(0, cn_cases.column("peak_y"))));
+  // Other reference films change every map, so --resume refuses them (options.json names them).
+  const CliRun other = run_cli("--log-level warn localize -M " + run + " -f \"" + ccat + "\" --centre 0.5 --centre-films " + en +
+                               "/centre_films.txt --centre-n 5 " + image_of.at(cn_cases.at(0, cn_cases.column("id"))) +
+                               " --no-npy --no-masks --resume -o " + cloc);
+  EXPECT_EQ(other.code, 1);
+  EXPECT_NE(other.out.find("centre_films"), std::string::npos) << other.out;
   // Without reference films, or films without a weight: errors saying what is missing.
   const CliRun nofilms = run_cli("--log-level warn localize -M " + run + " -f \"" + ccat + "\" --centre 0.5 " +
                                  image_of.at(cn_cases.at(0, cn_cases.column("id"))) + " -o " + tmp("centre_bad"));

@@ -13,8 +13,8 @@
 
 #include "afloc/common/error.h"
 #include "afloc/common/log.h"
-#include "afloc/common/strings.h"
 #include "afloc/common/progress.h"
+#include "afloc/common/strings.h"
 #include "afloc/data/csv.h"
 #include "afloc/data/image.h"
 #include "afloc/eval/localization_eval.h"
@@ -399,7 +399,6 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
                                    {"regions", regions},
                                    {"files", files},
                                    {"options", options_json(o->o, o->dense_map, nets)}};
-    if (o->o.centre > 0) echo["centre_films"] = centre_films;
         jsonl << rec.dump() << "\n";
         ++records;
       }
