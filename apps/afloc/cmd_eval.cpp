@@ -51,12 +51,7 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
                 "evaluated findings' prompts, taking out what the prompts share (the template's words). 0.5 pointed\n"
                 "best on the phantom world. Not in the authors' protocol")
       ->check(CLI::Range(0.0, 1.0));
-  c->add_option("--centre", o->loc.centre,
-                "Centred reading: every map minus this weight (0-1; 0 = off) times its mean over reference films\n"
-                "(the world's first --centre-n training films, listed in OUT/centre_films.txt), taking out what\n"
-                "a prompt lights in every film. 0.5 with --contrast 0.5 pointed best on the phantom world. Not in\n"
-                "the authors' protocol")
-      ->check(CLI::Range(0.0, 1.0));
+  add_centre_option(c, o->loc.centre, "the world's first --centre-n training films, listed in OUT/centre_films.txt");
   c->add_option("--centre-n", o->centre_n, "Reference films of --centre: the world's first N training films")
       ->check(CLI::PositiveNumber);
   c->add_option("--margin", o->loc.heatmap.margin, "NaN border in pixels (<0: 14 x size/224)");

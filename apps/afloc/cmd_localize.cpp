@@ -172,15 +172,9 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--contrast-prompt", o->o.contrast_prompts,
                 "A reference prompt for --contrast only (repeatable; not mapped itself)")
       ->allow_extra_args(false);
-  c->add_option("--centre", o->o.centre,
-                "Centred reading: every map minus this weight (0-1; 0 = off) times its mean over the reference\n"
-                "films of --centre-films, taking out what a prompt lights in every film (shared anatomy, the\n"
-                "film's corners). 0.5 with --contrast 0.5 pointed best on the phantom world. Not in the\n"
-                "authors' protocol")
-      ->check(CLI::Range(0.0, 1.0));
+  add_centre_option(c, o->o.centre, "--centre-films: films of the inputs' population, e.g. the model's training films");
   c->add_option("--centre-films", o->centre_inputs,
-                "Reference films of --centre (files, folders or lists, as the inputs): films of the population\n"
-                "the inputs come from, e.g. the model's training films; the first --centre-n are read")
+                "Reference films of --centre: files, folders or lists, as the inputs; the first --centre-n are read")
       ->allow_extra_args(false);
   c->add_option("--centre-n", o->centre_n, "Reference films of --centre read at most")->check(CLI::PositiveNumber);
   c->add_option("--truncate", o->o.heatmap.truncate, "Gaussian kernel radius in sigmas");

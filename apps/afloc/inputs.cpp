@@ -67,6 +67,15 @@ void MimicInputFlags::add_to(CLI::App* c, const std::string& extra_help) {
       ->needs(mimic);
 }
 
+CLI::Option* add_centre_option(CLI::App* c, double& weight, const std::string& films) {
+  return c->add_option("--centre", weight,
+                       "Centred reading: every map minus this weight (0-1; 0 = off) times its mean over reference films\n(" +
+                           films +
+                           "),\ntaking out what a prompt lights in every film (shared anatomy, a film's corners). 0.5 with\n"
+                           "--contrast 0.5 pointed best on the phantom world. Not in the authors' protocol")
+      ->check(CLI::Range(0.0, 1.0));
+}
+
 std::vector<std::string> view_positions(const std::vector<std::string>& given) {
   std::vector<std::string> out;
   for (const auto& v : given)

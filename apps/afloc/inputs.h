@@ -91,6 +91,10 @@ inline constexpr const char* LEVELS_HELP =
     "Maps the heatmaps read: deep (v_d, the authors'), shallow (v_s, layer2, twice the side) or both\n"
     "(their heatmaps averaged); for models trained with loss.shallow_sentence_weight. Default: the model's";
 
+/// Adds --centre (localize, eval-phantom): the centred reading's weight in [0, 1], 0 = off
+/// (infer::centre_maps); `films` says where its reference films come from.
+CLI::Option* add_centre_option(CLI::App* c, double& weight, const std::string& films);
+
 /// --prompt-cache DIR / --no-prompt-cache.
 struct PromptCacheFlags {
   std::string dir;  ///< "" = the default folder (see infer::default_prompt_cache_dir)
