@@ -284,6 +284,14 @@ TEST(Localizer, CentredReadingSubtractsTheReferenceFilmsMeanMaps) {
     expect_close("mean map, level " + std::to_string(j), means[j], sum / 3.0, 1e-5);
     expect_close("batch 1", infer::mean_maps(net, films, 1)[j], means[j], 1e-5);
   }
+  // Several models (an ensemble) read each film once: each model's means are its own.
+  auto other = tiny_model(32);
+  std::vector<model::AflocModel> pair{net, other};
+  const auto both = infer::mean_maps(pair, films, 2);
+  ASSERT_EQ(both.size(), 2u);
+  ASSERT_EQ(both[1].size(), 1u);  // the other model reads its deep map only
+  for (size_t j = 0; j < 2; ++j) expect_close("ensemble, model 0", both[0][j], means[j], 1e-6);
+  expect_close("ensemble, model 1", both[1][0], infer::mean_maps(other, films, 2)[0], 1e-6);
   infer::LocalizeOptions o;
   o.size = 64;
   o.all = true;

@@ -207,7 +207,7 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
       throw Error(std::string("eval-phantom --centre ") + w + ": the weight must be in (0, 1]");
     }
     if (o.centre_films.empty()) throw Error("eval-phantom --centre: no reference films");
-    for (auto& net : nets) centre_means.push_back(infer::mean_maps(net, o.centre_films, o.batch, {}, o.progress));
+    centre_means = infer::mean_maps(nets, o.centre_films, o.batch, {}, o.progress);
     res.centre = o.centre;
     res.centre_films = static_cast<int64_t>(o.centre_films.size());
   }

@@ -72,12 +72,12 @@ Localizer::Localizer(std::vector<model::AflocModel> nets, LocalizeOptions option
   if (!(o_.centre >= 0 && o_.centre <= 1)) throw Error("localize: centre weight " + number_text(o_.centre) + " is not in [0, 1]");
 }
 
-std::vector<torch::Tensor> mean_maps(model::AflocModel& net, const std::vector<std::string>& films, int64_t batch,
-                                     const data::ImageReadOptions& read, bool progress) {
+std::vector<std::vector<torch::Tensor>> mean_maps(std::vector<model::AflocModel>& nets, const std::vector<std::string>& films,
+                                                  int64_t batch, const data::ImageReadOptions& read, bool progress) {
   if (films.empty()) throw Error("centred reading: no reference films");
   if (batch < 1) throw Error("centred reading: batch must be >= 1");
   torch::InferenceMode guard;
-  std::vector<torch::Tensor> sums;
+  std::vector<std::vector<torch::Tensor>> sums(nets.size());  // per model, per level
   ProgressBar bar("reference films", static_cast<int64_t>(films.size()), "img", progress);
   for (size_t start = 0; start < films.size(); start += static_cast<size_t>(batch)) {
     const size_t end = std::min(films.size(), start + static_cast<size_t>(batch));
@@ -89,16 +89,25 @@ std::vector<torch::Tensor> mean_maps(model::AflocModel& net, const std::vector<s
         throw Error("centred reading: reference film " + films[i] + ": " + e.what());
       }
     }
-    const auto levels = model::heatmap_maps(net->config(), image_embeddings(net, gray));
-    if (sums.empty())
-      for (const auto& level : levels) sums.push_back(level.sum(0).to(torch::kDouble));
-    else
-      for (size_t j = 0; j < levels.size(); ++j) sums[j] += levels[j].sum(0).to(torch::kDouble);
+    for (size_t k = 0; k < nets.size(); ++k) {
+      const auto levels = model::heatmap_maps(nets[k]->config(), image_embeddings(nets[k], gray));
+      if (sums[k].empty())
+        for (const auto& level : levels) sums[k].push_back(level.sum(0).to(torch::kDouble));
+      else
+        for (size_t j = 0; j < levels.size(); ++j) sums[k][j] += levels[j].sum(0).to(torch::kDouble);
+    }
     bar.update(static_cast<int64_t>(end - start));
   }
   bar.finish();
-  for (auto& m : sums) m = (m / static_cast<double>(films.size())).to(torch::kFloat);
+  for (auto& model_sums : sums)
+    for (auto& m : model_sums) m = (m / static_cast<double>(films.size())).to(torch::kFloat);
   return sums;
+}
+
+std::vector<torch::Tensor> mean_maps(model::AflocModel& net, const std::vector<std::string>& films, int64_t batch,
+                                     const data::ImageReadOptions& read, bool progress) {
+  std::vector<model::AflocModel> nets{net};
+  return mean_maps(nets, films, batch, read, progress)[0];
 }
 
 void centre_maps(std::vector<torch::Tensor>& levels, const std::vector<torch::Tensor>& means, double weight) {
@@ -118,8 +127,7 @@ void centre_maps(std::vector<torch::Tensor>& levels, const std::vector<torch::Te
 
 void Localizer::set_centre(const std::vector<std::string>& films, const data::ImageReadOptions& read, bool progress) {
   if (o_.centre == 0) throw Error("localize: reference films given without a centre weight");
-  centre_means_.clear();
-  for (auto& net : nets_) centre_means_.push_back(mean_maps(net, films, o_.batch, read, progress));
+  centre_means_ = mean_maps(nets_, films, o_.batch, read, progress);
   centre_films_ = static_cast<int64_t>(films.size());
 }
 

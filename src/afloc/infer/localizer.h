@@ -37,10 +37,15 @@ struct LocalizeOptions {
   double centre = 0;
 };
 
-/// The centred reading's reference: the mean over `films` of each map the model's heatmaps read
+/// The centred reading's reference, per model: the mean over `films` of each map its heatmaps read
 /// (model::heatmap_maps: the deep map, and the shallow one for heatmap_levels both/shallow), one
-/// (D, h, w) tensor per level on the model's device. Films are read `batch` at a time, so any number
-/// of full-size films fits in memory. Error naming the file for an unreadable film, and for none.
+/// (D, h, w) tensor per level on the model's device. Films are read `batch` at a time, each once
+/// for all the models, so any number of full-size films fits in memory. Error naming the file for
+/// an unreadable film, and for none.
+std::vector<std::vector<torch::Tensor>> mean_maps(std::vector<model::AflocModel>& nets, const std::vector<std::string>& films,
+                                                  int64_t batch = 16, const data::ImageReadOptions& read = {},
+                                                  bool progress = false);
+/// The same for one model.
 std::vector<torch::Tensor> mean_maps(model::AflocModel& net, const std::vector<std::string>& films, int64_t batch = 16,
                                      const data::ImageReadOptions& read = {}, bool progress = false);
 
@@ -90,7 +95,7 @@ class Localizer {
   std::vector<Localization> run(const std::vector<data::Gray8>& images, const std::vector<std::string>& names,
                                 const std::vector<std::string>& prompts, const std::vector<ClassHead>& presence);
   const LocalizeOptions& options() const { return o_; }
-  /// The centred reading's reference films (options().centre > 0): mean_maps of each model over
+  /// The centred reading's reference films (options().centre > 0): the models' mean_maps over
   /// them, used by every later run. Error when the options' centre is 0.
   void set_centre(const std::vector<std::string>& films, const data::ImageReadOptions& read = {}, bool progress = false);
   /// Films set_centre averaged (0 = none yet).
