@@ -232,6 +232,17 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
   const auto peaks = res.map_side > 0 ? peak_pixels(res.map_side, res.map_side, E, o.heatmap)
                                        : std::pair<std::vector<int64_t>, std::vector<int64_t>>{};
 
+  // The overlays' third title line: the readings that are not the authors' (a 224-px tile holds
+  // about 35 characters a line).
+  std::string reading;
+  const auto add_reading = [&reading](const char* name, double w) {
+    if (w <= 0) return;
+    char part[48];
+    std::snprintf(part, sizeof part, "%s%s %g", reading.empty() ? "\n" : ", ", name, w);
+    reading += part;
+  };
+  add_reading("contrast", o.contrast);
+  add_reading("centred", o.centre);
   LocalizationMetric mm, bm;
   ProgressBar bar("evaluate", static_cast<int64_t>(images.size()), "img", o.progress);
   int64_t overlays = 0;
@@ -299,8 +310,7 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
           std::snprintf(name, sizeof name, "%03lld_", static_cast<long long>(overlays));
           const std::string path = (fs::path(o.overlays_dir) / (name + infer::slug(cat) + ".png")).string();
           infer::write_overlay(path, shown[i - start], heat, prompt_for(o.prompt_template, cat) +
-                                   (res.cases.back().hit ? "\npointing game: hit" : "\npointing game: miss") +
-                                   (o.contrast > 0 ? " (contrast)" : "") + (o.centre > 0 ? " (centred)" : ""),
+                                   (res.cases.back().hit ? "\npointing game: hit" : "\npointing game: miss") + reading,
                                {}, &m);
           tiles.push_back(cv::imread(path));
           ++overlays;
