@@ -201,12 +201,7 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
   // The centred reading: each model's mean maps over the reference films.
   std::vector<std::vector<torch::Tensor>> centre_means;
   if (o.centre > 0) {
-    if (!(o.centre <= 1)) {
-      char w[64];
-      std::snprintf(w, sizeof w, "%g", o.centre);
-      throw Error(std::string("eval-phantom --centre ") + w + ": the weight must be in (0, 1]");
-    }
-    if (o.centre_films.empty()) throw Error("eval-phantom --centre: no reference films");
+    infer::check_centre_weight(o.centre);  // before the films are read; mean_maps refuses none
     centre_means = infer::mean_maps(nets, o.centre_films, o.batch, {}, o.progress);
     res.centre = o.centre;
     res.centre_films = static_cast<int64_t>(o.centre_films.size());

@@ -69,7 +69,7 @@ Localizer::Localizer(std::vector<model::AflocModel> nets, LocalizeOptions option
   if (prompts_.size() != nets_.size()) throw Error("localize: one prompt encoder per model");
   if (o_.size < 16) throw Error("localize: size " + std::to_string(o_.size) + " is too small");
   if (o_.batch < 1) throw Error("localize: batch must be >= 1");
-  if (!(o_.centre >= 0 && o_.centre <= 1)) throw Error("localize: centre weight " + number_text(o_.centre) + " is not in [0, 1]");
+  if (o_.centre != 0) check_centre_weight(o_.centre);
 }
 
 std::vector<std::vector<torch::Tensor>> mean_maps(std::vector<model::AflocModel>& nets, const std::vector<std::string>& films,
@@ -110,8 +110,12 @@ std::vector<torch::Tensor> mean_maps(model::AflocModel& net, const std::vector<s
   return mean_maps(nets, films, batch, read, progress)[0];
 }
 
-void centre_maps(std::vector<torch::Tensor>& levels, const std::vector<torch::Tensor>& means, double weight) {
+void check_centre_weight(double weight) {
   if (!(weight > 0 && weight <= 1)) throw Error("centred reading: weight " + number_text(weight) + " is not in (0, 1]");
+}
+
+void centre_maps(std::vector<torch::Tensor>& levels, const std::vector<torch::Tensor>& means, double weight) {
+  check_centre_weight(weight);
   if (levels.size() != means.size()) {
     throw Error("centred reading: the reference has " + std::to_string(means.size()) + " map level(s), the model reads " +
                 std::to_string(levels.size()));
