@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "afloc/common/error.h"
+#include "afloc/eval/localization_eval.h"
 #include "afloc/infer/classifier.h"
 #include "afloc/infer/localizer.h"
 #include "afloc/infer/prompt_encoder.h"
@@ -243,6 +244,9 @@ TEST(Localizer, ContrastReadingSubtractsTheReferencesMeanMap) {
   EXPECT_THROW(infer::contrast_queries(t, t, 0), Error);
   EXPECT_THROW(infer::contrast_queries(t, t, 1.5), Error);
   EXPECT_THROW(infer::contrast_queries(t, t, std::nan("")), Error);
+  // A negative weight is an error, not the reading silently off (0 is off).
+  o.contrast = -0.5;
+  EXPECT_THROW(infer::Localizer(net, o, enc), Error);
   expect_close("contrast_queries", infer::contrast_queries(t, t, 1), t - t.mean(0, true), 0);
 }
 
@@ -325,6 +329,8 @@ TEST(Localizer, CentredReadingSubtractsTheReferenceFilmsMeanMaps) {
   // Errors: weights outside [0, 1], reference films without a weight, an unreadable film (named),
   // no films, means of another model's maps.
   o.centre = 1.5;
+  EXPECT_THROW(infer::Localizer(net, o, enc), Error);
+  o.centre = -0.5;  // not silently off (0 is off)
   EXPECT_THROW(infer::Localizer(net, o, enc), Error);
   o.centre = 0;
   EXPECT_THROW(infer::Localizer(net, o, enc).set_centre(films), Error);
@@ -498,6 +504,34 @@ TEST(Localizer, BothLevelsAverageTheTwoMapsHeatmaps) {
   }
   EXPECT_THROW(net->set_heatmap_levels("all"), Error);
   EXPECT_EQ(net->config().heatmap_levels, "both");  // unchanged by the bad value
+}
+
+// eval-phantom's library call checks the readings' weights as the localizer does: 0 is off, a
+// value outside (0, 1] (a negative one too) is an error naming the reading, before any film is read.
+TEST(LocalizationEval, ReadingWeightsOutsideTheRangeAreErrors) {
+  auto net = tiny_model(41);
+  const std::vector<eval::GtImage> none;
+  const auto message = [&](const eval::LocEvalOptions& o) -> std::string {
+    try {
+      eval::evaluate_localization(net, none, o);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  eval::LocEvalOptions o;
+  o.classify = false;
+  o.bootstrap = 0;
+  o.progress = false;
+  EXPECT_EQ(message(o), "");  // both off: no films, no cases, no error
+  for (const double w : {-0.5, 1.5}) {
+    o.contrast = w;
+    EXPECT_NE(message(o).find("contrast weight"), std::string::npos) << "contrast " << w << ": " << message(o);
+    o.contrast = 0;
+    o.centre = w;
+    EXPECT_NE(message(o).find("centred reading: weight"), std::string::npos) << "centre " << w << ": " << message(o);
+    o.centre = 0;
+  }
 }
 
 }  // namespace

@@ -169,6 +169,9 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
 LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const std::vector<GtImage>& images,
                                     const LocEvalOptions& o) {
   if (nets.empty()) throw Error("evaluate_localization: no model");
+  // The readings' weights: 0 is off, any other value outside (0, 1] an error (before any film is read).
+  if (o.contrast != 0) infer::check_contrast_weight(o.contrast);
+  if (o.centre != 0) infer::check_centre_weight(o.centre);
   torch::NoGradGuard ng;
   const int64_t E = o.eval_size;
   LocEvalResult res;
@@ -201,7 +204,6 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
   // The centred reading: each model's mean maps over the reference films.
   std::vector<std::vector<torch::Tensor>> centre_means;
   if (o.centre > 0) {
-    infer::check_centre_weight(o.centre);  // before the films are read; mean_maps refuses none
     centre_means = infer::mean_maps(nets, o.centre_films, o.batch, {}, o.progress);
     res.centre = o.centre;
     res.centre_films = static_cast<int64_t>(o.centre_films.size());

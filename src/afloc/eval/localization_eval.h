@@ -39,13 +39,13 @@ struct LocEvalOptions {
   /// 0 = none), drawn with this seed.
   int64_t bootstrap = 1000;
   uint64_t bootstrap_seed = 0;
-  /// The contrast reading (infer::contrast_queries; not in the authors' protocol) when > 0: each
-  /// finding's map minus this weight times the mean map of the evaluated findings' prompts (2 or
-  /// more findings needed).
+  /// The contrast reading (infer::contrast_queries; not in the authors' protocol) when not 0: each
+  /// finding's map minus this weight, in (0, 1], times the mean map of the evaluated findings'
+  /// prompts (2 or more findings needed). Other values are errors.
   double contrast = 0;
-  /// The centred reading (infer::centre_maps; not in the authors' protocol) when > 0: every map
-  /// minus this weight times its mean over `centre_films` (reference films, e.g. the world's
-  /// training films; needed then).
+  /// The centred reading (infer::centre_maps; not in the authors' protocol) when not 0: every map
+  /// minus this weight, in (0, 1], times its mean over `centre_films` (reference films, e.g. the
+  /// world's training films; needed then). Other values are errors.
   double centre = 0;
   std::vector<std::string> centre_films;
 };

@@ -36,6 +36,12 @@ std::vector<double> smooth_axis(const std::vector<double>& x, int64_t h, int64_t
 
 }  // namespace
 
+void check_contrast_weight(double weight) {
+  if (!(weight > 0 && weight <= 1)) {
+    throw Error("contrast weight " + std::to_string(weight) + ": expected a value in (0, 1] (1 = the whole mean)");
+  }
+}
+
 torch::Tensor contrast_queries(const torch::Tensor& queries, const torch::Tensor& references, double weight) {
   TORCH_CHECK(queries.dim() == 2 && references.dim() == 2 && queries.size(1) == references.size(1),
               "contrast_queries: queries (P, D) and references (R, D) expected");
@@ -43,9 +49,7 @@ torch::Tensor contrast_queries(const torch::Tensor& queries, const torch::Tensor
     throw Error("contrast reading: " + std::to_string(references.size(0)) +
                 " reference prompt(s); it needs at least 2 (a prompt against itself alone gives a zero map)");
   }
-  if (!(weight > 0 && weight <= 1)) {
-    throw Error("contrast weight " + std::to_string(weight) + ": expected a value in (0, 1] (1 = the whole mean)");
-  }
+  check_contrast_weight(weight);
   return queries - weight * references.mean(0, /*keepdim=*/true);
 }
 

@@ -69,6 +69,8 @@ Localizer::Localizer(std::vector<model::AflocModel> nets, LocalizeOptions option
   if (prompts_.size() != nets_.size()) throw Error("localize: one prompt encoder per model");
   if (o_.size < 16) throw Error("localize: size " + std::to_string(o_.size) + " is too small");
   if (o_.batch < 1) throw Error("localize: batch must be >= 1");
+  // 0 is off; any other value outside (0, 1] is an error, never silently off.
+  if (o_.contrast != 0) check_contrast_weight(o_.contrast);
   if (o_.centre != 0) check_centre_weight(o_.centre);
 }
 

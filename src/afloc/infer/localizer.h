@@ -27,13 +27,15 @@ struct LocalizeOptions {
   int64_t min_region_pixels = 1;  ///< smaller connected components are not reported
   double present_threshold = 0.5;  ///< a finding is present when its probability exceeds this
   bool all = false;                ///< regions for every prompt, present or not
-  /// The contrast reading (contrast_queries; not in the authors' protocol) when > 0: each prompt's
-  /// map minus this weight times the mean map of the references, which are the run's prompts
-  /// followed by `contrast_prompts` (references only, not mapped). Presence is unchanged.
+  /// The contrast reading (contrast_queries; not in the authors' protocol) when not 0: each
+  /// prompt's map minus this weight, in (0, 1] (others are errors), times the mean map of the
+  /// references, which are the run's prompts followed by `contrast_prompts` (references only, not
+  /// mapped). Presence is unchanged.
   double contrast = 0;
   std::vector<std::string> contrast_prompts;
-  /// The centred reading (centre_maps; not in the authors' protocol) when > 0: every map minus this
-  /// weight times its mean over reference films (Localizer::set_centre, which must then be called).
+  /// The centred reading (centre_maps; not in the authors' protocol) when not 0: every map minus
+  /// this weight, in (0, 1] (others are errors), times its mean over reference films
+  /// (Localizer::set_centre, which must then be called).
   double centre = 0;
 };
 
