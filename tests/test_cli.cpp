@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <utility>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "afloc/model/config.h"
@@ -87,6 +89,23 @@ TEST(Cli, UsageErrorsExit2AndErrorsExit1NamingTheFile) {
   const CliRun far = run("--device cuda:99 clean x");
   EXPECT_EQ(far.code, 1);
   EXPECT_NE(far.out.find("--device cuda:99: "), std::string::npos) << far.out;
+  // Values outside an option's range are usage errors naming the option, before any file is read;
+  // the same commands with values in range fail later, on the missing files (code 1).
+  const std::vector<std::pair<std::string, std::string>> ranged = {
+      {"eval-phantom -w /nonexistent/world", "--eval-size 0"},
+      {"eval-phantom -w /nonexistent/world", "--overlays -3"},
+      {"eval-phantom -w /nonexistent/world", "--bootstrap -1"},
+      {"eval-phantom -w /nonexistent/world", "--centre-n 0"},
+      {"localize -M /nonexistent/model -f Edema x.png", "--centre-n 2.5"},
+      {"classify -M /nonexistent/model x.png", "--threshold 7"},
+      {"localize -M /nonexistent/model -f Edema x.png", "--present-threshold -0.5"}};
+  for (const auto& [command, bad] : ranged) {
+    const CliRun u = run(command + " " + bad);
+    EXPECT_EQ(u.code, 2) << bad << ": " << u.out;
+    EXPECT_NE(u.out.find(bad.substr(0, bad.find(' '))), std::string::npos) << u.out;
+    EXPECT_EQ(u.out.find("1797693"), std::string::npos) << u.out;  // no range up to the largest double
+    EXPECT_EQ(run(command).code, 1) << command;
+  }
 }
 
 TEST(Cli, ConfigShowPrintsLoadableJson) {

@@ -117,7 +117,8 @@ void register_classify_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("-o,--out", o->out, "Output directory");
   c->add_option("-b,--batch", o->batch, "Images per forward pass");
   o->dicom.add_to(c);
-  c->add_option("--threshold", o->threshold, "Binary mode: a class is present when its probability exceeds this");
+  c->add_option("--threshold", o->threshold, "Binary mode: a class is present when its probability exceeds this")
+      ->check(CLI::Range(0.0, 1.0));
   c->add_option("--labels", o->labels,
                 "Labels CSV (image column + one 1/0/-1 column per class, or a `label` column; or MIMIC-CXR's\n"
                 "study_id-keyed chexpert/negbio CSV): writes metrics");

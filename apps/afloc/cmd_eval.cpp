@@ -42,7 +42,8 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--split", o->splits, "Ground-truth splits: test and/or unseen");
   c->add_option("-o,--out", o->out, "Output directory (metrics.json, cases.csv, table.txt, overlays/)");
   c->add_option("--prompt", o->loc.prompt_template, "Prompt template ({finding} = lower-case category; without it, one prompt for all = a control)");
-  c->add_option("--eval-size", o->loc.eval_size, "Square size at which heatmaps meet masks");
+  c->add_option("--eval-size", o->loc.eval_size, "Square size at which heatmaps meet masks")
+      ->check(CLI::Range(16, 8192));
   c->add_option("--sigma", o->loc.heatmap.sigma, "Heatmap smoothing in feature cells (<0: 1.5 x side/19, 0: none)");
   c->add_flag("--dense-map", o->dense_map, DENSE_MAP_HELP);
   c->add_option("--levels", o->levels, LEVELS_HELP)->check(CLI::IsMember(model::heatmap_level_names()));
@@ -53,12 +54,12 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
       ->check(CLI::Range(0.0, 1.0));
   add_centre_option(c, o->loc.centre, "the world's first --centre-n training films, listed in OUT/centre_films.txt");
   c->add_option("--centre-n", o->centre_n, "Reference films of --centre: the world's first N training films")
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   c->add_option("--margin", o->loc.heatmap.margin, "NaN border in pixels (<0: 14 x size/224)");
-  c->add_option("--overlays", o->loc.n_overlays, "PNG overlays written (first cases)");
+  c->add_option("--overlays", o->loc.n_overlays, "PNG overlays written (first cases)")->check(at_least(0));
   c->add_flag("--no-classify", o->no_classify, "Skip the zero-shot classification (AUROC) part");
   c->add_option("--bootstrap", o->loc.bootstrap, "Bootstrap resamples of the cases for 95% intervals (0: none)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   c->add_option("--bootstrap-seed", o->loc.bootstrap_seed, "Seed of the bootstrap resamples");
   c->add_flag("--json", o->json, "Print metrics as JSON");
   o->cache.add_to(c);

@@ -154,7 +154,8 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
       ->allow_extra_args(false);
   c->add_option("--template", o->prompt_template, "Prompt template for --finding");
   c->add_flag("--all", o->o.all, "Masks and regions for every prompt, also those classified absent");
-  c->add_option("--present-threshold", o->o.present_threshold, "A finding is present when its probability exceeds this");
+  c->add_option("--present-threshold", o->o.present_threshold, "A finding is present when its probability exceeds this")
+      ->check(CLI::Range(0.0, 1.0));
   c->add_option("--boxes", o->boxes, "Ground-truth boxes CSV (image,x,y,w,h[,finding|prompt]; MS-CXR's CSV as is) drawn on the overlays");
   c->add_option("inputs", o->inputs, "Images, folders or lists");
   o->mimic.add_to(c);
@@ -176,7 +177,7 @@ void register_localize_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("--centre-films", o->centre_inputs,
                 "Reference films of --centre: files, folders or lists, as the inputs; the first --centre-n are read")
       ->allow_extra_args(false);
-  c->add_option("--centre-n", o->centre_n, "Reference films of --centre read at most")->check(CLI::PositiveNumber);
+  c->add_option("--centre-n", o->centre_n, "Reference films of --centre read at most")->check(at_least(1));
   c->add_option("--truncate", o->o.heatmap.truncate, "Gaussian kernel radius in sigmas");
   c->add_option("--margin", o->o.heatmap.margin, "NaN border in pixels (<0: 14 x size/224; 0: none)");
   c->add_option("--interpolation", o->o.heatmap.interpolation, "bilinear, bicubic or nearest");

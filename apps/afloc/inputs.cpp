@@ -67,6 +67,23 @@ void MimicInputFlags::add_to(CLI::App* c, const std::string& extra_help) {
       ->needs(mimic);
 }
 
+CLI::Validator at_least(long long min) {
+  const std::string bound = std::to_string(min);
+  return CLI::Validator(
+      [min, bound](std::string& text) -> std::string {
+        size_t used = 0;
+        long long v = 0;
+        try {
+          v = std::stoll(text, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used == 0 || used != text.size()) return "Value " + text + " is not an integer";
+        return v < min ? "Value " + text + " is below " + bound : std::string();
+      },
+      "INT >= " + bound);
+}
+
 CLI::Option* add_centre_option(CLI::App* c, double& weight, const std::string& films) {
   return c->add_option("--centre", weight,
                        "Centred reading: every map minus this weight (0-1; 0 = off) times its mean over reference films\n(" +

@@ -91,6 +91,10 @@ inline constexpr const char* LEVELS_HELP =
     "Maps the heatmaps read: deep (v_d, the authors'), shallow (v_s, layer2, twice the side) or both\n"
     "(their heatmaps averaged); for models trained with loss.shallow_sentence_weight. Default: the model's";
 
+/// CLI11 check of an integer option: at least `min`. CLI11's PositiveNumber and NonNegativeNumber
+/// name their range up to the largest double ("not in range 0.000000 to 1797693...") in the error.
+CLI::Validator at_least(long long min);
+
 /// Adds --centre (localize, eval-phantom): the centred reading's weight in [0, 1], 0 = off
 /// (infer::centre_maps); `films` says where its reference films come from.
 CLI::Option* add_centre_option(CLI::App* c, double& weight, const std::string& films);
