@@ -526,7 +526,7 @@ TEST(LocalizationEval, ReadingWeightsOutsideTheRangeAreErrors) {
   EXPECT_EQ(message(o), "");  // both off: no films, no cases, no error
   for (const double w : {-0.5, 1.5}) {
     o.contrast = w;
-    EXPECT_NE(message(o).find("contrast weight"), std::string::npos) << "contrast " << w << ": " << message(o);
+    EXPECT_NE(message(o).find("contrast reading: weight"), std::string::npos) << "contrast " << w << ": " << message(o);
     o.contrast = 0;
     o.centre = w;
     EXPECT_NE(message(o).find("centred reading: weight"), std::string::npos) << "centre " << w << ": " << message(o);

@@ -170,8 +170,8 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
                                     const LocEvalOptions& o) {
   if (nets.empty()) throw Error("evaluate_localization: no model");
   // The readings' weights: 0 is off, any other value outside (0, 1] an error (before any film is read).
-  if (o.contrast != 0) infer::check_contrast_weight(o.contrast);
-  if (o.centre != 0) infer::check_centre_weight(o.centre);
+  if (o.contrast != 0) infer::check_reading_weight("contrast reading", o.contrast);
+  if (o.centre != 0) infer::check_reading_weight("centred reading", o.centre);
   torch::NoGradGuard ng;
   const int64_t E = o.eval_size;
   LocEvalResult res;

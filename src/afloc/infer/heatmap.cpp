@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <sstream>
 
 #include "afloc/common/error.h"
 
@@ -36,9 +37,11 @@ std::vector<double> smooth_axis(const std::vector<double>& x, int64_t h, int64_t
 
 }  // namespace
 
-void check_contrast_weight(double weight) {
+void check_reading_weight(const std::string& reading, double weight) {
   if (!(weight > 0 && weight <= 1)) {
-    throw Error("contrast weight " + std::to_string(weight) + ": expected a value in (0, 1] (1 = the whole mean)");
+    std::ostringstream text;
+    text << reading << ": weight " << weight << " is not in (0, 1]";
+    throw Error(text.str());
   }
 }
 
@@ -49,7 +52,7 @@ torch::Tensor contrast_queries(const torch::Tensor& queries, const torch::Tensor
     throw Error("contrast reading: " + std::to_string(references.size(0)) +
                 " reference prompt(s); it needs at least 2 (a prompt against itself alone gives a zero map)");
   }
-  check_contrast_weight(weight);
+  check_reading_weight("contrast reading", weight);
   return queries - weight * references.mean(0, /*keepdim=*/true);
 }
 

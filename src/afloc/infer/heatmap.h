@@ -29,9 +29,10 @@ void validate(const HeatmapOptions& options);
 /// takes one over a caption's units), by half at 0.5. Errors for W outside (0, 1] and for fewer than
 /// 2 references (the map of a prompt against itself alone is zero at W = 1).
 torch::Tensor contrast_queries(const torch::Tensor& queries, const torch::Tensor& references, double weight);
-/// Error unless 0 < weight <= 1 (the contrast reading's weights; contrast_queries checks it too),
-/// for callers that check before they read any film.
-void check_contrast_weight(double weight);
+/// Error naming the reading ("contrast reading", "centred reading") unless 0 < weight <= 1: the
+/// weights of both readings (contrast_queries and centre_maps check theirs), for callers that
+/// refuse a weight before they read any film.
+void check_reading_weight(const std::string& reading, double weight);
 
 /// sim = regions . query: regions (D, h, w), query (D) -> (h, w).
 torch::Tensor similarity_map(const torch::Tensor& regions, const torch::Tensor& query);

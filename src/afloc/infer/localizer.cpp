@@ -45,12 +45,6 @@ cv::Mat colour_heatmap(const torch::Tensor& heat) {
   return out;
 }
 
-std::string number_text(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
-}
-
 std::string shape_text(const torch::Tensor& t) {
   std::ostringstream s;
   s << t.sizes();
@@ -70,8 +64,8 @@ Localizer::Localizer(std::vector<model::AflocModel> nets, LocalizeOptions option
   if (o_.size < 16) throw Error("localize: size " + std::to_string(o_.size) + " is too small");
   if (o_.batch < 1) throw Error("localize: batch must be >= 1");
   // 0 is off; any other value outside (0, 1] is an error, never silently off.
-  if (o_.contrast != 0) check_contrast_weight(o_.contrast);
-  if (o_.centre != 0) check_centre_weight(o_.centre);
+  if (o_.contrast != 0) check_reading_weight("contrast reading", o_.contrast);
+  if (o_.centre != 0) check_reading_weight("centred reading", o_.centre);
 }
 
 std::vector<std::vector<torch::Tensor>> mean_maps(std::vector<model::AflocModel>& nets, const std::vector<std::string>& films,
@@ -112,12 +106,8 @@ std::vector<torch::Tensor> mean_maps(model::AflocModel& net, const std::vector<s
   return mean_maps(nets, films, batch, read, progress)[0];
 }
 
-void check_centre_weight(double weight) {
-  if (!(weight > 0 && weight <= 1)) throw Error("centred reading: weight " + number_text(weight) + " is not in (0, 1]");
-}
-
 void centre_maps(std::vector<torch::Tensor>& levels, const std::vector<torch::Tensor>& means, double weight) {
-  check_centre_weight(weight);
+  check_reading_weight("centred reading", weight);
   if (levels.size() != means.size()) {
     throw Error("centred reading: the reference has " + std::to_string(means.size()) + " map level(s), the model reads " +
                 std::to_string(levels.size()));

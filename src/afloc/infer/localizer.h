@@ -58,9 +58,6 @@ std::vector<torch::Tensor> mean_maps(model::AflocModel& net, const std::vector<s
 /// by half at 0.5, and what this film has that the population has not stays. Errors for W outside
 /// (0, 1] and for means that do not match the levels in number or shape.
 void centre_maps(std::vector<torch::Tensor>& levels, const std::vector<torch::Tensor>& means, double weight);
-/// Error unless 0 < weight <= 1 (the centred reading's weights; centre_maps checks it too), for a
-/// caller to refuse a weight before reading any reference film.
-void check_centre_weight(double weight);
 
 /// One connected region of (heatmap > threshold).
 struct Region {
