@@ -169,9 +169,7 @@ LocEvalResult evaluate_localization(model::AflocModel& net, const std::vector<Gt
 LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const std::vector<GtImage>& images,
                                     const LocEvalOptions& o) {
   if (nets.empty()) throw Error("evaluate_localization: no model");
-  // The readings' weights: 0 is off, any other value outside (0, 1] an error (before any film is read).
-  if (o.contrast != 0) infer::check_reading_weight("contrast reading", o.contrast);
-  if (o.centre != 0) infer::check_reading_weight("centred reading", o.centre);
+  infer::check_reading_weights(o.contrast, o.centre);  // before any film is read
   torch::NoGradGuard ng;
   const int64_t E = o.eval_size;
   LocEvalResult res;

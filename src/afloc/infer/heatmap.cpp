@@ -45,6 +45,11 @@ void check_reading_weight(const std::string& reading, double weight) {
   }
 }
 
+void check_reading_weights(double contrast, double centre) {
+  if (contrast != 0) check_reading_weight("contrast reading", contrast);
+  if (centre != 0) check_reading_weight("centred reading", centre);
+}
+
 torch::Tensor contrast_queries(const torch::Tensor& queries, const torch::Tensor& references, double weight) {
   TORCH_CHECK(queries.dim() == 2 && references.dim() == 2 && queries.size(1) == references.size(1),
               "contrast_queries: queries (P, D) and references (R, D) expected");

@@ -33,6 +33,9 @@ torch::Tensor contrast_queries(const torch::Tensor& queries, const torch::Tensor
 /// weights of both readings (contrast_queries and centre_maps check theirs), for callers that
 /// refuse a weight before they read any film.
 void check_reading_weight(const std::string& reading, double weight);
+/// The two readings' weights as options give them (LocalizeOptions, eval::LocEvalOptions): 0 is
+/// off, any other value outside (0, 1] (a negative one too) an error naming its reading.
+void check_reading_weights(double contrast, double centre);
 
 /// sim = regions . query: regions (D, h, w), query (D) -> (h, w).
 torch::Tensor similarity_map(const torch::Tensor& regions, const torch::Tensor& query);

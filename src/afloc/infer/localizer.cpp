@@ -63,9 +63,7 @@ Localizer::Localizer(std::vector<model::AflocModel> nets, LocalizeOptions option
   if (prompts_.size() != nets_.size()) throw Error("localize: one prompt encoder per model");
   if (o_.size < 16) throw Error("localize: size " + std::to_string(o_.size) + " is too small");
   if (o_.batch < 1) throw Error("localize: batch must be >= 1");
-  // 0 is off; any other value outside (0, 1] is an error, never silently off.
-  if (o_.contrast != 0) check_reading_weight("contrast reading", o_.contrast);
-  if (o_.centre != 0) check_reading_weight("centred reading", o_.centre);
+  check_reading_weights(o_.contrast, o_.centre);  // a negative weight is an error, never silently off
 }
 
 std::vector<std::vector<torch::Tensor>> mean_maps(std::vector<model::AflocModel>& nets, const std::vector<std::string>& films,
