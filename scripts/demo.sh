@@ -40,6 +40,8 @@ echo "== 3c. the contrast reading (--contrast 0.5: each finding's map minus half
 $AFLOC eval-phantom -r "$OUT/run" -w "$OUT/world" -o "$OUT/eval_contrast" --contrast 0.5 --no-classify
 echo "== 3d. with the centred reading too (--centre 0.5: each map minus half its mean over 500 training films)"
 $AFLOC eval-phantom -r "$OUT/run" -w "$OUT/world" -o "$OUT/eval_centre" --contrast 0.5 --centre 0.5 --no-classify
+echo "== 3e. the same heatmaps scored against the findings' boxes (--truth boxes), as MS-CXR and RSNA are scored"
+$AFLOC eval-phantom -r "$OUT/run" -w "$OUT/world" -o "$OUT/eval_boxes" --truth boxes --no-classify
 echo "== 4. the unseen finding (never named in pretraining reports)"
 $AFLOC eval-phantom -r "$OUT/run" -w "$OUT/world" --split unseen -o "$OUT/eval_unseen" --no-classify
 echo "== 5. localize findings on held-out films (as on your own PNG/JPEG/DICOM files): masks only where"
@@ -61,5 +63,7 @@ echo "== with --contrast 0.5: $OUT/eval_contrast/table.txt"
 sed -n '1p;/macro mean/p' "$OUT/eval_contrast/table.txt"
 echo "== with --contrast 0.5 --centre 0.5: $OUT/eval_centre/table.txt"
 sed -n '1p;/macro mean/p' "$OUT/eval_centre/table.txt"
+echo "== against the findings' boxes instead of their masks (--truth boxes): $OUT/eval_boxes/table.txt"
+sed -n '1p;/macro mean/p' "$OUT/eval_boxes/table.txt"
 echo "outputs: $OUT/contact_sheet.png, $OUT/run/curves.png, $OUT/eval/table.txt, $OUT/eval/overlays/sheet.png, $OUT/eval/metrics.json,"
 echo "         $OUT/localize/<film>/<prompt>_overlay.png and .npy, $OUT/localize/results.jsonl, $OUT/classify/scores.csv"

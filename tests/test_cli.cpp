@@ -96,6 +96,7 @@ TEST(Cli, UsageErrorsExit2AndErrorsExit1NamingTheFile) {
       {"eval-phantom -w /nonexistent/world", "--overlays -3"},
       {"eval-phantom -w /nonexistent/world", "--bootstrap -1"},
       {"eval-phantom -w /nonexistent/world", "--centre-n 0"},
+      {"eval-phantom -w /nonexistent/world", "--truth outlines"},
       {"localize -M /nonexistent/model -f Edema x.png", "--centre-n 2.5"},
       {"classify -M /nonexistent/model x.png", "--threshold 7"},
       {"localize -M /nonexistent/model -f Edema x.png", "--present-threshold -0.5"}};

@@ -22,6 +22,7 @@
 #include "afloc/io/safetensors.h"
 #include "afloc/io/tensor_file.h"
 #include "afloc/io/torch_checkpoint.h"
+#include "box_cases.h"
 #include "cli_run.h"
 
 namespace fs = std::filesystem;
@@ -416,6 +417,17 @@ TEST_F(E2E, EvaluatePhantomWritesTablesAndOverlays) {
     EXPECT_LT(d, 224 * 1.5) << "row " << r;
   }
   EXPECT_EQ(cases.rows.size(), j["macro"]["n"].get<size_t>());
+  EXPECT_EQ(j["truth"], "masks");
+  // --truth boxes scores the same heatmaps against the findings' boxes as MS-CXR is scored
+  // (check_box_cases: the world's MS-CXR CSV, 96-px films mapped into the 224-px square).
+  const std::string eb = tmp("eval_boxes");
+  const CliRun rb = run_cli("--log-level warn eval-phantom -r " + run + " -w " + world_ + " -o " + eb +
+                            " --truth boxes --overlays 2 --bootstrap 0 --no-classify --json");
+  ASSERT_EQ(rb.code, 0) << rb.out;
+  EXPECT_EQ(nlohmann::json::parse(rb.out)["truth"], "boxes");
+  EXPECT_NE(read(eb + "/table.txt").find("ground truth: each finding's boxes"), std::string::npos);
+  // This two-step model misses every box; test_learn's trained one makes the same checks with hits.
+  check_box_cases(world_, eb + "/cases.csv", ev + "/cases.csv", /*mask_within_box=*/false);
   // SPEC §5's bootstrap intervals (1000 resamples by default) hold their point estimates, for the
   // macro row, each category and the macro IoU over the prior's; table.txt states the macro row's.
   EXPECT_EQ(j["bootstrap"]["replicates"].get<int64_t>(), 1000);

@@ -534,5 +534,38 @@ TEST(LocalizationEval, ReadingWeightsOutsideTheRangeAreErrors) {
   }
 }
 
+// Scoring against boxes needs every finding's boxes: a ground truth without them, or with a box of
+// no area, is an error naming the film and the finding before any film is read (the film here
+// does not exist); scored against masks, the boxes are not looked at.
+TEST(LocalizationEval, BoxTruthNeedsEveryFindingsBoxes) {
+  auto net = tiny_model(42);
+  eval::LocEvalOptions o;
+  o.classify = false;
+  o.bootstrap = 0;
+  o.progress = false;
+  o.truth = eval::Truth::kBoxes;
+  eval::GtImage im{"id0", "/nonexistent/film0.png", {{"Nodule", "/nonexistent/mask0.png", {{10, 12, 8, 8}}},
+                                                       {"Mass", "/nonexistent/mask1.png", {}}}};
+  const auto message = [&](const std::vector<eval::GtImage>& images) -> std::string {
+    try {
+      eval::evaluate_localization(net, images, o);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(message({im}), "ground truth boxes: /nonexistent/film0.png has a Mass finding without boxes");
+  im.instances[1].boxes = {{3, 4, 0, 5}};
+  EXPECT_EQ(message({im}), "ground truth boxes: /nonexistent/film0.png has a Mass box that is not (x, y, w, h) with w, h > 0");
+  im.instances[1].boxes = {{3, 4, 5}};
+  EXPECT_NE(message({im}).find("Mass box that is not (x, y, w, h)"), std::string::npos);
+  o.truth = eval::Truth::kMasks;  // now the missing film is what fails
+  EXPECT_NE(message({im}).find("/nonexistent/film0.png"), std::string::npos);
+  EXPECT_EQ(message({im}).find("box"), std::string::npos) << message({im});
+  EXPECT_EQ(eval::truth_from_name("boxes"), eval::Truth::kBoxes);
+  EXPECT_EQ(eval::truth_name(eval::truth_from_name("masks")), "masks");
+  EXPECT_THROW(eval::truth_from_name("outlines"), Error);
+}
+
 }  // namespace
 }  // namespace afloc::test

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "box_cases.h"
 #include "cli_run.h"
 
 namespace fs = std::filesystem;
@@ -45,6 +46,19 @@ TEST(Learn, LocalizationEmergesFromReportsAlone) {
   EXPECT_GT(hit, base_hit + 0.20);
   EXPECT_GT(iou, 1.4 * base_iou);
   EXPECT_GT(cnr, std::max(1.0, base_cnr + 0.3));
+  // The same heatmaps scored against the findings' boxes (MS-CXR's protocol): every case checked
+  // against the world's MS-CXR CSV, and a mask lies within its boxes, so the box hit rate is the
+  // higher one.
+  const std::string eb = root + "/eval_boxes";
+  const CliRun b = run_cli("--log-level warn eval-phantom -r " + run + " -w " + world + " -o " + eb +
+                           " --truth boxes --overlays 0 --no-classify --bootstrap 0 --json");
+  ASSERT_EQ(b.code, 0) << b.out;
+  const auto mb = nlohmann::json::parse(b.out)["macro"];
+  const double box_hit = mb["hit_rate"];
+  std::printf("[learn] against boxes: hit %.3f (%.3f), IoU %.3f (%.3f)\n", box_hit, mb["baseline_hit_rate"].get<double>(),
+              mb["iou"].get<double>(), mb["baseline_iou"].get<double>());
+  EXPECT_GT(check_box_cases(world, eb + "/cases.csv", ev + "/cases.csv", /*mask_within_box=*/true), 0);
+  EXPECT_GE(box_hit, hit);
 }
 
 }  // namespace

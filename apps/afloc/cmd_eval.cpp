@@ -1,5 +1,5 @@
 // `afloc eval-phantom`: zero-shot localization of a trained checkpoint on a phantom world's hidden
-// masks, against the centre-prior baseline.
+// masks or boxes, against the centre-prior baseline.
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -22,7 +22,7 @@ struct EvalCli {
   eval::LocEvalOptions loc;
   bool json = false, no_classify = false, dense_map = false;
   int64_t centre_n = 500;  ///< --centre-n: training films the centred reading averages
-  std::string levels;
+  std::string levels, truth = "masks";
   PromptCacheFlags cache;
 };
 
@@ -31,7 +31,7 @@ struct EvalCli {
 void register_eval_commands(CLI::App& app, GlobalOptions& g) {
   auto o = std::make_shared<EvalCli>();
   auto* c = app.add_subcommand("eval-phantom",
-                               "Zero-shot localization on a phantom world's hidden masks: pointing-game hit rate,\n"
+                               "Zero-shot localization on a phantom world's hidden masks (or boxes): pointing-game hit rate,\n"
                                "5-threshold mean IoU, Dice and CNR per finding, next to a centre-prior baseline;\n"
                                "zero-shot classification AUROC per finding");
   c->add_option("-M,--model,-k,--checkpoint", o->models,
@@ -41,6 +41,10 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
   c->add_option("-w,--world", o->world, "Phantom world directory (afloc synth --out)")->required();
   c->add_option("--split", o->splits, "Ground-truth splits: test and/or unseen");
   c->add_option("-o,--out", o->out, "Output directory (metrics.json, cases.csv, table.txt, overlays/)");
+  c->add_option("--truth", o->truth,
+                "What heatmaps are scored against: masks (the findings' pixel masks, as SIIM and CheXlocalize are scored)\n"
+                "or boxes (their bounding boxes, box_mapping + box2mask, as MS-CXR and RSNA are scored)")
+      ->check(CLI::IsMember(eval::truth_names()));
   c->add_option("--prompt", o->loc.prompt_template, "Prompt template ({finding} = lower-case category; without it, one prompt for all = a control)");
   c->add_option("--eval-size", o->loc.eval_size, "Square size at which heatmaps meet masks")
       ->check(CLI::Range(16, 8192));
@@ -81,6 +85,7 @@ void register_eval_commands(CLI::App& app, GlobalOptions& g) {
     o->loc.overlays_dir = o->loc.n_overlays > 0 ? (std::filesystem::path(o->out) / "overlays").string() : "";
     o->loc.progress = log::level() <= log::Level::kInfo;
     o->loc.classify = !o->no_classify;
+    o->loc.truth = eval::truth_from_name(o->truth);
     o->loc.prompt_cache_dir = o->cache.resolved();
     if (o->loc.centre > 0) {
       // The world's training films, as its MIMIC-CXR-JPG tree lists them (frontal views).

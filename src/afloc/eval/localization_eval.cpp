@@ -5,6 +5,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
@@ -76,8 +77,12 @@ std::vector<GtImage> read_phantom_ground_truth(const std::string& world_dir, con
       g.id = j.at("dicom_id").get<std::string>();
       g.image = (fs::path(world_dir) / j.at("image").get<std::string>()).string();
       for (const auto& inst : j.at("instances")) {
-        g.instances.emplace_back(inst.at("category").get<std::string>(),
-                                 (fs::path(world_dir) / inst.at("mask").get<std::string>()).string());
+        GtInstance gi;
+        gi.category = inst.at("category").get<std::string>();
+        gi.mask = (fs::path(world_dir) / inst.at("mask").get<std::string>()).string();
+        if (inst.contains("boxes_xywh"))
+          for (const auto& b : inst.at("boxes_xywh")) gi.boxes.push_back(b.get<std::vector<double>>());
+        g.instances.push_back(std::move(gi));
       }
       out.push_back(std::move(g));
       return 0;
@@ -85,6 +90,19 @@ std::vector<GtImage> read_phantom_ground_truth(const std::string& world_dir, con
   }
   return out;
 }
+
+const std::vector<std::string>& truth_names() {
+  static const std::vector<std::string> names{"masks", "boxes"};
+  return names;
+}
+
+Truth truth_from_name(const std::string& name) {
+  if (name == "masks") return Truth::kMasks;
+  if (name == "boxes") return Truth::kBoxes;
+  throw Error("unknown ground truth '" + name + "' (known: masks, boxes)");
+}
+
+std::string truth_name(Truth t) { return t == Truth::kBoxes ? "boxes" : "masks"; }
 
 std::string prompt_for(const std::string& tmpl, const std::string& category) {
   std::string p = tmpl;
@@ -185,7 +203,18 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
     if (nets[k]->config().deep_side() != res.map_side || nets[k]->config().reads_shallow()) res.map_side = 0;
   std::set<std::string> cats;
   for (const auto& im : images)
-    for (const auto& [cat, m] : im.instances) cats.insert(cat);
+    for (const auto& inst : im.instances) {
+      cats.insert(inst.category);
+      if (o.truth != Truth::kBoxes) continue;
+      // Checked before any film is read.
+      if (inst.boxes.empty())
+        throw Error("ground truth boxes: " + im.image + " has a " + inst.category + " finding without boxes");
+      for (const auto& b : inst.boxes)
+        if (b.size() != 4 || !(b[2] > 0 && b[3] > 0))
+          throw Error("ground truth boxes: " + im.image + " has a " + inst.category +
+                      " box that is not (x, y, w, h) with w, h > 0");
+    }
+  res.truth = o.truth;
   if (o.classify && !cats.empty()) res.class_names.assign(cats.begin(), cats.end());
   if (o.contrast > 0) {
     if (cats.size() < 2) {
@@ -272,27 +301,48 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
         const double* p = prob[static_cast<int64_t>(i - start)].data_ptr<double>();
         res.probabilities.emplace_back(p, p + prob.size(1));
         std::vector<int> y(res.class_names.size(), 0);
-        for (const auto& [cat, mpath] : im.instances)
-          y[static_cast<size_t>(std::find(res.class_names.begin(), res.class_names.end(), cat) - res.class_names.begin())] = 1;
+        for (const auto& inst : im.instances)
+          y[static_cast<size_t>(std::find(res.class_names.begin(), res.class_names.end(), inst.category) - res.class_names.begin())] = 1;
         res.labels.push_back(std::move(y));
         res.image_ids.push_back(im.id);
       }
-      // Several instances of one category in an image form one mask (as MS-CXR merges boxes).
-      std::map<std::string, data::Gray8> masks;
-      for (const auto& [cat, mpath] : im.instances) {
-        const data::Gray8 m = data::resize_mask(data::read_gray8(mpath), E);
-        auto it = masks.find(cat);
-        if (it == masks.end()) masks.emplace(cat, m);
-        else
-          for (size_t p = 0; p < m.pixels.size(); ++p) it->second.pixels[p] |= m.pixels[p];
+      // Several instances of one category in an image form one G (as MS-CXR merges a phrase's
+      // boxes): masks united; boxes mapped into the E-px square and summed, as the authors' box2mask.
+      struct Region {
+        data::Gray8 inside;  // G != 0: the overlay's outline (masks), the ceiling
+        Map g;               // G as the metrics read it
+        std::vector<std::array<int64_t, 4>> boxes;  // drawn on the overlay (boxes)
+      };
+      std::map<std::string, Region> regions;
+      const data::Gray8& film = gray[i - start];
+      for (const auto& inst : im.instances) {
+        Region& r = regions[inst.category];
+        if (r.g.empty()) {
+          r.inside = data::Gray8{E, E, std::vector<uint8_t>(static_cast<size_t>(E * E), 0)};
+          r.g.assign(static_cast<size_t>(E * E), 0.0f);
+        }
+        if (o.truth == Truth::kMasks) {
+          const data::Gray8 m = data::resize_mask(data::read_gray8(inst.mask), E);
+          for (size_t p = 0; p < m.pixels.size(); ++p) r.inside.pixels[p] |= m.pixels[p];
+          r.g = mask_map(r.inside);
+        } else {
+          for (const auto& b : inst.boxes) {
+            const auto xywh = box_mapping(b, film.width, film.height, E);
+            add_box(r.g, xywh, E, E);
+            r.boxes.push_back({xywh[0], xywh[1], xywh[2], xywh[3]});
+          }
+          for (size_t p = 0; p < r.g.size(); ++p) r.inside.pixels[p] = r.g[p] != 0 ? 255 : 0;
+        }
       }
-      for (const auto& [cat, m] : masks) {
+      for (const auto& [cat, region] : regions) {
+        const data::Gray8& m = region.inside;
+        const Map& gm = region.g;
         std::vector<torch::Tensor> sims;
         for (size_t k = 0; k < nets.size(); ++k)
           for (const auto& level : levels[k])
             sims.push_back(infer::similarity_map(level[static_cast<int64_t>(i - start)], query[k].at(cat)).cpu());
         const torch::Tensor heat = infer::mean_heatmap(sims, E, o.heatmap);
-        const Map hm = to_map(heat), gm = mask_map(m);
+        const Map hm = to_map(heat);
         const auto model = mm.update(cat, gm, hm), base = bm.update(cat, gm, prior_map);
         bool reachable = false;
         for (const int64_t y : peaks.first)
@@ -306,7 +356,7 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
           const std::string path = (fs::path(o.overlays_dir) / (name + infer::slug(cat) + ".png")).string();
           infer::write_overlay(path, shown[i - start], heat, prompt_for(o.prompt_template, cat) +
                                    (res.cases.back().hit ? "\npointing game: hit" : "\npointing game: miss") + reading,
-                               {}, &m);
+                               region.boxes, o.truth == Truth::kMasks ? &m : nullptr);
           tiles.push_back(cv::imread(path));
           ++overlays;
         }
@@ -398,6 +448,9 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
   } else {
     t << "ceiling: none (heatmaps averaged over maps of different sides, or read from the shallow map)\n";
   }
+  t << (r.truth == Truth::kBoxes
+            ? "ground truth: each finding's boxes (box_mapping + box2mask, overlaps summed), as MS-CXR and RSNA are scored\n"
+            : "ground truth: each finding's pixel mask\n");
   if (r.heatmap_levels != "deep") t << "maps read: " << r.heatmap_levels << " (heatmap_levels; the authors' read deep)\n";
   if (r.n_models > 1) t << "ensemble: heatmaps and probabilities averaged over " << r.n_models << " models\n";
   if (r.contrast_references > 0) {
@@ -421,6 +474,7 @@ std::string write_localization_report(const LocEvalResult& r, const std::string&
                   c.iou.upper, c.cnr.lower, c.cnr.upper, r.iou_over_baseline_ci.lower, r.iou_over_baseline_ci.upper);
     t << line;
   }
+  j["truth"] = truth_name(r.truth);
   j["map_side"] = r.map_side > 0 ? nlohmann::ordered_json(r.map_side) : nlohmann::ordered_json(nullptr);
   j["dense_map"] = r.dense_map;
   j["heatmap_levels"] = r.heatmap_levels;

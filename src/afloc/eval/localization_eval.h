@@ -1,6 +1,6 @@
 #pragma once
-/// Zero-shot localization evaluation of a trained model on ground-truth masks: heatmaps for
-/// "Findings suggesting {finding}." against each finding's mask, per category and macro, next to a
+/// Zero-shot localization evaluation of a trained model on ground-truth masks or boxes: heatmaps for
+/// "Findings suggesting {finding}." against each finding's mask (or boxes), per category and macro, next to a
 /// centre-prior baseline (a fixed Gaussian in the middle of the chest) run through the same protocol.
 #include <cmath>
 #include <string>
@@ -13,18 +13,43 @@
 
 namespace afloc::eval {
 
-/// One image with its findings' masks (paths to PNG masks, any non-zero = inside).
-struct GtImage {
-  std::string id, image;
-  std::vector<std::pair<std::string, std::string>> instances;  ///< (category, mask path)
+/// One finding of a ground-truth image: its pixel mask and its bounding boxes.
+struct GtInstance {
+  std::string category;
+  std::string mask;  ///< path of a PNG mask (any non-zero = inside)
+  /// Boxes (x, y, w, h) in the film's pixels, as MS-CXR's CSV gives them; empty when the ground
+  /// truth has none (then LocEvalOptions::truth "boxes" is an error naming the image).
+  std::vector<std::vector<double>> boxes;
 };
 
-/// Reads a phantom world's ground_truth/instances.jsonl (paths relative to the world root), keeping
-/// the given splits ("test", "unseen"). Error naming the file and line for malformed lines.
+/// One image with its findings.
+struct GtImage {
+  std::string id, image;
+  std::vector<GtInstance> instances;
+};
+
+/// Reads a phantom world's ground_truth/instances.jsonl (paths relative to the world root, boxes from
+/// `boxes_xywh`), keeping the given splits ("test", "unseen"). Error naming the file and line for
+/// malformed lines.
 std::vector<GtImage> read_phantom_ground_truth(const std::string& world_dir, const std::vector<std::string>& splits);
+
+/// What a heatmap is scored against (LocEvalOptions::truth).
+enum class Truth {
+  kMasks,  ///< the findings' pixel masks (SIIM, CheXlocalize, COVID-Rural are scored so)
+  /// the findings' bounding boxes, mapped into the resize-pad square (box_mapping) and summed
+  /// (add_box, the authors' box2mask: overlaps count 2), as MS-CXR and RSNA are scored
+  kBoxes,
+};
+/// "masks", "boxes" (the CLI's names); truth_from_name throws Error naming other values.
+const std::vector<std::string>& truth_names();
+Truth truth_from_name(const std::string& name);
+std::string truth_name(Truth t);
 
 struct LocEvalOptions {
   std::string prompt_template = "Findings suggesting {finding}.";
+  /// G of every metric (hit, IoU, Dice, CNR, ceiling, miss distance), for the model and the
+  /// centre prior alike. Several instances of one category in an image form one G.
+  Truth truth = Truth::kMasks;
   int64_t eval_size = 224;  ///< heatmaps and masks are compared at this square size (SPEC §4)
   infer::HeatmapOptions heatmap;
   int64_t batch = 16;
@@ -59,12 +84,13 @@ struct CaseResult {
   std::string id, category;
   double iou, dice, cnr, baseline_iou, baseline_cnr;
   bool hit, baseline_hit;
-  bool hit_ceiling;  ///< the mask holds a pixel the heatmap's arg-max can reach (peak_pixels)
+  bool hit_ceiling;  ///< G holds a pixel the heatmap's arg-max can reach (peak_pixels)
   int64_t peak_x, peak_y;  ///< the heatmap's arg-max (pixels at the evaluation size; -1 when none)
-  double peak_distance;    ///< pixels from the arg-max to the mask (0 = hit; eval::peak_distance)
+  double peak_distance;    ///< pixels from the arg-max to G (0 = hit; eval::peak_distance)
 };
 
 struct LocEvalResult {
+  Truth truth = Truth::kMasks;  ///< what the heatmaps were scored against
   std::vector<std::pair<std::string, LocalizationMetric::Summary>> model, baseline;  ///< per category
   LocalizationMetric::Summary model_macro, baseline_macro;
   /// Pointing-game ceiling of the map's resolution per category (same order as `model`) and macro.
