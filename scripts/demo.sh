@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a fresh Debian 12 machine: installs what it needs, builds `afloc`, renders a
 # phantom chest X-ray world (shared/PHANTOM.md), pretrains the `tiny` AFLoc model on its image-report
-# pairs only, then measures zero-shot localization of every finding against the hidden masks, next
-# to a centre-prior baseline, and zero-shot diagnosis (AUROC) of every finding; then localizes and
+# pairs only, then measures zero-shot localization of every finding against the hidden masks (and,
+# as MS-CXR is scored, their boxes), next to a centre-prior baseline, and zero-shot diagnosis (AUROC) of every finding; then localizes and
 # classifies held-out films with `afloc localize` / `afloc classify`. ~15-25 minutes on 2 cores once
 # built, depending on the CPU (--quick: ~4).
 #   bash scripts/demo.sh [--quick]       outputs in ./demo (AFLOC_DEMO_OUT to change)
