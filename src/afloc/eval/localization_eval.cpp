@@ -38,12 +38,6 @@ Map to_map(const torch::Tensor& t) {
   return Map(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
 }
 
-Map mask_map(const data::Gray8& m) {
-  Map out(m.pixels.size());
-  for (size_t i = 0; i < out.size(); ++i) out[i] = m.pixels[i] ? 1.0f : 0.0f;
-  return out;
-}
-
 // All overlays on one sheet, 6 per row.
 void write_sheet(const std::string& path, const std::vector<cv::Mat>& tiles) {
   if (tiles.empty()) return;
@@ -309,33 +303,27 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
       // Several instances of one category in an image form one G (as MS-CXR merges a phrase's
       // boxes): masks united; boxes mapped into the E-px square and summed, as the authors' box2mask.
       struct Region {
-        data::Gray8 inside;  // G != 0: the overlay's outline (masks), the ceiling
-        Map g;               // G as the metrics read it
+        Map g;  // G as the metrics read it
         std::vector<std::array<int64_t, 4>> boxes;  // drawn on the overlay (boxes)
       };
       std::map<std::string, Region> regions;
       const data::Gray8& film = gray[i - start];
       for (const auto& inst : im.instances) {
         Region& r = regions[inst.category];
-        if (r.g.empty()) {
-          r.inside = data::Gray8{E, E, std::vector<uint8_t>(static_cast<size_t>(E * E), 0)};
-          r.g.assign(static_cast<size_t>(E * E), 0.0f);
-        }
+        if (r.g.empty()) r.g.assign(static_cast<size_t>(E * E), 0.0f);
         if (o.truth == Truth::kMasks) {
           const data::Gray8 m = data::resize_mask(data::read_gray8(inst.mask), E);
-          for (size_t p = 0; p < m.pixels.size(); ++p) r.inside.pixels[p] |= m.pixels[p];
-          r.g = mask_map(r.inside);
+          for (size_t p = 0; p < m.pixels.size(); ++p)
+            if (m.pixels[p]) r.g[p] = 1.0f;
         } else {
           for (const auto& b : inst.boxes) {
             const auto xywh = box_mapping(b, film.width, film.height, E);
             add_box(r.g, xywh, E, E);
             r.boxes.push_back({xywh[0], xywh[1], xywh[2], xywh[3]});
           }
-          for (size_t p = 0; p < r.g.size(); ++p) r.inside.pixels[p] = r.g[p] != 0 ? 255 : 0;
         }
       }
       for (const auto& [cat, region] : regions) {
-        const data::Gray8& m = region.inside;
         const Map& gm = region.g;
         std::vector<torch::Tensor> sims;
         for (size_t k = 0; k < nets.size(); ++k)
@@ -346,7 +334,7 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
         const auto model = mm.update(cat, gm, hm), base = bm.update(cat, gm, prior_map);
         bool reachable = false;
         for (const int64_t y : peaks.first)
-          for (const int64_t x : peaks.second) reachable = reachable || m.pixels[static_cast<size_t>(y * E + x)] != 0;
+          for (const int64_t x : peaks.second) reachable = reachable || gm[static_cast<size_t>(y * E + x)] != 0;
         const int64_t peak = peak_index(hm);
         res.cases.push_back({im.id, cat, model.iou, model.dice, model.cnr, base.iou, base.cnr, model.hit, base.hit, reachable,
                              peak < 0 ? -1 : peak % E, peak < 0 ? -1 : peak / E, peak_distance(gm, peak, E)});
@@ -354,9 +342,11 @@ LocEvalResult evaluate_localization(std::vector<model::AflocModel>& nets, const 
           char name[64];
           std::snprintf(name, sizeof name, "%03lld_", static_cast<long long>(overlays));
           const std::string path = (fs::path(o.overlays_dir) / (name + infer::slug(cat) + ".png")).string();
+          data::Gray8 outline{E, E, std::vector<uint8_t>(gm.size())};  // the mask's (boxes are drawn as boxes)
+          for (size_t p = 0; p < gm.size(); ++p) outline.pixels[p] = gm[p] != 0 ? 255 : 0;
           infer::write_overlay(path, shown[i - start], heat, prompt_for(o.prompt_template, cat) +
                                    (res.cases.back().hit ? "\npointing game: hit" : "\npointing game: miss") + reading,
-                               region.boxes, o.truth == Truth::kMasks ? &m : nullptr);
+                               region.boxes, o.truth == Truth::kMasks ? &outline : nullptr);
           tiles.push_back(cv::imread(path));
           ++overlays;
         }
